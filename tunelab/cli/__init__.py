@@ -1,0 +1,55 @@
+"""The `tunelab` command: noun groups with verbs; a bare `tunelab` starts the TUI.
+
+User errors are `TunelabError`s: printed as one line (no traceback), exit status 1.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from tunelab.cli.app_context import AppContext, pass_app
+from tunelab.errors import TunelabError
+
+
+@click.group(invoke_without_command=True)
+@click.option("--home", type=click.Path(file_okay=False), default=None, help="Data dir (default: $TUNELAB_HOME or the XDG data dir).")
+@click.version_option(package_name="tunelab")
+@click.pass_context
+def cli(ctx: click.Context, home: str | None) -> None:
+    """tunelab: chat with a local model, add chosen examples, fine-tune, compare."""
+    ctx.obj = AppContext(home=home)
+    if ctx.invoked_subcommand is None:
+        from tunelab.tui.app import TunelabApp
+
+        TunelabApp(ctx.obj.settings, ctx.obj.conn).run()
+
+
+def _register() -> None:
+    from tunelab.cli import chat, doctor, history, models
+
+    for module in (chat, doctor, history, models):
+        cli.add_command(module.command)
+
+
+_register()
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except TunelabError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+
+
+__all__ = ["cli", "main", "pass_app"]

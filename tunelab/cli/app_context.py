@@ -1,0 +1,41 @@
+"""What every command needs, opened lazily: settings and the database."""
+
+from __future__ import annotations
+
+import sqlite3
+from functools import cached_property
+
+import click
+
+from tunelab.config import Settings
+from tunelab.stores.db import connect
+
+
+class AppContext:
+    def __init__(self, home: str | None = None) -> None:
+        self.home = home
+
+    @cached_property
+    def settings(self) -> Settings:
+        return Settings.load(home=self.home)
+
+    @cached_property
+    def conn(self) -> sqlite3.Connection:
+        return connect(self.settings.db_path)
+
+
+pass_app = click.make_pass_decorator(AppContext)
+
+
+def engine_options(func):  # type: ignore[no-untyped-def]
+    """--model, --n-ctx, --n-gpu-layers, --threads: overrides of the matching settings."""
+    func = click.option("--threads", "n_threads", type=int, default=None, help="CPU threads (default: one per core).")(func)
+    func = click.option("--n-gpu-layers", type=int, default=None, help="Layers on the GPU (-1 all, 0 none).")(func)
+    func = click.option("--n-ctx", type=int, default=None, help="Context window in tokens.")(func)
+    func = click.option("--model", "-m", default=None, help="GGUF path or registered model name.")(func)
+    return func
+
+
+def apply_engine_options(app: AppContext, kwargs: dict) -> None:  # type: ignore[type-arg]
+    overrides = {k: kwargs.pop(k) for k in ("model", "n_ctx", "n_gpu_layers", "n_threads")}
+    app.settings = Settings.load(home=app.home, **overrides)

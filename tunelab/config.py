@@ -1,0 +1,93 @@
+"""One settings object for the CLI, the TUI and the tests.
+
+Values come, in order of precedence, from command-line flags, `TUNELAB_*` environment variables,
+`config.toml` in the data dir, and the defaults below, so the three can't drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from tunelab.errors import TunelabError
+
+
+def default_home() -> Path:
+    """The data dir: `TUNELAB_HOME`, else `$XDG_DATA_HOME/tunelab`, else ~/.local/share/tunelab."""
+    if env := os.environ.get("TUNELAB_HOME"):
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "tunelab"
+
+
+@dataclass
+class Settings:
+    """Everything a user can configure. Each field is also `TUNELAB_<FIELD>` and a key in config.toml."""
+
+    home: Path = field(default_factory=default_home)
+    """Data dir: the SQLite database, the Chroma store, adapters, reports and model caches."""
+    model: str = ""
+    """Chat model: a GGUF path or a registered name; empty means the bundled SmolLM2-135M-Instruct."""
+    n_ctx: int = 4096
+    """Context window in tokens (history, ICL examples and the reply share it)."""
+    n_gpu_layers: int = -1
+    """Layers offloaded to the GPU: -1 = all when llama.cpp was built with GPU support, 0 = CPU only."""
+    n_threads: int = 0
+    """CPU threads for llama.cpp; 0 = one per core."""
+    embedding_model: str = ""
+    """sentence-transformers model dir for the embedding selector; empty = the bundled all-MiniLM-L6-v2."""
+    chroma_url: str = ""
+    """Chroma server URL (e.g. http://127.0.0.1:8000); empty = an embedded store under the data dir."""
+
+    def __post_init__(self) -> None:
+        self.home = Path(self.home).expanduser()
+        problems = []
+        if self.n_ctx < 256:
+            problems.append(f"n_ctx must be at least 256 (got {self.n_ctx})")
+        if self.n_threads < 0:
+            problems.append(f"n_threads must be >= 0 (got {self.n_threads})")
+        if problems:
+            raise TunelabError("bad settings: " + "; ".join(problems))
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "tunelab.db"
+
+    @property
+    def threads(self) -> int:
+        return self.n_threads or max(1, os.cpu_count() or 1)
+
+    @classmethod
+    def load(cls, **overrides: object) -> "Settings":
+        """Defaults < config.toml < environment < overrides (flags left at None are ignored)."""
+        home = Path(str(overrides.get("home") or default_home())).expanduser()
+        values: dict[str, object] = {}
+        config_file = home / "config.toml"
+        if config_file.is_file():
+            try:
+                values.update(tomllib.loads(config_file.read_text(encoding="utf-8")))
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                raise TunelabError(f"cannot read {config_file}: {exc}") from None
+        names = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise TunelabError(f"unknown key(s) in {config_file}: {', '.join(unknown)}")
+        for name in names:
+            env = os.environ.get(f"TUNELAB_{name.upper()}")
+            if env is not None and name != "home":
+                values[name] = env
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        values["home"] = home
+        for name, value in list(values.items()):
+            if names[name].type == "int" and isinstance(value, str):
+                try:
+                    values[name] = int(value)
+                except ValueError:
+                    raise TunelabError(f"setting {name} must be an integer (got {value!r})") from None
+        return cls(**values)  # type: ignore[arg-type]
+
+    def describe(self) -> dict[str, str]:
+        return {k: str(v) for k, v in dataclasses.asdict(self).items()}

@@ -1,0 +1,110 @@
+"""One chat turn from prompt to stored reply: the path shared by the CLI and the TUI.
+
+It loads the engine once (llama.cpp keeps its KV cache warm across turns), stores the user's
+message before generating and the reply afterwards - also a cancelled one, marked interrupted -
+with the provenance needed to reproduce it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunelab.config import Settings
+from tunelab.engine.chat_template import ChatMessage
+from tunelab.engine.llama_engine import LlamaEngine, Reply
+from tunelab.engine.sampling import SamplerParams
+from tunelab.errors import TunelabError
+from tunelab.stores.conversations import ConversationStore, Message, ReplyRecord
+from tunelab.stores.files import cached_sha256
+from tunelab.stores.models import ModelRegistry
+
+
+@dataclass
+class ChatTurn:
+    """A reply being generated, and how to store it once done (or interrupted)."""
+
+    conversation_id: int
+    reply: Reply
+    params: SamplerParams
+    service: "ChatService"
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def save(self) -> Message:
+        engine = self.service.engine
+        stats = self.reply.stats
+        record = ReplyRecord(
+            model_path=str(engine.model_path),
+            model_sha256=self.service.model_sha256,
+            adapter=str(engine.lora_path) if engine.lora_path else None,
+            params=self.params.to_dict(),
+            seed=self.params.seed,
+            prompt_tokens=stats.prompt_tokens,
+            completion_tokens=stats.completion_tokens,
+            ttft_ms=stats.ttft_ms,
+            decode_tps=stats.decode_tps,
+            total_ms=stats.total_ms,
+            finish_reason=stats.finish_reason,
+            interrupted=stats.finish_reason == "cancelled",
+            dropped_turns=stats.dropped_turns,
+            provenance=self.provenance,
+        )
+        return self.service.store.add_reply(self.conversation_id, self.reply.so_far, record)
+
+
+class ChatService:
+    def __init__(self, settings: Settings, conn: sqlite3.Connection) -> None:
+        self.settings = settings
+        self.conn = conn
+        self.store = ConversationStore(conn)
+        self.models = ModelRegistry(conn)
+        self._engine: LlamaEngine | None = None
+        self.model_sha256 = ""
+
+    @property
+    def engine(self) -> LlamaEngine:
+        """The loaded model, loaded on first use (the TUI calls this from a worker)."""
+        if self._engine is None:
+            self.load(self.settings.model)
+        assert self._engine is not None
+        return self._engine
+
+    def load(self, model: str, lora_path: Path | None = None) -> LlamaEngine:
+        path = self.models.resolve(model)
+        self._engine = LlamaEngine(
+            path,
+            n_ctx=self.settings.n_ctx,
+            n_gpu_layers=self.settings.n_gpu_layers,
+            n_threads=self.settings.n_threads,
+            lora_path=lora_path,
+        )
+        self.model_sha256 = cached_sha256(self.conn, self._engine.model_path)
+        return self._engine
+
+    def history(self, conversation_id: int) -> list[ChatMessage]:
+        conversation = self.store.get(conversation_id)
+        messages = [ChatMessage("system", conversation.system_prompt)] if conversation.system_prompt else []
+        messages += [ChatMessage(m.role, m.content) for m in self.store.messages(conversation_id)]
+        return messages
+
+    def send(self, conversation_id: int, prompt: str, params: SamplerParams) -> ChatTurn:
+        """Store the user's prompt and start the reply (nothing is stored for an empty prompt)."""
+        if not prompt.strip():
+            raise TunelabError("empty prompt: type something to send")
+        engine = self.engine
+        messages = self.history(conversation_id) + [ChatMessage("user", prompt)]
+        reply = engine.chat(messages, params)  # raises before storing if the prompt can never fit
+        self.store.add_user(conversation_id, prompt)
+        return ChatTurn(conversation_id, reply, params, self)
+
+    def regenerate(self, conversation_id: int, params: SamplerParams) -> ChatTurn:
+        """Replace the last reply with a new one to the same prompt."""
+        messages = self.store.messages(conversation_id)
+        if not messages or messages[-1].role != "assistant":
+            raise TunelabError("nothing to regenerate: the conversation has no reply yet")
+        history = self.history(conversation_id)[:-1]
+        reply = self.engine.chat(history, params)
+        self.store.delete_message(messages[-1].id)
+        return ChatTurn(conversation_id, reply, params, self)

@@ -1,0 +1,48 @@
+"""Turn chat messages into prompt tokens with the model's own chat template.
+
+We render the template ourselves (rather than calling create_chat_completion) so that we know
+the exact prompt token count before generating: that is what context management, ICL token
+budgets and the stored provenance need.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llama_cpp import Llama
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+# Used for GGUFs that carry no template (old conversions).
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str
+    content: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+class ChatTemplate:
+    def __init__(self, llama: Llama) -> None:
+        self.llama = llama
+        model = llama._model
+        eos_id, bos_id = model.token_eos(), model.token_bos()
+        self.eos_token = model.token_get_text(eos_id) if eos_id != -1 else ""
+        self.bos_token = model.token_get_text(bos_id) if bos_id != -1 else ""
+        self.template = llama.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
+        self.formatter = Jinja2ChatFormatter(
+            template=self.template, eos_token=self.eos_token, bos_token=self.bos_token
+        )
+
+    def render(self, messages: list[ChatMessage]) -> str:
+        return self.formatter(messages=[m.as_dict() for m in messages]).prompt
+
+    def tokens(self, messages: list[ChatMessage]) -> list[int]:
+        # The template writes BOS itself where the model wants it (added_special), so don't add another.
+        return self.llama.tokenize(self.render(messages).encode("utf-8"), add_bos=False, special=True)

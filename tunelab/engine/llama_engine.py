@@ -1,0 +1,202 @@
+"""The one inference engine: a llama.cpp model kept loaded, streaming replies with their stats.
+
+The `Llama` instance lives as long as the engine, so llama.cpp reuses the KV cache of the
+common prompt prefix from one turn to the next (system prompt, earlier turns, ICL examples).
+"""
+
+from __future__ import annotations
+
+import codecs
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import llama_cpp
+from llama_cpp import Llama
+
+from tunelab.engine.chat_template import ChatMessage, ChatTemplate
+from tunelab.engine.context import fit_history
+from tunelab.engine.models import check_gguf, check_gguf_complete
+from tunelab.engine.sampling import SamplerParams
+from tunelab.errors import TunelabError
+
+
+def gpu_offload_supported() -> bool:
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+@dataclass
+class ReplyStats:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    ttft_ms: float | None = None
+    decode_tps: float | None = None
+    total_ms: float = 0.0
+    finish_reason: str = ""
+    """stop (end of turn or a stop string), length (max_tokens or context full), cancelled."""
+    dropped_turns: int = 0
+    """Oldest messages dropped so the prompt fits the context window."""
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass
+class Reply:
+    """A streaming reply: iterate it for text chunks, or call `text()`; `stats` is filled at the end.
+
+    Closing it early (break, Ctrl-C, `cancel`) keeps the text so far and marks it cancelled.
+    """
+
+    _chunks: Iterator[str]
+    stats: ReplyStats
+    messages: list[ChatMessage]
+    parts: list[str] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[str]:
+        for chunk in self._chunks:
+            self.parts.append(chunk)
+            yield chunk
+
+    def text(self) -> str:
+        for _ in self:
+            pass
+        return "".join(self.parts)
+
+    def close(self) -> None:
+        """Stop generating (from the consuming thread); `stats.finish_reason` becomes "cancelled"."""
+        close = getattr(self._chunks, "close", None)
+        if close:
+            close()
+
+    @property
+    def so_far(self) -> str:
+        return "".join(self.parts)
+
+
+class StopStrings:
+    """Emit text as it comes, holding back only a tail that could be the start of a stop string."""
+
+    def __init__(self, stops: list[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
+        self.pending = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """Returns (text safe to emit, whether a stop string was hit)."""
+        self.pending += text
+        hits = [i for s in self.stops if (i := self.pending.find(s)) != -1]
+        if hits:
+            out, self.pending = self.pending[: min(hits)], ""
+            return out, True
+        cut = max(0, len(self.pending) - self.hold)
+        out, self.pending = self.pending[:cut], self.pending[cut:]
+        return out, False
+
+    def flush(self) -> str:
+        out, self.pending = self.pending, ""
+        return out
+
+
+class LlamaEngine:
+    def __init__(
+        self,
+        model_path: Path,
+        n_ctx: int = 4096,
+        n_gpu_layers: int = -1,
+        n_threads: int = 0,
+        lora_path: Path | None = None,
+    ) -> None:
+        self.model_path = check_gguf(Path(model_path)).resolve()
+        self.n_gpu_layers = n_gpu_layers if gpu_offload_supported() else 0
+        self.lora_path = lora_path
+        self._lock = threading.Lock()
+        try:
+            self.llama = Llama(
+                model_path=str(self.model_path),
+                n_ctx=n_ctx,
+                n_gpu_layers=self.n_gpu_layers,
+                n_threads=n_threads or None,
+                lora_path=str(lora_path) if lora_path else None,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            check_gguf_complete(self.model_path)
+            raise TunelabError(f"llama.cpp could not load {self.model_path}: {exc}") from None
+        self.template = ChatTemplate(self.llama)
+        self.n_ctx = self.llama.n_ctx()
+
+    @property
+    def model_name(self) -> str:
+        return self.model_path.name
+
+    def count_tokens(self, messages: list[ChatMessage]) -> int:
+        return len(self.template.tokens(messages))
+
+    def fit(self, messages: list[ChatMessage], max_tokens: int) -> tuple[list[ChatMessage], int]:
+        """The messages that fit the context with `max_tokens` left for the reply."""
+        budget = self.n_ctx - min(max_tokens, self.n_ctx // 2)
+        return fit_history(messages, budget, self.count_tokens)
+
+    def chat(self, messages: list[ChatMessage], params: SamplerParams | None = None) -> Reply:
+        """Stream a reply to `messages` (oldest turns dropped if they don't fit)."""
+        params = params or SamplerParams()
+        if not messages or not messages[-1].content.strip():
+            raise TunelabError("empty prompt: type something to send")
+        fitted, dropped = self.fit(messages, params.max_tokens)
+        stats = ReplyStats(dropped_turns=dropped)
+        tokens = self.template.tokens(fitted)
+        stats.prompt_tokens = len(tokens)
+        return Reply(self._stream(tokens, params, stats), stats, fitted)
+
+    def _stream(self, tokens: list[int], params: SamplerParams, stats: ReplyStats) -> Iterator[str]:
+        llama = self.llama
+        vocab = llama._model.vocab
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        stops = StopStrings(params.stop)
+        room = min(params.max_tokens, self.n_ctx - len(tokens))
+        start = time.perf_counter()
+        first = last = None
+        hit = False
+        stats.finish_reason = "cancelled"
+        with self._lock:
+            llama.set_seed(params.seed)
+            generator = llama.generate(
+                tokens,
+                top_k=params.top_k,
+                top_p=params.top_p,
+                temp=params.temperature,
+                repeat_penalty=params.repeat_penalty,
+            )
+            try:
+                for token in generator:
+                    last = time.perf_counter()
+                    if first is None:
+                        first = last
+                        stats.ttft_ms = (first - start) * 1000
+                    if llama_cpp.llama_vocab_is_eog(vocab, token):
+                        stats.finish_reason = "stop"
+                        break
+                    stats.completion_tokens += 1
+                    text, hit = stops.feed(decoder.decode(llama.detokenize([token])))
+                    if text:
+                        yield text
+                    if hit:
+                        stats.finish_reason = "stop"
+                        break
+                    if stats.completion_tokens >= room:
+                        stats.finish_reason = "length"
+                        break
+                if not hit:
+                    tail = stops.flush() + decoder.decode(b"", final=True)
+                    if tail:
+                        yield tail
+            finally:
+                generator.close()
+                end = time.perf_counter()
+                stats.total_ms = (end - start) * 1000
+                if first is not None and last is not None and stats.completion_tokens > 1 and last > first:
+                    stats.decode_tps = (stats.completion_tokens - 1) / (last - first)
+

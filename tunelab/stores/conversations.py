@@ -1,0 +1,167 @@
+"""Conversations and messages in SQLite, each assistant reply with its provenance."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from tunelab.errors import TunelabError
+from tunelab.stores.db import now, transaction
+
+
+@dataclass
+class Conversation:
+    id: int
+    title: str
+    system_prompt: str
+    params: dict[str, Any]
+    created_at: str
+    updated_at: str
+
+
+@dataclass
+class Message:
+    id: int
+    conversation_id: int
+    role: str
+    content: str
+    created_at: str
+    model_path: str | None = None
+    model_sha256: str | None = None
+    adapter: str | None = None
+    params: dict[str, Any] | None = None
+    seed: int | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    ttft_ms: float | None = None
+    decode_tps: float | None = None
+    total_ms: float | None = None
+    finish_reason: str | None = None
+    interrupted: bool = False
+    dropped_turns: int = 0
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ReplyRecord:
+    """What the engine knows about one reply, as stored beside its text."""
+
+    model_path: str
+    model_sha256: str
+    params: dict[str, Any]
+    seed: int | None
+    prompt_tokens: int
+    completion_tokens: int
+    ttft_ms: float | None
+    decode_tps: float | None
+    total_ms: float
+    finish_reason: str
+    interrupted: bool = False
+    dropped_turns: int = 0
+    adapter: str | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def _conversation(row: sqlite3.Row) -> Conversation:
+    return Conversation(
+        id=row["id"],
+        title=row["title"],
+        system_prompt=row["system_prompt"],
+        params=json.loads(row["params_json"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _message(row: sqlite3.Row) -> Message:
+    data = dict(row)
+    data["params"] = json.loads(data.pop("params_json") or "null")
+    data["provenance"] = json.loads(data.pop("provenance_json") or "{}")
+    data["interrupted"] = bool(data["interrupted"])
+    return Message(**data)
+
+
+class ConversationStore:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def create(self, title: str = "New chat", system_prompt: str = "", params: dict[str, Any] | None = None) -> Conversation:
+        stamp = now()
+        with transaction(self.conn):
+            cur = self.conn.execute(
+                "INSERT INTO conversations (title, system_prompt, params_json, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+                (title, system_prompt, json.dumps(params or {}), stamp, stamp),
+            )
+        return self.get(cur.lastrowid)
+
+    def get(self, conversation_id: int) -> Conversation:
+        row = self.conn.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+        if row is None:
+            raise TunelabError(f"no conversation with id {conversation_id} (see `tunelab history list`)")
+        return _conversation(row)
+
+    def list(self) -> list[Conversation]:
+        rows = self.conn.execute("SELECT * FROM conversations ORDER BY updated_at DESC, id DESC")
+        return [_conversation(r) for r in rows]
+
+    def update(self, conversation_id: int, **changes: Any) -> Conversation:
+        """Change title, system_prompt and/or params."""
+        columns = {"title": "title", "system_prompt": "system_prompt", "params": "params_json"}
+        sets, values = [], []
+        for key, value in changes.items():
+            sets.append(f"{columns[key]} = ?")
+            values.append(json.dumps(value) if key == "params" else value)
+        self.get(conversation_id)
+        with transaction(self.conn):
+            self.conn.execute(
+                f"UPDATE conversations SET {', '.join(sets)}, updated_at = ? WHERE id = ?",
+                (*values, now(), conversation_id),
+            )
+        return self.get(conversation_id)
+
+    def delete(self, conversation_id: int) -> None:
+        self.get(conversation_id)
+        with transaction(self.conn):
+            self.conn.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+
+    def messages(self, conversation_id: int) -> list[Message]:
+        rows = self.conn.execute("SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,))
+        return [_message(r) for r in rows]
+
+    def message(self, message_id: int) -> Message:
+        row = self.conn.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+        if row is None:
+            raise TunelabError(f"no message with id {message_id}")
+        return _message(row)
+
+    def add_user(self, conversation_id: int, content: str) -> Message:
+        return self._insert(conversation_id, "user", content, {})
+
+    def add_reply(self, conversation_id: int, content: str, record: ReplyRecord) -> Message:
+        data = asdict(record)
+        data["params_json"] = json.dumps(data.pop("params"))
+        data["provenance_json"] = json.dumps(data.pop("provenance"))
+        data["interrupted"] = int(data["interrupted"])
+        return self._insert(conversation_id, "assistant", content, data)
+
+    def delete_message(self, message_id: int) -> None:
+        """Remove one message (used by regenerate, which replaces the last reply)."""
+        with transaction(self.conn):
+            self.conn.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+
+    def _insert(self, conversation_id: int, role: str, content: str, extra: dict[str, Any]) -> Message:
+        self.get(conversation_id)
+        stamp = now()
+        columns = ["conversation_id", "role", "content", "created_at", *extra]
+        values = [conversation_id, role, content, stamp, *extra.values()]
+        with transaction(self.conn):
+            cur = self.conn.execute(
+                f"INSERT INTO messages ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", values
+            )
+            self.conn.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (stamp, conversation_id))
+        return self.message(cur.lastrowid)

@@ -1,0 +1,71 @@
+"""Files under the data dir: atomic writes and a cached content hash for model files."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tunelab.stores.db import transaction
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temp file in the same folder and rename: readers see the old or the new file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """Yield a temp folder beside `final`; on success it is renamed to `final`, else removed.
+
+    Used for adapters and reports, which are registered only once completely written.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cached_sha256(conn: sqlite3.Connection, path: Path) -> str:
+    """sha256 of a file, recomputed only when its size or mtime changed."""
+    path = path.resolve()
+    st = path.stat()
+    row = conn.execute("SELECT size, mtime_ns, sha256 FROM file_hashes WHERE path = ?", (str(path),)).fetchone()
+    if row and row["size"] == st.st_size and row["mtime_ns"] == st.st_mtime_ns:
+        return row["sha256"]
+    digest = sha256_file(path)
+    with transaction(conn):
+        conn.execute(
+            "INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?)",
+            (str(path), st.st_size, st.st_mtime_ns, digest),
+        )
+    return digest
