@@ -48,7 +48,18 @@ class SamplerParams:
         unknown = sorted(set(data) - known)
         if unknown:
             raise TunelabError(f"unknown sampler setting(s): {', '.join(unknown)}")
-        return cls(**data)
+        return cls(**{k: cls._coerce(k, v) for k, v in data.items()})
+
+    @staticmethod
+    def _coerce(name: str, value: Any) -> Any:
+        """Accept numbers typed as text (settings forms, config files) with a one-line error."""
+        kind = {"float": float, "int": int}.get(str(next(f.type for f in fields(SamplerParams) if f.name == name)))
+        if kind is None or not isinstance(value, str):
+            return value
+        try:
+            return kind(value.strip())
+        except ValueError:
+            raise TunelabError(f"sampler setting {name} must be a number (got {value!r})") from None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

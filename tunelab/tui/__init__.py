@@ -1,0 +1,1 @@
+"""The Textual front end: screens and widgets only; the work happens in engine/stores/finetune."""

@@ -1,0 +1,25 @@
+"""The tunelab Textual app: it owns the services and opens the screens."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from textual.app import App
+
+from tunelab.config import Settings
+from tunelab.engine.chat_service import ChatService
+from tunelab.tui.screens.chat import ChatScreen
+
+
+class TunelabApp(App[None]):
+    CSS_PATH = "tunelab.tcss"
+    TITLE = "tunelab"
+
+    def __init__(self, settings: Settings, conn: sqlite3.Connection) -> None:
+        super().__init__()
+        self.settings = settings
+        self.conn = conn
+        self.chat_service = ChatService(settings, conn)
+
+    def on_mount(self) -> None:
+        self.push_screen(ChatScreen(self.chat_service))

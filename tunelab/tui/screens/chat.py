@@ -1,0 +1,243 @@
+"""The chat screen: conversations on the left, the streamed conversation and the prompt on the right."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input, Markdown, Static
+from textual.worker import get_current_worker
+
+from tunelab.engine.chat_service import ChatService, ChatTurn
+from tunelab.engine.llama_engine import ReplyStats
+from tunelab.engine.sampling import SamplerParams
+from tunelab.errors import TunelabError
+from tunelab.stores.conversations import Message
+from tunelab.tui.screens.chat_settings import ChatSettingsScreen
+from tunelab.tui.screens.text_prompt import TextPromptScreen
+from tunelab.tui.widgets.chat.conversation_list import ConversationList
+from tunelab.tui.widgets.chat.message_view import MessageView
+
+FLUSH_SECONDS = 0.05  # batch tokens: repaint Markdown at most ~20 times a second
+
+
+class ChatScreen(Screen[None]):
+    BINDINGS = [
+        Binding("ctrl+n", "new_chat", "New chat", id="chat.new"),
+        Binding("f2", "rename", "Rename", id="chat.rename"),
+        Binding("f8", "delete_chat", "Delete chat", id="chat.delete"),
+        Binding("ctrl+g", "regenerate", "Regenerate", id="chat.regenerate"),
+        Binding("escape", "cancel", "Stop", id="chat.cancel"),
+        Binding("ctrl+y", "copy_message", "Copy", id="chat.copy"),
+        Binding("ctrl+s", "settings", "Settings", id="chat.settings"),
+    ]
+
+    def __init__(self, service: ChatService) -> None:
+        super().__init__()
+        self.service = service
+        self.store = service.store
+        self.conversation_id: int | None = None
+        self.streaming: MessageView | None = None
+        self._stream: Any = None
+        self._started = 0.0
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal():
+            yield ConversationList(id="conversations")
+            with Vertical(id="chat-main"):
+                yield VerticalScroll(id="messages")
+                yield Static("", id="stats")
+                yield Input(placeholder="Message (Enter to send, Esc to stop)", id="prompt")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = self.service.models.resolve(self.service.settings.model).name
+        conversations = self.store.list()
+        if conversations:
+            self.open_conversation(conversations[0].id)
+        else:
+            self.refresh_list()
+        self.query_one("#prompt", Input).focus()
+
+    # -- conversations ---------------------------------------------------------------------
+    def refresh_list(self) -> None:
+        self.query_one(ConversationList).show(self.store.list(), self.conversation_id)
+
+    def open_conversation(self, conversation_id: int | None) -> None:
+        self.conversation_id = conversation_id
+        log = self.query_one("#messages", VerticalScroll)
+        log.remove_children()
+        if conversation_id is not None:
+            log.mount_all(MessageView(m.role, m.content, m) for m in self.store.messages(conversation_id))
+            log.scroll_end(animate=False)
+        self.refresh_list()
+
+    def on_conversation_list_picked(self, event: ConversationList.Picked) -> None:
+        if event.conversation_id != self.conversation_id:
+            self.open_conversation(event.conversation_id)
+
+    def action_new_chat(self) -> None:
+        self.open_conversation(None)
+        self.query_one("#prompt", Input).focus()
+
+    def action_rename(self) -> None:
+        if self.conversation_id is None:
+            return
+        current = self.store.get(self.conversation_id).title
+
+        def done(title: str | None) -> None:
+            if title and self.conversation_id is not None:
+                self.store.update(self.conversation_id, title=title)
+                self.refresh_list()
+
+        self.app.push_screen(TextPromptScreen("Rename conversation", current), done)
+
+    def action_delete_chat(self) -> None:
+        if self.conversation_id is None:
+            return
+        self.store.delete(self.conversation_id)
+        self.notify("conversation deleted")
+        remaining = self.store.list()
+        self.open_conversation(remaining[0].id if remaining else None)
+
+    def action_settings(self) -> None:
+        conv = self.store.get(self.conversation_id) if self.conversation_id is not None else None
+        params = self.params()
+
+        def done(result: dict[str, Any] | None) -> None:
+            if result is None:
+                return
+            try:
+                new_params = SamplerParams.from_dict(result["params"])
+            except TunelabError as exc:
+                self.notify(str(exc), severity="error")
+                return
+            if self.conversation_id is None:
+                self.conversation_id = self.store.create(system_prompt=result["system_prompt"]).id
+            self.store.update(self.conversation_id, system_prompt=result["system_prompt"], params=new_params.to_dict())
+            self.refresh_list()
+            self.notify("settings saved for this conversation")
+
+        self.app.push_screen(ChatSettingsScreen(conv.system_prompt if conv else "", params), done)
+
+    def params(self) -> SamplerParams:
+        stored = self.store.get(self.conversation_id).params if self.conversation_id is not None else {}
+        return SamplerParams.from_dict(stored)
+
+    # -- sending and streaming ---------------------------------------------------------------
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        prompt = event.value
+        if not prompt.strip():
+            self.notify("empty prompt: type something to send", severity="warning")
+            return
+        if self.streaming is not None:
+            self.notify("a reply is still streaming (Esc stops it)", severity="warning")
+            return
+        event.input.value = ""
+        if self.conversation_id is None:
+            self.conversation_id = self.store.create(title=prompt.strip().splitlines()[0][:60]).id
+            self.refresh_list()
+        self.generate(self.conversation_id, prompt)
+
+    def action_regenerate(self) -> None:
+        if self.conversation_id is not None and self.streaming is None:
+            self.generate(self.conversation_id, None)
+
+    def action_cancel(self) -> None:
+        self.workers.cancel_group(self, "generate")
+
+    @work(thread=True, exclusive=True, group="generate")
+    def generate(self, conversation_id: int, prompt: str | None) -> None:
+        """Runs in a thread: llama.cpp blocks. Widgets are only touched through call_from_thread."""
+        worker = get_current_worker()
+        app = self.app
+        app.call_from_thread(self._status, "loading model…" if self.service._engine is None else "thinking…")
+        try:
+            params = self.params()
+            if prompt is None:
+                turn = self.service.regenerate(conversation_id, params)
+            else:
+                turn = self.service.send(conversation_id, prompt, params)
+        except TunelabError as exc:
+            app.call_from_thread(self._failed, str(exc))
+            return
+        app.call_from_thread(self._begin_reply, prompt)
+        pending: list[str] = []
+        last_flush = time.monotonic()
+        chunks = 0
+        try:
+            for chunk in turn.reply:
+                pending.append(chunk)
+                chunks += 1
+                if worker.is_cancelled:
+                    break
+                if time.monotonic() - last_flush >= FLUSH_SECONDS:
+                    app.call_from_thread(self._write, "".join(pending), chunks, turn)
+                    pending.clear()
+                    last_flush = time.monotonic()
+        finally:
+            turn.reply.close()
+            message = turn.save()
+        app.call_from_thread(self._end_reply, "".join(pending), message, turn.reply.stats)
+
+    def _status(self, text: str) -> None:
+        self.query_one("#stats", Static).update(text)
+
+    def _failed(self, error: str) -> None:
+        self._status("")
+        self.notify(error, severity="error")
+
+    async def _begin_reply(self, prompt: str | None) -> None:
+        log = self.query_one("#messages", VerticalScroll)
+        if prompt is None:  # regenerate: the old reply is gone from the store
+            views = log.query(MessageView)
+            if views and views.last().role == "assistant":
+                await views.last().remove()
+        else:
+            await log.mount(MessageView("user", prompt))
+        self.streaming = MessageView("assistant")
+        await log.mount(self.streaming)
+        self._stream = Markdown.get_stream(self.streaming.body)
+        self._started = time.monotonic()
+        log.scroll_end(animate=False)
+        self.refresh_list()
+
+    async def _write(self, text: str, chunks: int, turn: ChatTurn) -> None:
+        await self._stream.write(text)
+        rate = chunks / max(time.monotonic() - self._started, 1e-6)
+        self._status(f"generating… {chunks} tokens · {rate:.1f} tok/s · prompt {turn.reply.stats.prompt_tokens} tokens")
+        self.query_one("#messages", VerticalScroll).scroll_end(animate=False)
+
+    async def _end_reply(self, text: str, message: Message, stats: ReplyStats) -> None:
+        if text:
+            await self._stream.write(text)
+        await self._stream.stop()
+        if self.streaming is not None:
+            self.streaming.finish(message)
+        self.streaming = None
+        tps = f"{stats.decode_tps:.1f} tok/s" if stats.decode_tps else "-"
+        ttft = f"{stats.ttft_ms:.0f} ms" if stats.ttft_ms is not None else "-"
+        dropped = f" · dropped {stats.dropped_turns} old messages" if stats.dropped_turns else ""
+        self._status(
+            f"{stats.prompt_tokens} prompt + {stats.completion_tokens} tokens · TTFT {ttft} · {tps} · {stats.finish_reason}{dropped}"
+        )
+        if stats.dropped_turns:
+            self.notify(f"dropped the {stats.dropped_turns} oldest messages to fit the context window")
+        self.query_one("#messages", VerticalScroll).scroll_end(animate=False)
+
+    # -- copying ------------------------------------------------------------------------------
+    def action_copy_message(self) -> None:
+        focused = self.focused if isinstance(self.focused, MessageView) else None
+        views = [v for v in self.query(MessageView) if v.role == "assistant"]
+        target = focused or (views[-1] if views else None)
+        if target is None:
+            self.notify("nothing to copy yet", severity="warning")
+            return
+        self.app.copy_to_clipboard(target.text)
+        self.notify(f"copied {len(target.text)} characters")

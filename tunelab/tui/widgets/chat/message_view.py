@@ -1,0 +1,49 @@
+"""One message in the chat log: a role line and the Markdown body (streamed for replies)."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Label, Markdown
+
+from tunelab.stores.conversations import Message
+
+
+class MessageView(Vertical, can_focus=True):
+    """Focusable so a message can be picked for copying (and rating)."""
+
+    def __init__(self, role: str, content: str = "", message: Message | None = None) -> None:
+        super().__init__(classes=f"message {role}")
+        self.role = role
+        self.message = message
+        self._initial = content
+
+    def compose(self) -> ComposeResult:
+        yield Label(self.role, classes="role")
+        yield Markdown(self._initial)
+        meta = Label(self._footer_text(), classes="meta")
+        meta.display = bool(self._footer_text())
+        yield meta
+
+    @property
+    def body(self) -> Markdown:
+        return self.query_one(Markdown)
+
+    @property
+    def text(self) -> str:
+        return self.message.content if self.message else self._initial
+
+    def finish(self, message: Message) -> None:
+        """Attach the stored message once the reply is saved (for copy, rating and stats)."""
+        self.message = message
+        meta = self.query_one(".meta", Label)
+        meta.update(self._footer_text())
+        meta.display = bool(self._footer_text())
+
+    def _footer_text(self) -> str:
+        m = self.message
+        if m is None or m.role != "assistant":
+            return ""
+        tps = f" · {m.decode_tps:.1f} tok/s" if m.decode_tps else ""
+        flag = " · interrupted" if m.interrupted else ""
+        return f"#{m.id} · {m.prompt_tokens} + {m.completion_tokens} tokens{tps} · {m.finish_reason}{flag}"
