@@ -81,7 +81,6 @@ class StopStrings:
 
     def __init__(self, stops: list[str]) -> None:
         self.stops = [s for s in stops if s]
-        self.hold = max((len(s) for s in self.stops), default=1) - 1
         self.pending = ""
 
     def feed(self, text: str) -> tuple[str, bool]:
@@ -91,9 +90,19 @@ class StopStrings:
         if hits:
             out, self.pending = self.pending[: min(hits)], ""
             return out, True
-        cut = max(0, len(self.pending) - self.hold)
+        cut = len(self.pending) - self._partial_stop()
         out, self.pending = self.pending[:cut], self.pending[cut:]
         return out, False
+
+    def _partial_stop(self) -> int:
+        """Length of the longest tail of `pending` that begins some stop string."""
+        longest = 0
+        for stop in self.stops:
+            for n in range(min(len(stop) - 1, len(self.pending)), longest, -1):
+                if self.pending.endswith(stop[:n]):
+                    longest = n
+                    break
+        return longest
 
     def flush(self) -> str:
         out, self.pending = self.pending, ""
