@@ -1,0 +1,5 @@
+"""`python -m tunelab.cli` = `tunelab`."""
+
+from tunelab.cli import main
+
+main()
