@@ -19,7 +19,10 @@ NUMERIC = [f.name for f in fields(SamplerParams) if f.name != "stop"]
 class ChatSettingsScreen(ModalScreen[dict[str, Any] | None]):
     """Returns {"system_prompt": str, "params": {...}} or None; validation is SamplerParams' job."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="settings.cancel")]
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel", id="settings.cancel"),
+        Binding("ctrl+s", "save", "Save", id="settings.save"),
+    ]
 
     def __init__(self, system_prompt: str, params: SamplerParams) -> None:
         super().__init__()
@@ -33,10 +36,10 @@ class ChatSettingsScreen(ModalScreen[dict[str, Any] | None]):
             for name in NUMERIC:
                 with Horizontal(classes="field"):
                     yield Label(name.replace("_", " "), classes="field-label")
-                    yield Input(str(getattr(self.params, name)), id=f"param-{name}")
+                    yield Input(str(getattr(self.params, name)), id=f"param-{name}", compact=True)
             with Horizontal(classes="field"):
                 yield Label("stop strings (comma-separated)", classes="field-label")
-                yield Input(", ".join(self.params.stop), id="param-stop")
+                yield Input(", ".join(self.params.stop), id="param-stop", compact=True)
             with Horizontal(classes="buttons"):
                 yield Button("Save", variant="primary", id="save")
                 yield Button("Cancel", id="cancel")
@@ -44,7 +47,10 @@ class ChatSettingsScreen(ModalScreen[dict[str, Any] | None]):
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "cancel":
             self.dismiss(None)
-            return
+        else:
+            self.action_save()
+
+    def action_save(self) -> None:
         values: dict[str, Any] = {name: self.query_one(f"#param-{name}", Input).value for name in NUMERIC}
         stop = self.query_one("#param-stop", Input).value
         values["stop"] = [s.strip() for s in stop.split(",") if s.strip()]
