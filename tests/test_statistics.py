@@ -83,3 +83,12 @@ def test_wilson_interval_by_hand() -> None:
     assert zero.low == 0.0 and 0.4 < zero.high < 0.5  # 0/5: [0, 0.434]
     assert math.isnan(st.wilson_interval(0, 0).value)
     assert st.wilson_interval(1.5, 3).value == 0.5  # ties count as half a win
+
+
+def test_pairwise_win_rates_pool_both_orders_and_count_ties_half() -> None:
+    votes = [("x", "y", "left"), ("y", "x", "right"), ("y", "x", "left"), ("x", "y", "tie"), ("x", "y", "both_bad")]
+    (rate,) = st.pairwise_win_rates(votes)
+    assert (rate.a, rate.b) == ("x", "y")
+    assert (rate.wins, rate.losses, rate.ties, rate.both_bad, rate.n) == (2, 1, 1, 1, 5)
+    assert rate.rate == st.wilson_interval(3.0, 5)
+    assert rate.rate.value == pytest.approx(0.6)

@@ -8,7 +8,7 @@ report is reproducible bit for bit.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -140,3 +140,41 @@ def wilson_interval(successes: float, n: int, z: float = 1.959963984540054) -> I
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return Interval(p, max(0.0, centre - half), min(1.0, centre + half))
+
+
+@dataclass(frozen=True)
+class WinRate:
+    """How often arm `a` beat arm `b` in side-by-side votes (ties and both-bad count half)."""
+
+    a: str
+    b: str
+    wins: int
+    losses: int
+    ties: int
+    both_bad: int
+    rate: Interval
+
+    @property
+    def n(self) -> int:
+        return self.wins + self.losses + self.ties + self.both_bad
+
+
+def pairwise_win_rates(votes: Iterable[tuple[str, str, str]]) -> list[WinRate]:
+    """Win-rate of each arm pair from (left arm, right arm, vote) triples, with Wilson intervals.
+
+    Left/right position is forgotten: the pair is sorted by name, so A-vs-B and B-vs-A votes pool.
+    """
+    counts: dict[tuple[str, str], list[int]] = {}
+    for left, right, vote in votes:
+        a, b = sorted((left, right))
+        tally = counts.setdefault((a, b), [0, 0, 0, 0])
+        if vote in ("tie", "both_bad"):
+            tally[2 if vote == "tie" else 3] += 1
+        else:
+            winner = left if vote == "left" else right
+            tally[0 if winner == a else 1] += 1
+    rates = []
+    for (a, b), (wins, losses, ties, both_bad) in sorted(counts.items()):
+        n = wins + losses + ties + both_bad
+        rates.append(WinRate(a, b, wins, losses, ties, both_bad, wilson_interval(wins + 0.5 * (ties + both_bad), n)))
+    return rates

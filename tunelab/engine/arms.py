@@ -1,0 +1,101 @@
+"""What is compared: an arm = (LoRA adapter or none) x (example selector and k, or zero-shot).
+
+Arms have a short, stable name ("base", "base+jaccard@4", "lora:sst+embedding@4") that is stored
+with every result, so a rerun with the same arms finds and reuses what was already generated.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tunelab.errors import TunelabError
+
+SELECTOR_KINDS = ("random", "jaccard", "embedding", "mmr")
+DEFAULT_K = 4
+BASE = "base"
+ADAPTER_PREFIX = "lora:"
+
+
+@dataclass(frozen=True, order=True)
+class Arm:
+    adapter: str | None = None
+    """Registered adapter name, or None for the base model."""
+    selector: str | None = None
+    """Example selector kind, or None for zero-shot."""
+    k: int = 0
+    """Examples per prompt (0 when zero-shot)."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.selector is not None and self.selector not in SELECTOR_KINDS:
+            problems.append(f"unknown selector {self.selector!r} (choose from {', '.join(SELECTOR_KINDS)})")
+        if self.selector is not None and self.k < 1:
+            problems.append(f"k must be >= 1 with a selector (got {self.k})")
+        if self.selector is None and self.k != 0:
+            problems.append("k needs a selector")
+        if self.adapter is not None and (not self.adapter or "+" in self.adapter):
+            problems.append(f"bad adapter name {self.adapter!r}")
+        if problems:
+            raise TunelabError("bad arm: " + "; ".join(problems))
+
+    @property
+    def name(self) -> str:
+        model = f"{ADAPTER_PREFIX}{self.adapter}" if self.adapter else BASE
+        return f"{model}+{self.selector}@{self.k}" if self.selector else model
+
+    @property
+    def is_icl(self) -> bool:
+        return self.selector is not None
+
+    def __str__(self) -> str:
+        return self.name
+
+    @classmethod
+    def parse(cls, name: str) -> "Arm":
+        """The inverse of `name`: "base", "base+mmr@2", "lora:NAME", "lora:NAME+random@4"."""
+        model, _, icl = name.strip().partition("+")
+        if model == BASE:
+            adapter = None
+        elif model.startswith(ADAPTER_PREFIX):
+            adapter = model[len(ADAPTER_PREFIX):]
+        else:
+            raise TunelabError(f"bad arm {name!r}: start with 'base' or 'lora:<adapter>'")
+        if not icl:
+            return cls(adapter)
+        kind, _, k = icl.partition("@")
+        try:
+            return cls(adapter, kind, int(k) if k else DEFAULT_K)
+        except ValueError:
+            raise TunelabError(f"bad arm {name!r}: k after '@' must be a number") from None
+
+
+def parse_selectors(text: str | Sequence[str] | None) -> list[str]:
+    """`random,jaccard,embedding` -> a checked, de-duplicated list in the given order."""
+    if text is None:
+        return []
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    kinds = list(dict.fromkeys(p.strip() for p in parts if p.strip()))
+    unknown = [k for k in kinds if k not in SELECTOR_KINDS]
+    if unknown:
+        raise TunelabError(f"unknown selector(s) {', '.join(unknown)} (choose from {', '.join(SELECTOR_KINDS)})")
+    return kinds
+
+
+def standard_grid(selectors: Sequence[str], k: int = DEFAULT_K, adapters: Sequence[str] = ()) -> list[Arm]:
+    """The 2x2 grid generalised: (base, each adapter) x (zero-shot, each selector at k)."""
+    if selectors and k < 1:
+        raise TunelabError(f"--k must be >= 1 (got {k})")
+    arms = []
+    for adapter in [None, *adapters]:
+        arms.append(Arm(adapter))
+        arms.extend(Arm(adapter, kind, k) for kind in selectors)
+    return arms
+
+
+def blind_order(arms: Sequence[Arm], rng: random.Random, size: int = 2) -> list[Arm]:
+    """Pick `size` distinct arms in random left-to-right order, so a blind voter can't guess by position."""
+    if len(arms) < size:
+        raise TunelabError(f"blind mode needs at least {size} arms (got {len(arms)})")
+    return rng.sample(list(arms), size)
