@@ -114,3 +114,23 @@ def test_snapshot_empty_chat(snap_compare, settings, conn):
 def test_snapshot_settings_modal(snap_compare, settings, conn):
     ConversationStore(conn).create("snap", system_prompt="You are helpful.")
     assert snap_compare(make_app(settings, conn), press=["ctrl+s"], terminal_size=SIZE)
+
+
+async def test_keys_can_be_remapped_from_config(home, conn):
+    from tunelab.config import Settings
+
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text('[keymap]\n"chat.settings" = "f6"\n')
+    app = make_app(Settings.load(), conn)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f6")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "ChatSettingsScreen"
+
+
+async def test_f1_shows_the_keys(settings, conn):
+    app = make_app(settings, conn)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f1")
+        await pilot.pause()
+        assert app.screen.query("HelpPanel")

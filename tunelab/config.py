@@ -41,6 +41,8 @@ class Settings:
     """sentence-transformers model dir for the embedding selector; empty = the bundled all-MiniLM-L6-v2."""
     chroma_url: str = ""
     """Chroma server URL (e.g. http://127.0.0.1:8000); empty = an embedded store under the data dir."""
+    keymap: dict[str, str] = field(default_factory=dict)
+    """TUI key remapping, binding id -> keys, e.g. {"chat.regenerate" = "ctrl+r"} (config.toml only)."""
 
     def __post_init__(self) -> None:
         self.home = Path(self.home).expanduser()
@@ -77,7 +79,7 @@ class Settings:
             raise TunelabError(f"unknown key(s) in {config_file}: {', '.join(unknown)}")
         for name in names:
             env = os.environ.get(f"TUNELAB_{name.upper()}")
-            if env is not None and name != "home":
+            if env is not None and name not in ("home", "keymap"):
                 values[name] = env
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["home"] = home

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 from textual.app import App
+from textual.binding import Binding
 
 from tunelab.config import Settings
 from tunelab.engine.chat_service import ChatService
@@ -14,6 +15,7 @@ from tunelab.tui.screens.chat import ChatScreen
 class TunelabApp(App[None]):
     CSS_PATH = "tunelab.tcss"
     TITLE = "tunelab"
+    BINDINGS = [Binding("f1", "toggle_help", "Keys", id="app.help")]
 
     def __init__(self, settings: Settings, conn: sqlite3.Connection) -> None:
         super().__init__()
@@ -22,4 +24,12 @@ class TunelabApp(App[None]):
         self.chat_service = ChatService(settings, conn)
 
     def on_mount(self) -> None:
+        self.set_keymap(self.settings.keymap)
         self.push_screen(ChatScreen(self.chat_service))
+
+    def action_toggle_help(self) -> None:
+        """F1 shows every key of the current screen with its description."""
+        if self.screen.query("HelpPanel"):
+            self.action_hide_help_panel()
+        else:
+            self.action_show_help_panel()
