@@ -58,10 +58,6 @@ class Settings:
     def db_path(self) -> Path:
         return self.home / "tunelab.db"
 
-    @property
-    def threads(self) -> int:
-        return self.n_threads or max(1, os.cpu_count() or 1)
-
     @classmethod
     def load(cls, **overrides: object) -> "Settings":
         """Defaults < config.toml < environment < overrides (flags left at None are ignored)."""

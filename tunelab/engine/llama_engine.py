@@ -7,6 +7,7 @@ common prompt prefix from one turn to the next (system prompt, earlier turns, IC
 from __future__ import annotations
 
 import codecs
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -127,7 +128,7 @@ class LlamaEngine:
                 model_path=str(self.model_path),
                 n_ctx=n_ctx,
                 n_gpu_layers=self.n_gpu_layers,
-                n_threads=n_threads or None,
+                n_threads=n_threads or os.cpu_count() or 1,  # llama.cpp's own default is half the cores
                 lora_path=str(lora_path) if lora_path else None,
                 verbose=False,
             )
