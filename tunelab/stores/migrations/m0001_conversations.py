@@ -10,7 +10,7 @@ def migrate(conn: sqlite3.Connection) -> None:
         conn,
         """
         CREATE TABLE conversations (
-            id INTEGER PRIMARY KEY,
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
             title TEXT NOT NULL,
             system_prompt TEXT NOT NULL DEFAULT '',
             params_json TEXT NOT NULL DEFAULT '{}',
@@ -18,7 +18,7 @@ def migrate(conn: sqlite3.Connection) -> None:
             updated_at TEXT NOT NULL
         );
         CREATE TABLE messages (
-            id INTEGER PRIMARY KEY,
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
             conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
             role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
             content TEXT NOT NULL,
