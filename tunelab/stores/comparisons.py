@@ -1,4 +1,4 @@
-"""Comparisons and arena votes in SQLite.
+"""Comparisons in SQLite: their setup, held-out items and every (arm, item) result.
 
 A comparison is identified by its `config_key` (bank, model, sampler, test items, prompt
 format): running `tunelab compare` again with the same setup finds it and reuses every
@@ -16,8 +16,6 @@ from typing import Any
 
 from tunelab.errors import TunelabError
 from tunelab.stores.db import now, transaction
-
-VOTES = ("left", "right", "tie", "both_bad")
 
 
 @dataclass
@@ -64,37 +62,6 @@ class ItemResult:
         return asdict(self)
 
 
-@dataclass
-class ArenaVote:
-    """A blind (or named) side-by-side vote: a preference record for DPO / reward-model training."""
-
-    prompt: str
-    left_arm: str
-    right_arm: str
-    left_reply: str
-    right_reply: str
-    vote: str
-    blind: bool
-    bank: str | None = None
-    left_provenance: dict[str, Any] = field(default_factory=dict)
-    right_provenance: dict[str, Any] = field(default_factory=dict)
-    id: int | None = None
-    created_at: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.vote not in VOTES:
-            raise TunelabError(f"unknown vote {self.vote!r} (choose from {', '.join(VOTES)})")
-
-    @property
-    def chosen_rejected(self) -> tuple[str, str] | None:
-        """(chosen reply, rejected reply) for preference training; None for a tie or both bad."""
-        if self.vote == "left":
-            return self.left_reply, self.right_reply
-        if self.vote == "right":
-            return self.right_reply, self.left_reply
-        return None
-
-
 def _comparison(row: sqlite3.Row) -> Comparison:
     return Comparison(
         id=row["id"],
@@ -123,23 +90,6 @@ def _result(row: sqlite3.Row) -> ItemResult:
         finish_reason=row["finish_reason"],
         examples=json.loads(row["examples_json"]),
         provenance=json.loads(row["provenance_json"]),
-    )
-
-
-def _vote(row: sqlite3.Row) -> ArenaVote:
-    return ArenaVote(
-        id=row["id"],
-        prompt=row["prompt"],
-        left_arm=row["left_arm"],
-        right_arm=row["right_arm"],
-        left_reply=row["left_reply"],
-        right_reply=row["right_reply"],
-        vote=row["vote"],
-        blind=bool(row["blind"]),
-        bank=row["bank"],
-        left_provenance=json.loads(row["left_provenance_json"]),
-        right_provenance=json.loads(row["right_provenance_json"]),
-        created_at=row["created_at"],
     )
 
 
@@ -243,33 +193,3 @@ class ComparisonStore:
             )
         return self.get(comparison_id)
 
-
-class ArenaStore:
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def add(self, vote: ArenaVote) -> ArenaVote:
-        stamp = now()
-        with transaction(self.conn):
-            vote.id = self.conn.execute(
-                "INSERT INTO arena_votes (prompt, left_arm, right_arm, left_reply, right_reply, vote, blind, bank,"
-                " left_provenance_json, right_provenance_json, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    vote.prompt,
-                    vote.left_arm,
-                    vote.right_arm,
-                    vote.left_reply,
-                    vote.right_reply,
-                    vote.vote,
-                    int(vote.blind),
-                    vote.bank,
-                    json.dumps(vote.left_provenance, ensure_ascii=False, sort_keys=True),
-                    json.dumps(vote.right_provenance, ensure_ascii=False, sort_keys=True),
-                    stamp,
-                ),
-            ).lastrowid
-        vote.created_at = stamp
-        return vote
-
-    def list(self) -> list[ArenaVote]:
-        return [_vote(r) for r in self.conn.execute("SELECT * FROM arena_votes ORDER BY id")]

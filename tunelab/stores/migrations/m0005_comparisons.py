@@ -1,10 +1,10 @@
-"""Comparisons (arms x held-out items, every output and score) and blind arena votes.
+"""Comparisons: arms x held-out items, every output and score.
 
 A result row is written the moment its (arm, item) finishes, so an interrupted comparison
 resumes where it stopped. `arm_fingerprint` ties a result to the exact adapter file and prompt
 setup it came from: retrain an adapter under the same name and its stale results are redone.
-Arena votes are preference records (prompt, both replies, both arms, provenance) that the
-feedback trainers (DPO, reward model) read directly.
+Side-by-side votes are not here: they are preference records in m0006's `preference_votes`,
+where the feedback trainers read them.
 """
 
 import sqlite3
@@ -54,21 +54,6 @@ def migrate(conn: sqlite3.Connection) -> None:
             created_at TEXT NOT NULL,
             PRIMARY KEY (comparison_id, arm, position),
             FOREIGN KEY (comparison_id, position) REFERENCES comparison_items(comparison_id, position) ON DELETE CASCADE
-        );
-        CREATE TABLE arena_votes (
-            id INTEGER PRIMARY KEY,
-            prompt TEXT NOT NULL,
-            left_arm TEXT NOT NULL,
-            right_arm TEXT NOT NULL,
-            left_reply TEXT NOT NULL,
-            right_reply TEXT NOT NULL,
-            vote TEXT NOT NULL CHECK (vote IN ('left', 'right', 'tie', 'both_bad')),
-            blind INTEGER NOT NULL,
-            bank TEXT,
-            left_provenance_json TEXT NOT NULL DEFAULT '{}',
-            right_provenance_json TEXT NOT NULL DEFAULT '{}',
-            created_at TEXT NOT NULL
-        );
-        CREATE INDEX arena_votes_by_arms ON arena_votes(left_arm, right_arm)
+        )
         """,
     )

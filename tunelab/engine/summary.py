@@ -1,0 +1,200 @@
+"""From stored per-item results to what a careful reader needs: per-arm intervals, paired tests, a verdict.
+
+The verdict answers the product's question in plain words - which arm wins, by how much, whether
+that could be chance, and what it costs in prompt tokens - and says "not significant" rather
+than crowning a winner the data cannot tell apart.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from itertools import combinations
+from statistics import fmean
+from typing import Any
+
+from tunelab.engine.arms import Arm
+from tunelab.engine.metrics import ACCURACY, METRICS
+from tunelab.engine.statistics import Interval, PairedTest, bootstrap_ci, paired_test
+from tunelab.errors import TunelabError
+from tunelab.stores.comparisons import Comparison, ComparisonItem, ItemResult
+
+
+@dataclass
+class ArmSummary:
+    arm: str
+    n: int
+    metrics: dict[str, Interval]
+    mean_prompt_tokens: float
+    mean_completion_tokens: float
+    mean_ttft_ms: float | None
+    mean_total_ms: float
+    mean_decode_tps: float | None
+    wall_s: float
+    """Selection + prompt building + generation, summed over items."""
+    finish_reasons: dict[str, int]
+
+
+@dataclass
+class PairSummary:
+    a: str
+    b: str
+    metric: str
+    test: PairedTest
+
+
+@dataclass
+class Summary:
+    comparison_id: int
+    bank: str
+    primary_metric: str
+    config: dict[str, Any]
+    arms: list[ArmSummary]
+    pairs: list[PairSummary]
+    verdict: list[str]
+    items: list[dict[str, Any]]
+    warnings: list[str] = field(default_factory=list)
+
+    def arm(self, name: str) -> ArmSummary:
+        return next(a for a in self.arms if a.arm == name)
+
+    def pair(self, a: str, b: str) -> PairSummary:
+        """The test of a - b (flipped from the stored b - a if needed)."""
+        for p in self.pairs:
+            if (p.a, p.b) == (a, b):
+                return p
+            if (p.a, p.b) == (b, a):
+                d = p.test.difference
+                flipped = PairedTest(Interval(-d.value, -d.high, -d.low), p.test.p_value, p.test.method, p.test.n,
+                                     p.test.discordant[::-1] if p.test.discordant else None)
+                return PairSummary(a, b, p.metric, flipped)
+        raise KeyError((a, b))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for pair, original in zip(data["pairs"], self.pairs):
+            pair["test"] = original.test.to_dict()
+        return data
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return fmean(present) if present else None
+
+
+def summarize(
+    comparison: Comparison,
+    items: Sequence[ComparisonItem],
+    results: Sequence[ItemResult],
+    primary_metric: str,
+    warnings: Sequence[str] = (),
+    seed: int = 0,
+) -> Summary:
+    """Intervals per arm for every metric, paired tests on the primary metric, and the verdict."""
+    by_arm: dict[str, dict[int, ItemResult]] = {}
+    for r in results:
+        by_arm.setdefault(r.arm, {})[r.position] = r
+    positions = [i.position for i in items]
+    missing = [arm for arm in comparison.arms if set(by_arm.get(arm, {})) != set(positions)]
+    if missing:
+        raise TunelabError(f"comparison {comparison.id} is unfinished for arm(s) {', '.join(missing)}: run it again to resume")
+    arms = []
+    for name in comparison.arms:
+        rows = [by_arm[name][p] for p in positions]
+        arms.append(
+            ArmSummary(
+                arm=name,
+                n=len(rows),
+                metrics={m: bootstrap_ci([r.scores[m] for r in rows], seed=seed) for m in METRICS},
+                mean_prompt_tokens=fmean(r.prompt_tokens for r in rows),
+                mean_completion_tokens=fmean(r.completion_tokens for r in rows),
+                mean_ttft_ms=_mean([r.ttft_ms for r in rows]),
+                mean_total_ms=fmean(r.total_ms for r in rows),
+                mean_decode_tps=_mean([r.decode_tps for r in rows]),
+                wall_s=sum(r.total_ms + r.provenance.get("selection_ms", 0.0) for r in rows) / 1000,
+                finish_reasons=dict(Counter(r.finish_reason for r in rows)),
+            )
+        )
+    pairs = [
+        PairSummary(
+            a,
+            b,
+            primary_metric,
+            paired_test(
+                [by_arm[a][p].scores[primary_metric] for p in positions],
+                [by_arm[b][p].scores[primary_metric] for p in positions],
+                binary=primary_metric == ACCURACY,
+                seed=seed,
+            ),
+        )
+        for a, b in combinations(comparison.arms, 2)
+    ]
+    item_rows = [
+        {
+            "position": item.position,
+            "key": item.key,
+            "input": item.input,
+            "reference": item.reference,
+            "outputs": {name: by_arm[name][item.position].to_dict() for name in comparison.arms},
+        }
+        for item in items
+    ]
+    summary = Summary(comparison.id, comparison.bank, primary_metric, comparison.config, arms, pairs, [], item_rows, list(warnings))
+    summary.verdict = verdict(summary)
+    return summary
+
+
+def fmt_metric(metric: str, value: float) -> str:
+    return f"{value * 100:.1f}%" if metric == ACCURACY else f"{value * 100:.1f}"
+
+
+def fmt_interval(metric: str, ci: Interval) -> str:
+    return f"{fmt_metric(metric, ci.value)} [{fmt_metric(metric, ci.low)}, {fmt_metric(metric, ci.high)}]"
+
+
+def fmt_difference(test: PairedTest) -> str:
+    d = test.difference
+    return f"{d.value * 100:+.1f} points (95% CI {d.low * 100:+.1f} to {d.high * 100:+.1f}; {test.method} p={test.p_value:.3g}, {test.verdict})"
+
+
+def _vs(summary: Summary, a: str, b: str) -> str:
+    metric = summary.primary_metric
+    test = summary.pair(a, b).test
+    cost = summary.arm(a).mean_prompt_tokens - summary.arm(b).mean_prompt_tokens
+    return (
+        f"**{a}** vs **{b}**: {fmt_difference(test)}; "
+        f"{fmt_metric(metric, summary.arm(a).metrics[metric].value)} vs {fmt_metric(metric, summary.arm(b).metrics[metric].value)}, "
+        f"{cost:+.0f} prompt tokens per item."
+    )
+
+
+def verdict(summary: Summary) -> list[str]:
+    """A few sentences: the winner and its interval, its margin over the runner-up and over the
+    plain base model, its token cost, and ICL vs fine-tune when both were run."""
+    metric = summary.primary_metric
+    ranked = sorted(summary.arms, key=lambda a: (-a.metrics[metric].value, a.mean_prompt_tokens, a.arm))
+    best = ranked[0]
+    lines = [
+        f"Best arm on {metric}: **{best.arm}** with {fmt_interval(metric, best.metrics[metric])} over {best.n} items, "
+        f"at {best.mean_prompt_tokens:.0f} prompt tokens per item."
+    ]
+    if len(ranked) == 1:
+        return lines
+    runner_up = ranked[1]
+    lines.append("Margin over the runner-up: " + _vs(summary, best.arm, runner_up.arm))
+    if not summary.pair(best.arm, runner_up.arm).test.significant:
+        lines.append(f"The top two cannot be told apart on these {best.n} items: more test items would be needed.")
+    base = Arm().name
+    if best.arm != base and base in {a.arm for a in summary.arms} and runner_up.arm != base:
+        lines.append("Against the zero-shot base model: " + _vs(summary, best.arm, base))
+    icl = [a for a in ranked if Arm.parse(a.arm).is_icl and Arm.parse(a.arm).adapter is None]
+    tuned = [a for a in ranked if Arm.parse(a.arm).adapter is not None and not Arm.parse(a.arm).is_icl]
+    if icl and tuned and {tuned[0].arm, icl[0].arm} != {best.arm, runner_up.arm}:
+        lines.append("ICL vs fine-tune (best of each): " + _vs(summary, tuned[0].arm, icl[0].arm))
+    if summary.primary_metric == ACCURACY:
+        lines.append(
+            "Significance of accuracy differences is McNemar's exact test; at small n the bootstrap interval "
+            "can exclude 0 while the exact test does not - trust the test."
+        )
+    return lines
