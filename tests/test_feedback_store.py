@@ -10,7 +10,6 @@ import pytest
 
 from tunelab.errors import TunelabError
 from tunelab.finetune import feedback_data
-from tunelab.stores.comparisons import ArenaStore, ArenaVote
 from tunelab.stores.conversations import ConversationStore, ReplyRecord
 from tunelab.stores.feedback import FeedbackStore, PreferenceVote
 
@@ -122,28 +121,29 @@ def _same_prompt_ratings(conn: sqlite3.Connection, n: int) -> None:
         feedback.rate_message(_reply(conn, prompt, f"{i + 7}, obviously"), "down")
 
 
-def test_pairs_come_from_votes_arena_and_same_prompt_ratings(conn: sqlite3.Connection) -> None:
+def test_pairs_come_from_votes_and_same_prompt_ratings(conn: sqlite3.Connection) -> None:
     feedback = FeedbackStore(conn)
     _same_prompt_ratings(conn, 2)
     prompt = [{"role": "user", "content": "Say hi"}]
     feedback.vote(PreferenceVote(prompt, "Hi!", "Go away.", "a", a_arm="base", b_arm="kto-1"))
     feedback.vote(PreferenceVote(prompt, "Hi!", "Hello!", "tie"))
-    arena = ArenaStore(conn)
-    arena.add(ArenaVote("Name a colour", "base", "sft", "Blue", "Dog", "left", blind=True))
-    arena.add(ArenaVote("Name a fruit", "base", "sft", "Pear", "Pear", "right", blind=True))
+    feedback.vote(PreferenceVote(prompt, "Hi! ", "Hi!", "both_bad"))
+    with_icl = [{"role": "user", "content": "Name a colour"}, {"role": "assistant", "content": "Red"}, *prompt]
+    shared = {"prompt": with_icl}
+    feedback.vote(PreferenceVote(prompt, "Blue", "Dog", "b", a_snapshot=shared, b_snapshot=shared))
+    feedback.vote(PreferenceVote(prompt, "Pear", "Pear ", "b"))  # differs only in whitespace
 
     data = feedback_data.collect(conn)
     sources = sorted(p.source.split(":")[0] for p in data.pairs)
-    assert sources == ["arena", "ratings", "ratings", "vote"]
-    by_source = {p.source.split(":")[0]: p for p in data.pairs}
-    assert (by_source["vote"].chosen, by_source["vote"].rejected) == ("Hi!", "Go away.")
-    assert (by_source["arena"].chosen, by_source["arena"].prompt) == ("Blue", [{"role": "user", "content": "Name a colour"}])
-    assert data.skipped == {"tie or both bad": 1, "identical texts": 1}
+    assert sources == ["ratings", "ratings", "vote", "vote"]
+    votes = [p for p in data.pairs if p.source.startswith("vote")]
+    assert (votes[0].chosen, votes[0].rejected, votes[0].prompt) == ("Hi!", "Go away.", prompt)
+    assert (votes[1].chosen, votes[1].rejected, votes[1].prompt) == ("Dog", "Blue", with_icl)
+    assert data.skipped == {"tie or both bad": 2, "identical texts": 1}
     assert (data.up, data.down) == (2, 2)
 
-    counts = {(c.adapter): (c.up, c.down, c.pairs) for c in feedback.counts()}
-    assert counts[None] == (2, 2, 0)
-    assert counts["base"] == (0, 0, 1) and counts["kto-1"] == (0, 0, 1)
+    counts = {(c.model_sha256, c.adapter): (c.up, c.down, c.pairs) for c in feedback.counts()}
+    assert counts == {("abc123", None): (2, 2, 0), (None, "base"): (0, 0, 1), (None, "kto-1"): (0, 0, 1), (None, None): (0, 0, 2)}
 
     with pytest.raises(TunelabError, match="identical"):
         feedback.vote(PreferenceVote(prompt, "same", "same", "b"))

@@ -4,8 +4,8 @@ Prompts stay in conversational form (a list of messages, as the model received t
 applies the same chat template the replies were generated with.
 
 - KTO: every rating is one unpaired example `{"prompt", "completion", "label"}` (👍 = True).
-- DPO / reward: `{"prompt", "chosen", "rejected"}` from decisive A/B votes (ours and the compare
-  arena's) and from 👍 vs 👎 replies to the same prompt. Ties, "both bad" and pairs whose two
+- DPO / reward: `{"prompt", "chosen", "rejected"}` from decisive A/B votes (chat and compare's
+  side-by-side) and from 👍 vs 👎 replies to the same prompt. Ties, "both bad" and pairs whose two
   texts are identical carry no preference and are left out (and counted).
 """
 
@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.errors import TunelabError
-from tunelab.stores.comparisons import ArenaStore
-from tunelab.stores.feedback import FeedbackStore
+from tunelab.stores.feedback import FeedbackStore, PreferenceVote
 from tunelab.stores.files import atomic_write_text
 
 FORMATS = ("kto", "dpo", "reward", "llamafactory")
@@ -39,7 +38,7 @@ class Pair:
     chosen: str
     rejected: str
     source: str
-    """`vote:<id>`, `arena:<id>` or `ratings:<up id>/<down id>`: where the preference came from."""
+    """`vote:<id>` or `ratings:<up id>/<down id>`: where the preference came from."""
 
 
 @dataclass
@@ -59,12 +58,14 @@ class FeedbackData:
         return len(self.unpaired) - self.up
 
 
-def _arena_prompt(prompt: str, provenance: dict[str, Any]) -> Messages:
-    """An arena vote stores the prompt as text; its provenance may hold the messages as sent."""
-    recorded = provenance.get("prompt_messages")
-    if recorded:
-        return [{"role": m["role"], "content": m["content"]} for m in recorded]
-    return [{"role": "user", "content": prompt}]
+def _vote_prompt(vote: PreferenceVote) -> Messages:
+    """Both sides' prompt as sent when they saw the same one; else the shared user prompt.
+
+    Two arms of a comparison may have been shown different ICL examples; the preference is
+    about the replies to the user's question, so the pair is trained on that question alone.
+    """
+    a, b = vote.a_snapshot.get("prompt"), vote.b_snapshot.get("prompt")
+    return a if a and a == b else vote.prompt
 
 
 def collect(conn: sqlite3.Connection) -> FeedbackData:
@@ -86,14 +87,7 @@ def collect(conn: sqlite3.Connection) -> FeedbackData:
             skipped["tie or both bad"] += 1
             continue
         chosen, rejected = (vote.a_reply, vote.b_reply) if vote.choice == "a" else (vote.b_reply, vote.a_reply)
-        candidates.append(Pair(vote.prompt, chosen, rejected, f"vote:{vote.id}"))
-    for arena in ArenaStore(conn).list():
-        if arena.chosen_rejected is None:
-            skipped["tie or both bad"] += 1
-            continue
-        chosen, rejected = arena.chosen_rejected
-        provenance = arena.left_provenance if chosen == arena.left_reply else arena.right_provenance
-        candidates.append(Pair(_arena_prompt(arena.prompt, provenance), chosen, rejected, f"arena:{arena.id}"))
+        candidates.append(Pair(_vote_prompt(vote), chosen, rejected, f"vote:{vote.id}"))
     for group in by_prompt.values():
         for up in group["up"]:
             for down in group["down"]:
