@@ -1,0 +1,44 @@
+"""KTO on unpaired 👍 / 👎 ratings: the natural fit for thumbs, which rarely come in pairs.
+
+The policy is the base with a fresh LoRA adapter (reference = the same model with the adapter
+disabled), or an existing adapter trained further (trl keeps a frozen copy of that adapter as
+the reference). Either way there is one copy of the base weights in memory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tunelab.finetune.preference_args import PreferenceArgs, trainer_kwargs
+
+
+def balanced_weights(n_desirable: int, n_undesirable: int) -> tuple[float, float]:
+    """(desirable_weight, undesirable_weight) so both kinds weigh the same in total.
+
+    The KTO paper asks for λ_D·n_D / (λ_U·n_U) in [1, 4/3]; we aim at 1 by up-weighting the
+    rarer kind, which keeps the common kind's weight at 1 (and the learning rate meaningful).
+    """
+    return max(1.0, n_undesirable / n_desirable), max(1.0, n_desirable / n_undesirable)
+
+
+def build_trainer(model: Any, tokenizer: Any, rows: list[dict[str, Any]], args: PreferenceArgs, output_dir: Path, peft_config: Any, callbacks: list[Any]) -> Any:
+    from datasets import Dataset
+    from trl import KTOConfig, KTOTrainer
+
+    n_up = sum(1 for r in rows if r["label"])
+    desirable, undesirable = balanced_weights(n_up, len(rows) - n_up)
+    config = KTOConfig(
+        **trainer_kwargs(args, output_dir),
+        beta=args.beta,
+        desirable_weight=desirable,
+        undesirable_weight=undesirable,
+    )
+    return KTOTrainer(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )

@@ -1,0 +1,91 @@
+"""Arguments shared by the feedback trainers (KTO, DPO, reward model) and the bits they share.
+
+One dataclass for the three methods because they differ in one or two knobs (`beta`,
+`held_out`) and a user switching between them should not have to relearn flags.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tunelab.errors import TunelabError
+
+
+@dataclass
+class PreferenceArgs:
+    """Hyper-parameters of a feedback run; defaults fit a ~100M-parameter model on a CPU."""
+
+    lora_r: int = 8
+    """LoRA rank."""
+    lora_alpha: int = 16
+    """LoRA scaling numerator (the update is scaled by alpha / r)."""
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA input (0 keeps few-step runs deterministic)."""
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    """Linear layers that get an adapter (never lm_head: trl's preference losses read its weight directly)."""
+    learning_rate: float = 1e-4
+    """Peak learning rate; LoRA tolerates ~10x what full preference tuning uses."""
+    max_steps: int = 20
+    """Optimizer steps (feedback sets are small; epochs would mean a handful of steps)."""
+    batch_size: int = 4
+    """Examples per step (KTO needs at least 2: its KL term pairs each example with a neighbour)."""
+    max_length: int = 256
+    """Prompt + reply tokens; longer examples are truncated (the prompt's start goes first)."""
+    beta: float = 0.1
+    """KTO / DPO: strength of the pull towards the reference policy."""
+    held_out: float = 0.25
+    """Reward model: fraction of the pairs kept out of training to measure accuracy."""
+    seed: int = 0
+    """Seed for the LoRA init, data order and held-out split."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.lora_r < 1:
+            problems.append(f"lora_r must be >= 1 (got {self.lora_r})")
+        if not 0 <= self.lora_dropout < 1:
+            problems.append(f"lora_dropout must be in [0, 1) (got {self.lora_dropout})")
+        if self.learning_rate <= 0:
+            problems.append(f"learning_rate must be > 0 (got {self.learning_rate})")
+        if self.max_steps < 1:
+            problems.append(f"max_steps must be >= 1 (got {self.max_steps})")
+        if self.batch_size < 2:
+            problems.append(f"batch_size must be >= 2 (got {self.batch_size})")
+        if self.max_length < 16:
+            problems.append(f"max_length must be >= 16 (got {self.max_length})")
+        if self.beta <= 0:
+            problems.append(f"beta must be > 0 (got {self.beta})")
+        if not 0 < self.held_out < 1:
+            problems.append(f"held_out must be in (0, 1) (got {self.held_out})")
+        if "lm_head" in self.target_modules:
+            problems.append("lm_head cannot be a LoRA target for preference training")
+        if problems:
+            raise TunelabError("bad training settings: " + "; ".join(problems))
+
+
+def trainer_kwargs(args: PreferenceArgs, output_dir: Path) -> dict[str, Any]:
+    """TrainingArguments common to the three trl configs.
+
+    CUDA is the default when present (bf16 where the GPU supports it); on CPU everything stays
+    fp32 - trl's configs default to bf16, which a CPU emulates slowly.
+    """
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return {
+        "output_dir": str(output_dir),
+        "max_steps": args.max_steps,
+        "per_device_train_batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+        "max_length": args.max_length,
+        "seed": args.seed,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": [],
+        "use_cpu": not cuda,
+        "bf16": cuda and torch.cuda.is_bf16_supported(),
+        "fp16": False,
+        "gradient_checkpointing": False,
+        "disable_tqdm": True,
+    }

@@ -1,0 +1,117 @@
+"""Reward model: the same small base with a one-output classification head and a LoRA adapter.
+
+Trained with trl's RewardTrainer (Bradley-Terry loss on chosen vs rejected) on part of the
+pairs; the rest is held out and the accuracy reported there is the honest figure (training
+accuracy on a few dozen pairs says little). `tunelab.json` beside the adapter names the base
+it was trained on: scoring with another base would read a head trained on other features.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tunelab.errors import TunelabError
+from tunelab.finetune.preference_args import PreferenceArgs, trainer_kwargs
+from tunelab.stores.files import atomic_write_text
+
+META_FILE = "tunelab.json"
+Messages = list[dict[str, str]]
+
+
+@dataclass
+class RewardMeta:
+    """What a reward model was trained on and how well it ranks pairs it never saw."""
+
+    base_sha256: str
+    base_dir: str
+    train_pairs: int
+    held_out_pairs: int
+    held_out_accuracy: float | None
+
+
+def split_pairs(rows: list[dict[str, Any]], held_out: float, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(train, held-out): at least one pair on each side, chosen with a fixed seed."""
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    n_eval = min(len(rows) - 1, max(1, round(len(rows) * held_out)))
+    return [rows[i] for i in order[n_eval:]], [rows[i] for i in order[:n_eval]]
+
+
+def build_trainer(model: Any, tokenizer: Any, rows: list[dict[str, Any]], args: PreferenceArgs, output_dir: Path, peft_config: Any, callbacks: list[Any]) -> Any:
+    from datasets import Dataset
+    from trl import RewardConfig, RewardTrainer
+
+    config = RewardConfig(**trainer_kwargs(args, output_dir))
+    return RewardTrainer(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+
+
+def load_head_model(base_dir: Path) -> Any:
+    """The base as a sequence classifier with one output (the reward), its pad token set."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=1)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+class RewardModel:
+    """A trained reward model, loaded for scoring (best-of-n, held-out accuracy, compare column)."""
+
+    def __init__(self, model: Any, tokenizer: Any, meta: RewardMeta | None = None) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.meta = meta
+
+    @classmethod
+    def load(cls, path: Path, base_dir: Path, base_sha256: str) -> "RewardModel":
+        """Load the adapter at `path` onto `base_dir`, refusing one trained on another base."""
+        from peft import PeftModel
+
+        meta_path = path / META_FILE
+        if not meta_path.is_file():
+            raise TunelabError(f"{path} is not a tunelab reward model (no {META_FILE}); train one with `tunelab feedback train --method reward`")
+        meta = RewardMeta(**json.loads(meta_path.read_text(encoding="utf-8")))
+        if meta.base_sha256 != base_sha256:
+            raise TunelabError(
+                f"reward model {path.name} was trained on another base (sha256 {meta.base_sha256[:12]}, this model is"
+                f" {base_sha256[:12]}): retrain it on this model with `tunelab feedback train --method reward`"
+            )
+        model, tokenizer = load_head_model(base_dir)
+        return cls(PeftModel.from_pretrained(model, path), tokenizer, meta)
+
+    def score(self, prompt: Messages, replies: list[str]) -> list[float]:
+        """One reward per reply to `prompt` (higher = more like what the user preferred)."""
+        import torch
+
+        texts = [prompt + [{"role": "assistant", "content": r}] for r in replies]
+        batch = self.tokenizer.apply_chat_template(texts, tokenize=True, return_dict=True, padding=True, return_tensors="pt")
+        device = next(self.model.parameters()).device
+        with torch.no_grad():
+            logits = self.model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+        return [float(x) for x in logits[:, 0].float().cpu()]
+
+    def pair_accuracy(self, rows: list[dict[str, Any]]) -> float:
+        """Share of pairs where the chosen reply scores above the rejected one."""
+        right = 0
+        for row in rows:
+            chosen, rejected = self.score(row["prompt"], [row["chosen"][0]["content"], row["rejected"][0]["content"]])
+            right += chosen > rejected
+        return right / len(rows)
+
+
+def write_meta(path: Path, meta: RewardMeta) -> None:
+    atomic_write_text(path / META_FILE, json.dumps(asdict(meta), indent=2) + "\n")
