@@ -27,10 +27,11 @@ def cli(ctx: click.Context, home: str | None) -> None:
 
 
 def _register() -> None:
-    from tunelab.cli import chat, doctor, history, models
+    from tunelab.cli import chat, doctor, feedback, history, models
 
-    for module in (chat, doctor, history, models):
+    for module in (chat, doctor, feedback, history, models):
         cli.add_command(module.command)
+    cli.add_command(feedback.rate)
 
 
 _register()

@@ -1,0 +1,94 @@
+"""`tunelab rate` and `tunelab feedback`: rate replies, see and export the feedback, train on it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from tunelab.cli.app_context import AppContext, pass_app
+from tunelab.finetune import feedback_data
+from tunelab.stores.feedback import FeedbackStore
+
+
+@click.command("rate")
+@click.argument("message_id", type=int)
+@click.argument("rating", type=click.Choice(["up", "down", "none"]))
+@click.option("--reason", default="", help="Short reason (e.g. wrong, rude, verbose).")
+@click.option("--comment", default="", help="Free-text comment kept with the rating.")
+@pass_app
+def rate(app: AppContext, message_id: int, rating: str, reason: str, comment: str) -> None:
+    """Rate reply MESSAGE_ID up or down (none removes the rating)."""
+    stored = FeedbackStore(app.conn).rate_message(message_id, None if rating == "none" else rating, reason, comment)
+    click.echo(f"message {message_id}: {stored.rating if stored else 'rating removed'}")
+
+
+@click.group("feedback", invoke_without_command=True)
+@click.pass_context
+def command(ctx: click.Context) -> None:
+    """Ratings and A/B votes: list, export, train on them."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(list_feedback)
+
+
+@command.command("list")
+@click.option("--rating", type=click.Choice(["up", "down"]), default=None, help="Only this rating.")
+@click.option("--adapter", default=None, help="Only replies of this adapter ('' = the base model).")
+@click.option("--counts", is_flag=True, help="Counts per model and adapter instead of the ratings.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON record per line.")
+@pass_app
+def list_feedback(app: AppContext, rating: str | None, adapter: str | None, counts: bool, as_json: bool) -> None:
+    """One line per rating (and a count of A/B votes)."""
+    store = FeedbackStore(app.conn)
+    if counts:
+        for c in store.counts():
+            click.echo(f"{(c.model_sha256 or '-')[:12]:<12}  {c.adapter or '(base)':<24}  👍 {c.up:>4}  👎 {c.down:>4}  pairs {c.pairs:>4}")
+        return
+    for r in store.ratings(rating=rating, adapter=adapter):
+        if as_json:
+            click.echo(json.dumps({"id": r.id, "subject": r.subject, "rating": r.rating, "reason": r.reason,
+                                   "comment": r.comment, "prompt": r.snapshot.prompt, "reply": r.snapshot.reply,
+                                   "adapter": r.snapshot.adapter, "model_sha256": r.snapshot.model_sha256}, ensure_ascii=False))
+            continue
+        prompt = r.snapshot.prompt[-1]["content"].replace("\n", " ")[:40]
+        reply = r.snapshot.reply.replace("\n", " ")[:40]
+        mark = "👍" if r.rating == "up" else "👎"
+        click.echo(f"{r.id:>5}  {mark}  {r.subject:<14}  {prompt:<40}  → {reply}")
+    votes = store.votes()
+    if votes and not as_json:
+        decisive = sum(1 for v in votes if v.choice in ("a", "b"))
+        click.echo(f"{len(votes)} A/B vote(s), {decisive} with a winner")
+
+
+@command.command("export")
+@click.option("--format", "fmt", type=click.Choice(feedback_data.FORMATS), required=True, help="trl KTO/DPO/reward rows or LLaMA-Factory sharegpt.")
+@click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False), default=None, help="JSONL file (default stdout).")
+@pass_app
+def export(app: AppContext, fmt: str, output: Path | None) -> None:
+    """Export the feedback as training data (JSONL)."""
+    if output is None:
+        for row in feedback_data.rows_for(feedback_data.collect(app.conn), fmt):
+            click.echo(json.dumps(row, ensure_ascii=False))
+        return
+    n = feedback_data.export(app.conn, fmt, output)
+    extra = f" and {output.parent / 'dataset_info.json'}" if fmt == "llamafactory" else ""
+    click.echo(f"wrote {n} row(s) to {output}{extra}", err=True)
+
+
+@command.command("delete")
+@click.argument("rating_id", type=int, required=False)
+@click.option("--vote", "vote_id", type=int, default=None, help="Delete this A/B vote instead.")
+@pass_app
+def delete(app: AppContext, rating_id: int | None, vote_id: int | None) -> None:
+    """Delete rating RATING_ID (or an A/B vote with --vote)."""
+    if (rating_id is None) == (vote_id is None):
+        raise click.UsageError("give a RATING_ID or --vote VOTE_ID")
+    store = FeedbackStore(app.conn)
+    if vote_id is not None:
+        store.delete_vote(vote_id)
+        click.echo(f"deleted vote {vote_id}")
+    else:
+        assert rating_id is not None
+        store.delete(rating_id)
+        click.echo(f"deleted rating {rating_id}")
