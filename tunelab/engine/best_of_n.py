@@ -1,0 +1,83 @@
+"""Best-of-n: sample N replies with different seeds and keep the one the reward model likes most.
+
+The cheapest way to use a reward model at inference time: no new policy, just N times the
+decoding. The chosen reply is stored like any other, with every candidate's score and seed in
+its provenance so the user can see how much the pick mattered (and rate it, closing the loop).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from tunelab.engine.chat_service import ChatService, ChatTurn
+from tunelab.engine.chat_template import ChatMessage
+from tunelab.engine.llama_engine import Reply
+from tunelab.engine.sampling import SamplerParams
+from tunelab.errors import TunelabError
+
+MAX_N = 16
+
+
+class Scorer(Protocol):
+    def score(self, prompt: list[dict[str, str]], replies: list[str]) -> list[float]: ...
+
+
+@dataclass
+class Candidate:
+    seed: int
+    text: str
+    score: float
+    reply: Reply
+
+
+@dataclass
+class BestOfN:
+    candidates: list[Candidate]
+    """In sampling order; `best` indexes into it."""
+    best: int
+
+    @property
+    def chosen(self) -> Candidate:
+        return self.candidates[self.best]
+
+    def provenance(self, reward_model: str) -> dict[str, Any]:
+        return {
+            "reward_model": reward_model,
+            "n": len(self.candidates),
+            "chosen": self.best,
+            "candidates": [{"seed": c.seed, "score": c.score, "text": c.text} for c in self.candidates],
+        }
+
+
+def sample_best(service: ChatService, messages: list[ChatMessage], params: SamplerParams, n: int, scorer: Scorer) -> BestOfN:
+    """Generate `n` replies to `messages` (seeds seed, seed+1, ...) and score them all at once."""
+    if not 2 <= n <= MAX_N:
+        raise TunelabError(f"--best-of must be between 2 and {MAX_N} (got {n})")
+    if params.temperature == 0:
+        raise TunelabError("--best-of needs sampling: with temperature 0 all candidates are the same reply")
+    replies = []
+    for i in range(n):
+        seeded = replace(params, seed=params.seed + i)
+        reply = service.engine.chat(messages, seeded)
+        reply.text()
+        replies.append((seeded.seed, reply))
+    prompt = [m.as_dict() for m in replies[0][1].messages]
+    scores = scorer.score(prompt, [r.so_far for _, r in replies])
+    candidates = [Candidate(seed, r.so_far, s, r) for (seed, r), s in zip(replies, scores)]
+    best = max(range(n), key=lambda i: candidates[i].score)
+    return BestOfN(candidates, best)
+
+
+def send_best_of(
+    service: ChatService, conversation_id: int, prompt: str, params: SamplerParams, n: int, scorer: Scorer, reward_model: str
+) -> tuple[ChatTurn, BestOfN]:
+    """Like `ChatService.send`, but stores the best of `n` sampled replies (call `.save()` on the turn)."""
+    if not prompt.strip():
+        raise TunelabError("empty prompt: type something to send")
+    messages = service.history(conversation_id) + [ChatMessage("user", prompt)]
+    result = sample_best(service, messages, params, n, scorer)
+    service.store.add_user(conversation_id, prompt)
+    chosen_params = replace(params, seed=result.chosen.seed)
+    turn = ChatTurn(conversation_id, result.chosen.reply, chosen_params, service, {"best_of": result.provenance(reward_model)})
+    return turn, result
