@@ -49,7 +49,7 @@ class ChatTurn:
             finish_reason=stats.finish_reason,
             interrupted=stats.finish_reason == "cancelled",
             dropped_turns=stats.dropped_turns,
-            provenance=self.provenance,
+            provenance={**self.provenance, **({"adapter_scale": engine.lora_scale} if engine.lora_path else {})},
         )
         return self.service.store.add_reply(self.conversation_id, self.reply.so_far, record)
 

@@ -7,6 +7,7 @@ common prompt prefix from one turn to the next (system prompt, earlier turns, IC
 from __future__ import annotations
 
 import codecs
+import ctypes
 import os
 import threading
 import time
@@ -26,6 +27,11 @@ from tunelab.errors import TunelabError
 
 def gpu_offload_supported() -> bool:
     return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+def adapter_switching_supported() -> bool:
+    """Whether this llama-cpp-python can attach, scale and detach LoRAs on a loaded model."""
+    return hasattr(llama_cpp, "llama_adapter_lora_init") and hasattr(llama_cpp, "llama_set_adapters_lora")
 
 
 @dataclass
@@ -121,22 +127,56 @@ class LlamaEngine:
     ) -> None:
         self.model_path = check_gguf(Path(model_path)).resolve()
         self.n_gpu_layers = n_gpu_layers if gpu_offload_supported() else 0
-        self.lora_path = lora_path
+        self.lora_path: Path | None = None
+        self.lora_scale = 1.0
+        self._adapters: dict[Path, object] = {}
         self._lock = threading.Lock()
+        # With the low-level adapter API the base loads once (memory-mapped) and adapters are
+        # attached to it; without it, llama-cpp-python can only bake one adapter in at load time.
+        baked = lora_path if lora_path and not adapter_switching_supported() else None
         try:
             self.llama = Llama(
                 model_path=str(self.model_path),
                 n_ctx=n_ctx,
                 n_gpu_layers=self.n_gpu_layers,
                 n_threads=n_threads or os.cpu_count() or 1,  # llama.cpp's own default is half the cores
-                lora_path=str(lora_path) if lora_path else None,
+                lora_path=str(baked) if baked else None,
                 verbose=False,
             )
         except (ValueError, RuntimeError) as exc:
             check_gguf_complete(self.model_path)
             raise TunelabError(f"llama.cpp could not load {self.model_path}: {exc}") from None
+        self.lora_path = baked
         self.template = ChatTemplate(self.llama)
+        if lora_path and not baked:
+            self.set_adapter(lora_path)
         self.n_ctx = self.llama.n_ctx()
+
+    def set_adapter(self, path: Path | None, scale: float = 1.0) -> None:
+        """Serve the GGUF LoRA at `path` with `scale` (None = the plain base), without reloading the base.
+
+        Each adapter file is loaded once and kept; the KV cache is dropped because the cached
+        prompt was computed with the previous weights.
+        """
+        if not adapter_switching_supported():
+            raise TunelabError("this llama-cpp-python cannot switch adapters on a loaded model: start a new session with --adapter")
+        path = Path(path).resolve() if path else None
+        with self._lock:
+            adapter = None
+            if path is not None:
+                adapter = self._adapters.get(path)
+                if adapter is None:
+                    adapter = llama_cpp.llama_adapter_lora_init(self.llama._model.model, str(path).encode("utf-8"))
+                    if not adapter:
+                        raise TunelabError(f"llama.cpp could not load adapter {path} for {self.model_name} (made for another base?)")
+                    self._adapters[path] = adapter
+            n = 0 if adapter is None else 1
+            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * n)(*([adapter] if adapter else []))
+            scales = (ctypes.c_float * n)(*([scale] if adapter else []))
+            if llama_cpp.llama_set_adapters_lora(self.llama._ctx.ctx, adapters, n, scales):
+                raise TunelabError(f"llama.cpp could not apply adapter {path}")
+            self.llama.reset()
+            self.lora_path, self.lora_scale = path, scale
 
     @property
     def model_name(self) -> str:

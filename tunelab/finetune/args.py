@@ -1,0 +1,104 @@
+"""Hyper-parameters of a LoRA SFT run: one dataclass, the source of the CLI flags, the TUI form and the run record.
+
+Each field's docstring is its help text (`field_docs` reads them), so the flags can't drift from
+the dataclass (trl generates `--help` from its config dataclasses the same way).
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import textwrap
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from tunelab.errors import TunelabError
+
+
+@dataclass
+class SFTArgs:
+    """LoRA SFT settings; defaults fit a ~100M-parameter model and a few hundred examples."""
+
+    r: int = 8
+    """LoRA rank: size of the update matrices (more = more capacity, bigger adapter)."""
+    alpha: float = 16.0
+    """LoRA alpha: the update is scaled by alpha / r."""
+    dropout: float = 0.05
+    """Dropout on the LoRA input during training."""
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    """Linear layers that get an adapter (names of the HF modules, e.g. q_proj,v_proj,up_proj)."""
+    lr: float = 2e-4
+    """Peak learning rate (linear decay to 0)."""
+    epochs: float = 3.0
+    """Passes over the train split (ignored when max_steps is set)."""
+    max_steps: int | None = None
+    """Optimizer steps; overrides epochs."""
+    batch_size: int = 4
+    """Examples per device per micro-batch."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step (effective batch = batch_size x grad_accum)."""
+    max_length: int = 512
+    """Prompt + answer tokens per example; longer examples are truncated (with a warning)."""
+    seed: int = 0
+    """Seed for the LoRA init and the data order."""
+    packing: bool = True
+    """Pack examples into padding-free batches (no compute spent on padding)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, ~30% slower (for long max_length on a GPU)."""
+    save_steps: int = 10
+    """Write a resumable checkpoint every this many steps (and on cancel)."""
+
+    def __post_init__(self) -> None:
+        self.target_modules = tuple(self.target_modules)
+        problems = []
+        if self.r < 1:
+            problems.append(f"r must be >= 1 (got {self.r})")
+        if self.alpha <= 0:
+            problems.append(f"alpha must be > 0 (got {self.alpha})")
+        if not 0 <= self.dropout < 1:
+            problems.append(f"dropout must be in [0, 1) (got {self.dropout})")
+        if not self.target_modules:
+            problems.append("target_modules must name at least one module")
+        if "lm_head" in self.target_modules or "embed_tokens" in self.target_modules:
+            problems.append("lm_head/embed_tokens cannot be targets: llama.cpp adapters need them untouched (tied embeddings)")
+        if self.lr <= 0:
+            problems.append(f"lr must be > 0 (got {self.lr})")
+        if self.epochs <= 0:
+            problems.append(f"epochs must be > 0 (got {self.epochs})")
+        if self.max_steps is not None and self.max_steps < 1:
+            problems.append(f"max_steps must be >= 1 (got {self.max_steps})")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be >= 1 (got {self.batch_size})")
+        if self.grad_accum < 1:
+            problems.append(f"grad_accum must be >= 1 (got {self.grad_accum})")
+        if self.max_length < 16:
+            problems.append(f"max_length must be >= 16 (got {self.max_length})")
+        if self.save_steps < 1:
+            problems.append(f"save_steps must be >= 1 (got {self.save_steps})")
+        if problems:
+            raise TunelabError("bad training settings: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["target_modules"] = list(self.target_modules)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "SFTArgs":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise TunelabError(f"unknown training setting(s): {', '.join(unknown)}")
+        return cls(**values)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings (the string literal after each field) of a dataclass, by field name."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for node, following in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            if isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant):
+                docs[node.target.id] = " ".join(str(following.value.value).split())
+    return docs

@@ -1,0 +1,135 @@
+"""The HF weights a LoRA is trained on, paired with the GGUF that llama.cpp serves it on.
+
+Training and inference must see the same weights and the same token ids, or an adapter learns
+one model and is served on another. The default pair is the chat GGUF and its dequantisation by
+transformers, cached once as safetensors (later loads take under a second instead of ~20 s of
+dequantising); a user's own HF checkpoint can be paired with its GGUF instead. Either way the
+pair is checked before any training: architecture and size from the two configs, and token ids
+from both tokenizers on sample texts.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tunelab.engine.models import check_gguf
+from tunelab.errors import TunelabError
+from tunelab.stores.files import atomic_dir, cached_sha256
+
+CACHE_MARKER = "tunelab-base.json"
+"""Written last into a cache dir: names the GGUF it came from (its presence means complete)."""
+
+HF_TO_GGUF_ARCH = {"mistral": "llama", "gemma3_text": "gemma3"}
+"""HF `model_type` values whose GGUF architecture has another name (the rest are identical)."""
+
+SAMPLE_TEXTS = (
+    "Hello, world! How are you today?",
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n",
+    "def f(x):\n    return x ** 2  # squares\n\n\tindented\ttabs",
+    "Prices: 3.14, 1,000,000 and 42% — naïve café résumé.",
+    "日本語のテキストと中文文本 with emoji 🙂 and  double  spaces.",
+    "  leading spaces, trailing newline\n",
+)
+"""Texts where tokenizers tend to differ: special tokens, code, digits, accents, CJK, whitespace."""
+
+
+@dataclass(frozen=True)
+class BaseWeights:
+    """A checked pair: the GGUF served by llama.cpp and the HF checkpoint trained on."""
+
+    gguf_path: Path
+    hf_dir: Path
+    gguf_sha256: str
+    architecture: str
+    """GGUF `general.architecture` (e.g. "llama"): picks the tensor name map and q/k permutation."""
+
+
+def gguf_metadata(path: Path) -> dict[str, Any]:
+    """The GGUF's key-values (tensor data is memory-mapped, not read)."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(check_gguf(path))
+    return {name: field.contents() for name, field in reader.fields.items() if not name.startswith("GGUF.")}
+
+
+def dequantise(gguf_path: Path, out_dir: Path) -> None:
+    """Write the GGUF's weights as an fp32 safetensors checkpoint with its tokenizer into `out_dir`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    except (ValueError, KeyError, NotImplementedError) as exc:
+        raise TunelabError(f"transformers cannot read {gguf_path.name} ({exc}); pair the GGUF with its HF checkpoint instead (--hf-dir)") from None
+    # The loaded model is plain fp32 already; without this, save_pretrained writes a quantisation
+    # config that makes every later load try to "dequantise" again.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+
+def check_pair(hf_dir: Path, gguf_path: Path) -> str:
+    """Refuse an HF checkpoint and a GGUF that are not the same model; returns the architecture."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    meta = gguf_metadata(gguf_path)
+    arch = str(meta.get("general.architecture", ""))
+    config = AutoConfig.from_pretrained(hf_dir)
+    hf_arch = HF_TO_GGUF_ARCH.get(config.model_type, config.model_type)
+    problems = []
+    if hf_arch != arch:
+        problems.append(f"architecture {config.model_type!r} vs GGUF {arch!r}")
+    text_config = config.get_text_config()
+    for key, attr in (("block_count", "num_hidden_layers"), ("embedding_length", "hidden_size")):
+        gguf_value, hf_value = meta.get(f"{arch}.{key}"), getattr(text_config, attr, None)
+        if gguf_value is not None and hf_value is not None and int(gguf_value) != int(hf_value):
+            problems.append(f"{attr} {hf_value} vs GGUF {key} {gguf_value}")
+    if not problems:
+        tokenizer = AutoTokenizer.from_pretrained(hf_dir)
+        problems += token_mismatches(tokenizer, gguf_path)
+    if problems:
+        raise TunelabError(f"{hf_dir} and {gguf_path.name} are not the same model: " + "; ".join(problems))
+    return arch
+
+
+def token_mismatches(tokenizer: Any, gguf_path: Path) -> list[str]:
+    """Sample texts on which the HF tokenizer and llama.cpp's give different token ids."""
+    from llama_cpp import Llama
+
+    llama = Llama(model_path=str(gguf_path), vocab_only=True, verbose=False)
+    try:
+        found = []
+        for text in SAMPLE_TEXTS:
+            hf_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            cpp_ids = llama.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+            if list(hf_ids) != list(cpp_ids):
+                found.append(f"token ids differ on {text[:24]!r}…")
+        return found
+    finally:
+        llama.close()
+
+
+def prepare_base(conn: sqlite3.Connection, models_dir: Path, gguf_path: Path, hf_dir: Path | None = None) -> BaseWeights:
+    """The checked training pair for `gguf_path`: the user's `hf_dir`, else the cached dequantisation.
+
+    The cache lives in `models_dir/<first 16 hex of the GGUF's sha256>`, written atomically, so a
+    killed first run leaves nothing that looks usable.
+    """
+    gguf_path = check_gguf(Path(gguf_path)).resolve()
+    sha = cached_sha256(conn, gguf_path)
+    if hf_dir is None:
+        hf_dir = models_dir / sha[:16]
+        if not (hf_dir / CACHE_MARKER).is_file():
+            with atomic_dir(hf_dir) as tmp:
+                dequantise(gguf_path, tmp)
+                (tmp / CACHE_MARKER).write_text(json.dumps({"gguf": str(gguf_path), "sha256": sha}), encoding="utf-8")
+    elif not (Path(hf_dir) / "config.json").is_file():
+        raise TunelabError(f"not an HF model dir (no config.json): {hf_dir}")
+    arch = check_pair(Path(hf_dir), gguf_path)
+    return BaseWeights(gguf_path, Path(hf_dir).resolve(), sha, arch)

@@ -1,0 +1,279 @@
+"""PEFT adapter -> GGUF LoRA adapter, and HF weights (plain or merged with an adapter) -> GGUF model.
+
+Written with the `gguf` package the way llama.cpp's own converters do it
+(`convert_lora_to_gguf.py`, `convert_hf_to_gguf.py`), but driven by the paired base GGUF: tensor
+names come from `gguf.get_tensor_name_map` for the base's architecture, and every tensor is
+checked against the base's shapes, so an adapter that does not fit is refused here rather than
+silently misapplied by llama.cpp.
+
+The trap: llama.cpp's llama converter permutes the rows of q and k projections (its rope works
+on interleaved pairs, HF's on halves). A LoRA update B·A of those projections needs the same row
+permutation of B, or the adapter is wrong while still "working". Only architectures listed in
+`PERMUTED_ARCHS` are permuted; the others (qwen2, gemma3, ...) keep HF's row order.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tunelab.engine.models import check_gguf
+from tunelab.errors import TunelabError
+
+PERMUTED_ARCHS = frozenset({"llama"})
+"""GGUF architectures whose converter permutes q/k rows (llama.cpp's LlamaModel.permute)."""
+
+MODEL_TYPES = ("f32", "f16", "q8_0")
+"""Tensor types for exported models: f32/f16 are exact, q8_0 halves f16's size."""
+
+PEFT_PREFIX = "base_model.model."
+
+
+@dataclass(frozen=True)
+class BaseLayout:
+    """What the exporter needs from the base GGUF: names, shapes, head counts."""
+
+    arch: str
+    n_blocks: int
+    n_head: int
+    n_head_kv: int
+    shapes: dict[str, tuple[int, ...]]
+    """GGUF tensor name -> shape in numpy order (out, in) for matrices."""
+
+    @classmethod
+    def read(cls, gguf_path: Path) -> "BaseLayout":
+        from gguf import GGUFReader
+
+        reader = GGUFReader(check_gguf(gguf_path))
+        fields = {name: field.contents() for name, field in reader.fields.items() if not name.startswith("GGUF.")}
+        arch = str(fields["general.architecture"])
+        n_head = int(fields.get(f"{arch}.attention.head_count", 0))
+        shapes = {t.name: tuple(int(d) for d in reversed(t.shape.tolist())) for t in reader.tensors}
+        return cls(
+            arch=arch,
+            n_blocks=int(fields[f"{arch}.block_count"]),
+            n_head=n_head,
+            n_head_kv=int(fields.get(f"{arch}.attention.head_count_kv", n_head)),
+            shapes=shapes,
+        )
+
+    @cached_property
+    def name_map(self) -> Any:
+        import gguf
+
+        arch_ids = {name: arch_id for arch_id, name in gguf.MODEL_ARCH_NAMES.items()}
+        if self.arch not in arch_ids:
+            raise TunelabError(f"the gguf package does not know architecture {self.arch!r}: upgrade it (pip install -U gguf)")
+        return gguf.get_tensor_name_map(arch_ids[self.arch], self.n_blocks)
+
+    def gguf_name(self, hf_module: str) -> str | None:
+        """`model.layers.3.self_attn.q_proj` -> `blk.3.attn_q.weight` (None if the map has no entry)."""
+        name = self.name_map.get_name(hf_module)
+        return f"{name}.weight" if name else None
+
+    def permute_rows(self, gguf_name: str, rows: np.ndarray) -> np.ndarray:
+        """Apply llama.cpp's q/k row permutation to a weight (or a LoRA B) when the arch needs it."""
+        if self.arch not in PERMUTED_ARCHS:
+            return rows
+        if gguf_name.endswith("attn_q.weight"):
+            return permute(rows, self.n_head)
+        if gguf_name.endswith("attn_k.weight"):
+            return permute(rows, self.n_head_kv)
+        return rows
+
+
+def permute(weights: np.ndarray, n_head: int) -> np.ndarray:
+    """llama.cpp's `LlamaModel.permute`: per head, HF's [first half; second half] rows -> interleaved."""
+    return weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:]).swapaxes(1, 2).reshape(weights.shape)
+
+
+@contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """A temp path beside `path`, renamed onto it only if the block finishes (GGUFs are written in parts)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_peft_adapter(adapter_dir: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """(adapter_config.json, tensors as float32 numpy) of a saved PEFT LoRA adapter."""
+    from safetensors.numpy import load_file
+
+    config_file, weights_file = adapter_dir / "adapter_config.json", adapter_dir / "adapter_model.safetensors"
+    if not config_file.is_file() or not weights_file.is_file():
+        raise TunelabError(f"not a PEFT adapter dir (needs adapter_config.json and adapter_model.safetensors): {adapter_dir}")
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    if config.get("peft_type") != "LORA":
+        raise TunelabError(f"only LoRA adapters can be exported (got {config.get('peft_type')})")
+    if config.get("use_dora"):
+        raise TunelabError("DoRA adapters cannot be served by llama.cpp: train without use_dora")
+    tensors = {k: v.astype(np.float32) for k, v in load_file(str(weights_file)).items()}
+    return config, tensors
+
+
+def lora_pairs(tensors: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """HF module name -> (A, B); anything else in the adapter (saved heads, embeddings) is refused."""
+    parts: dict[str, dict[str, np.ndarray]] = {}
+    for key, value in tensors.items():
+        name = key.removeprefix(PEFT_PREFIX)
+        for marker in (".lora_A.weight", ".lora_B.weight"):
+            if name.endswith(marker):
+                parts.setdefault(name[: -len(marker)], {})[marker[6]] = value
+                break
+        else:
+            raise TunelabError(f"the adapter has a tensor llama.cpp cannot load as LoRA: {name} (train without modules_to_save / embedding targets)")
+    incomplete = sorted(m for m, p in parts.items() if set(p) != {"A", "B"})
+    if incomplete:
+        raise TunelabError(f"the adapter is incomplete (missing lora_A or lora_B): {', '.join(incomplete[:3])}")
+    return {m: (p["A"], p["B"]) for m, p in parts.items()}
+
+
+def llama_cpp_alpha(config: dict[str, Any]) -> float:
+    """llama.cpp scales by alpha / r; rsLoRA scales by alpha / sqrt(r), so fold that in."""
+    alpha, r = float(config["lora_alpha"]), int(config["r"])
+    if config.get("alpha_pattern") or config.get("rank_pattern"):
+        raise TunelabError("per-module alpha/rank patterns cannot be expressed in one GGUF adapter")
+    return alpha * math.sqrt(r) if config.get("use_rslora") else alpha
+
+
+def export_adapter(adapter_dir: Path, base_gguf: Path, out_path: Path) -> Path:
+    """Write `adapter_dir` (PEFT) as a llama.cpp GGUF LoRA for `base_gguf` at `out_path`."""
+    import gguf
+
+    layout = BaseLayout.read(base_gguf)
+    config, tensors = read_peft_adapter(adapter_dir)
+    alpha = llama_cpp_alpha(config)
+    mapped: list[tuple[str, np.ndarray, np.ndarray]] = []
+    for module, (a, b) in sorted(lora_pairs(tensors).items()):
+        name = layout.gguf_name(module)
+        if name is None:
+            raise TunelabError(f"cannot map adapter module {module!r} to a {layout.arch} GGUF tensor: train without it")
+        if name not in layout.shapes:
+            raise TunelabError(f"the adapter targets {module} ({name}), which the base GGUF does not have (tied lm_head?)")
+        if (b.shape[0], a.shape[1]) != layout.shapes[name]:
+            raise TunelabError(
+                f"this adapter was trained for another base: {module} is {b.shape[0]}x{a.shape[1]} "
+                f"but {name} in {base_gguf.name} is {layout.shapes[name][0]}x{layout.shapes[name][1]}"
+            )
+        mapped.append((name, a, layout.permute_rows(name, b)))
+    with atomic_file(out_path) as tmp:
+        writer = gguf.GGUFWriter(str(tmp), layout.arch)
+        writer.add_type(gguf.GGUFType.ADAPTER)
+        writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+        writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
+        for name, a, b in mapped:
+            writer.add_tensor(f"{name}.lora_a", np.ascontiguousarray(a))
+            writer.add_tensor(f"{name}.lora_b", np.ascontiguousarray(b))
+        _write(writer)
+    return out_path
+
+
+def check_adapter_fits(adapter_gguf: Path, base_gguf: Path) -> None:
+    """Refuse a GGUF LoRA made for another base (architecture or tensor shapes differ)."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(check_gguf(adapter_gguf))
+    fields = {name: field.contents() for name, field in reader.fields.items()}
+    if fields.get("general.type") != "adapter":
+        raise TunelabError(f"not a GGUF LoRA adapter: {adapter_gguf}")
+    base = BaseLayout.read(base_gguf)
+    if fields.get("general.architecture") != base.arch:
+        raise TunelabError(f"adapter {adapter_gguf.name} is for {fields.get('general.architecture')}, the model is {base.arch}")
+    for tensor in reader.tensors:
+        name, part = tensor.name.rsplit(".", 1)
+        shape = tuple(int(d) for d in reversed(tensor.shape.tolist()))
+        want = base.shapes.get(name)
+        fits = want is not None and (shape[1] == want[1] if part == "lora_a" else shape[0] == want[0])
+        if not fits:
+            raise TunelabError(f"adapter {adapter_gguf.name} was trained for another base: {name} does not match {base_gguf.name}")
+
+
+def hf_state_dict(hf_dir: Path, adapter_dir: Path | None = None) -> dict[str, np.ndarray]:
+    """The HF checkpoint's weights as float32 numpy, with `adapter_dir` merged in when given."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    return {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+
+
+def export_model(hf_dir: Path, base_gguf: Path, out_path: Path, tensor_type: str = "f16", adapter_dir: Path | None = None) -> Path:
+    """Write the HF weights (merged with `adapter_dir` if given) as a standalone GGUF model.
+
+    Metadata (tokenizer, chat template, hyper-parameters) is copied from `base_gguf`, so the
+    exported model tokenises and templates exactly like the base it came from.
+    """
+    import gguf
+    from gguf import GGMLQuantizationType, GGUFReader
+
+    if tensor_type not in MODEL_TYPES:
+        raise TunelabError(f"unknown GGUF type {tensor_type!r}: use one of {', '.join(MODEL_TYPES)}")
+    reader = GGUFReader(check_gguf(base_gguf))
+    layout = BaseLayout.read(base_gguf)
+    by_gguf_name: dict[str, np.ndarray] = {}
+    for key, value in hf_state_dict(hf_dir, adapter_dir).items():
+        name = layout.gguf_name(key.removesuffix(".weight")) if key.endswith(".weight") else None
+        if name is not None and name in layout.shapes:
+            by_gguf_name[name] = layout.permute_rows(name, value)
+    qtype = {"f32": GGMLQuantizationType.F32, "f16": GGMLQuantizationType.F16, "q8_0": GGMLQuantizationType.Q8_0}[tensor_type]
+    file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[tensor_type]
+    with atomic_file(out_path) as tmp:
+        writer = gguf.GGUFWriter(str(tmp), layout.arch)
+        for field in reader.fields.values():
+            if field.name.startswith("GGUF.") or field.name in ("general.architecture", "general.file_type"):
+                continue
+            value_type = field.types[0]
+            sub_type = field.types[-1] if value_type == gguf.GGUFValueType.ARRAY else None
+            writer.add_key_value(field.name, field.contents(), value_type, sub_type=sub_type)
+        writer.add_file_type(file_type)
+        for tensor in reader.tensors:
+            data = by_gguf_name.get(tensor.name)
+            if data is None:
+                if tensor.tensor_type not in (GGMLQuantizationType.F32, GGMLQuantizationType.F16):
+                    raise TunelabError(f"the HF weights have no tensor for {tensor.name}: is {hf_dir} the model of {base_gguf.name}?")
+                data = np.asarray(tensor.data, dtype=np.float32).reshape(layout.shapes[tensor.name])
+            if data.shape != layout.shapes[tensor.name]:
+                raise TunelabError(f"{tensor.name}: HF shape {data.shape} vs GGUF {layout.shapes[tensor.name]}: not the same model")
+            _add_model_tensor(writer, tensor.name, data, qtype)
+        _write(writer)
+    return out_path
+
+
+def _add_model_tensor(writer: Any, name: str, data: np.ndarray, qtype: Any) -> None:
+    """Norms and biases stay f32 (as in llama.cpp's converter); matrices get `qtype` where it fits."""
+    from gguf import GGMLQuantizationType, quants
+
+    if data.ndim < 2 or qtype == GGMLQuantizationType.F32:
+        writer.add_tensor(name, np.ascontiguousarray(data, dtype=np.float32))
+        return
+    if qtype == GGMLQuantizationType.Q8_0 and data.shape[-1] % 32 == 0:
+        writer.add_tensor(name, quants.quantize(data, qtype), raw_dtype=qtype)
+        return
+    writer.add_tensor(name, np.ascontiguousarray(data, dtype=np.float16))
+
+
+def _write(writer: Any) -> None:
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()

@@ -1,0 +1,263 @@
+"""LoRA SFT on a bank's train split with trl's SFTTrainer, ending in a llama.cpp adapter.
+
+The prompt is built exactly as at inference (the bank's instruction as system prompt, the
+example's input as the user turn, rendered by the model's own chat template), and the loss
+covers only the answer tokens, so the adapter learns to answer, not to echo prompts.
+
+A run is `prepare`d (checks, token counts, warnings: cheap, shown before anything starts), then
+`train`ed. The run row is written first; checkpoints land in the run dir every `save_steps`
+and on cancel, so a cancelled or killed run continues with `resume`. The adapter (PEFT dir +
+GGUF) is renamed into place and registered only when completely written.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunelab.config import Settings
+from tunelab.errors import TunelabError
+from tunelab.finetune.args import SFTArgs
+from tunelab.finetune.base_weights import BaseWeights, prepare_base
+from tunelab.finetune.export_gguf import export_adapter
+from tunelab.finetune.progress import Listener, ProgressCallback
+from tunelab.stores.files import atomic_dir
+from tunelab.stores.models import ModelRegistry
+from tunelab.stores.runs import Adapter, Run, RunStore
+
+ADAPTER_GGUF = "adapter.gguf"
+META_FILE = "tunelab.json"
+Messages = list[dict[str, str]]
+
+
+def prompt_messages(instruction: str, text: str) -> Messages:
+    """The zero-shot prompt for one input, as the chat and compare arms send it."""
+    return ([{"role": "system", "content": instruction}] if instruction.strip() else []) + [{"role": "user", "content": text}]
+
+
+@dataclass
+class Plan:
+    """A checked run, ready to train: rows in trl's conversational prompt/completion format."""
+
+    settings: Settings
+    conn: sqlite3.Connection
+    run: Run
+    base: BaseWeights
+    args: SFTArgs
+    rows: list[dict[str, Any]]
+    warnings: list[str] = field(default_factory=list)
+    resume_from: Path | None = None
+
+
+@dataclass
+class TrainResult:
+    run: Run
+    adapter: Adapter | None
+    """None when the run was cancelled (its checkpoint is in the run dir)."""
+    cancelled: bool
+
+
+def device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def training_rows(conn: sqlite3.Connection, bank: str, ids: list[Any] | None = None) -> tuple[list[Any], list[dict[str, Any]]]:
+    """(example ids, rows) of the bank's train split - the test split never reaches training."""
+    from tunelab.stores.banks import BankStore
+
+    store = BankStore(conn)
+    info = store.get(bank)
+    examples = store.examples(bank, split="train")
+    if ids is not None and [e.id for e in examples] != list(ids):
+        raise TunelabError(f"bank {bank!r} changed since this run started (its train split differs): start a new run")
+    if not examples:
+        raise TunelabError(f"bank {bank!r} has no train examples: import examples or re-split it")
+    if len(examples) < 2:
+        raise TunelabError(f"bank {bank!r} has only one train example: a LoRA needs at least 2 (add examples)")
+    rows = [
+        {"prompt": prompt_messages(info.instruction, e.input), "completion": [{"role": "assistant", "content": e.output}]}
+        for e in examples
+    ]
+    return [e.id for e in examples], rows
+
+
+def length_warnings(tokenizer: Any, rows: list[dict[str, Any]], max_length: int) -> list[str]:
+    """Say how many examples will be cut at `max_length` (the end of their answer is lost)."""
+    lengths = [len(tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=True, return_dict=True)["input_ids"]) for r in rows]
+    long = [n for n in lengths if n > max_length]
+    if not long:
+        return []
+    return [f"{len(long)} of {len(rows)} examples are longer than max_length {max_length} tokens (longest {max(long)}) "
+            "and will be truncated: raise --max-length to train on their full answers"]
+
+
+def prepare(settings: Settings, conn: sqlite3.Connection, name: str, bank: str, args: SFTArgs,
+            model: str | None = None, hf_dir: Path | None = None) -> Plan:
+    """Check everything and record the run (status running); nothing is trained yet."""
+    from transformers import AutoTokenizer
+
+    ids, rows = training_rows(conn, bank)
+    gguf_path = ModelRegistry(conn).resolve(settings.model if model is None else model)
+    base = prepare_base(conn, settings.home / "models", gguf_path, hf_dir)
+    tokenizer = AutoTokenizer.from_pretrained(base.hf_dir)
+    warnings = length_warnings(tokenizer, rows, args.max_length)
+    run_dir = settings.home / "runs" / name
+    run = RunStore(conn).create(name, base.gguf_path, base.gguf_sha256, base.hf_dir, bank, ids, args.to_dict(), run_dir, device())
+    return Plan(settings, conn, run, base, args, rows, warnings)
+
+
+def prepare_resume(settings: Settings, conn: sqlite3.Connection, key: str) -> Plan:
+    """A cancelled or failed run, set to continue from its last checkpoint."""
+    store = RunStore(conn)
+    run = store.get(key)
+    if run.status == "done":
+        raise TunelabError(f"run {run.name!r} is already done (its adapter is {run.name!r})")
+    checkpoints = sorted(run.checkpoints_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    if not checkpoints:
+        raise TunelabError(f"run {run.name!r} has no checkpoint to resume from: start it again under a new name")
+    _, rows = training_rows(conn, run.bank, run.example_ids)
+    base = prepare_base(conn, settings.home / "models", Path(run.base_gguf), Path(run.hf_dir))
+    store.set_status(run.id, "running")
+    return Plan(settings, conn, store.get(str(run.id)), base, SFTArgs.from_dict(run.args), rows, resume_from=checkpoints[-1])
+
+
+def sft_config(args: SFTArgs, output_dir: Path) -> Any:
+    """trl settings: CUDA (bf16 where supported) whenever present, fp32 on CPU (bf16 emulation is slow)."""
+    import torch
+    from trl import SFTConfig
+
+    cuda = torch.cuda.is_available()
+    return SFTConfig(
+        output_dir=str(output_dir),
+        num_train_epochs=args.epochs,
+        max_steps=args.max_steps or -1,
+        per_device_train_batch_size=args.batch_size,
+        gradient_accumulation_steps=args.grad_accum,
+        learning_rate=args.lr,
+        max_length=args.max_length,
+        packing=args.packing,
+        packing_strategy="bfd",
+        completion_only_loss=True,
+        gradient_checkpointing=args.gradient_checkpointing,
+        bf16=cuda and torch.cuda.is_bf16_supported(),
+        fp16=False,
+        use_cpu=not cuda,
+        seed=args.seed,
+        data_seed=args.seed,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=args.save_steps,
+        save_total_limit=1,
+        report_to=[],
+        disable_tqdm=True,
+        dataloader_pin_memory=cuda,
+    )
+
+
+def lora_config(args: SFTArgs) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(r=args.r, lora_alpha=args.alpha, lora_dropout=args.dropout,
+                      target_modules=list(args.target_modules), task_type="CAUSAL_LM")
+
+
+def build_trainer(plan: Plan, callbacks: list[Any]) -> Any:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, set_seed
+    from trl import SFTTrainer
+
+    set_seed(plan.args.seed)  # the LoRA init happens inside SFTTrainer, before Trainer seeds
+    config = sft_config(plan.args, plan.run.checkpoints_dir)
+    dtype = torch.bfloat16 if config.bf16 else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(plan.base.hf_dir, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(plan.base.hf_dir)
+    missing = [m for m in plan.args.target_modules if not any(n.endswith(f".{m}") for n, _ in model.named_modules())]
+    if missing:
+        raise TunelabError(f"the model has no module(s) named {', '.join(missing)}: check --target-modules")
+    trainer = SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(plan.rows),
+        processing_class=tokenizer,
+        peft_config=lora_config(plan.args),
+        callbacks=callbacks,
+    )
+    trainer.remove_callback(PrinterCallback)  # progress goes to our listener, not to stdout
+    return trainer
+
+
+def oom_message(args: SFTArgs) -> str:
+    tips = [f"--batch-size (now {args.batch_size}, raise --grad-accum to keep the effective batch)", f"--max-length (now {args.max_length})"]
+    if not args.gradient_checkpointing:
+        tips.append("or add --gradient-checkpointing")
+    return "out of GPU memory: lower " + ", ".join(tips)
+
+
+def train(plan: Plan, listener: Listener | None = None, cancel: threading.Event | None = None) -> TrainResult:
+    """Train, export and register the adapter; a cancel leaves a checkpoint and status `cancelled`."""
+    import torch
+
+    store = RunStore(plan.conn)
+    run = plan.run
+    history = list(run.loss_history) if plan.resume_from else []
+
+    def record(event: Any) -> None:
+        history.append({"step": event.step, "loss": event.loss or 0.0, "lr": event.lr or 0.0, "tokens_per_s": event.tokens_per_s or 0.0})
+        store.progress(run.id, event.step, event.total, history)
+        if listener is not None:
+            listener(event)
+
+    progress = ProgressCallback(record, cancel)
+    started = time.perf_counter()
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        trainer = build_trainer(plan, [progress])
+        trainer.train(resume_from_checkpoint=str(plan.resume_from) if plan.resume_from else None)
+    except torch.OutOfMemoryError:
+        store.set_status(run.id, "failed", oom_message(plan.args))
+        raise TunelabError(oom_message(plan.args)) from None
+    except BaseException as exc:
+        status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
+        store.set_status(run.id, status, f"{type(exc).__name__}: {exc}"[:500])
+        raise
+    seconds = time.perf_counter() - started
+    rates = [h["tokens_per_s"] for h in history if h["tokens_per_s"]]
+    timings = {
+        "train_seconds": run.train_seconds + seconds,
+        "tokens_per_s": sum(rates) / len(rates) if rates else None,
+        "peak_memory_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
+    }
+    if progress.cancelled:
+        store.set_status(run.id, "cancelled", "cancelled by the user", **timings)
+        return TrainResult(store.get(str(run.id)), None, True)
+    store.set_status(run.id, "running", **timings)
+    adapter = write_adapter(plan, trainer, history)
+    shutil.rmtree(run.checkpoints_dir, ignore_errors=True)
+    return TrainResult(store.get(str(run.id)), adapter, False)
+
+
+def write_adapter(plan: Plan, trainer: Any, history: list[dict[str, float]]) -> Adapter:
+    """PEFT dir + GGUF adapter, renamed into place as one folder, then registered (run -> done)."""
+    run = plan.run
+    final = plan.settings.home / "adapters" / run.name
+    losses = [h["loss"] for h in history]
+    metrics = {"steps": trainer.state.global_step, "first_loss": losses[0] if losses else None,
+               "final_loss": losses[-1] if losses else None, "train_examples": len(plan.rows)}
+    with atomic_dir(final) as tmp:
+        trainer.model.save_pretrained(tmp)
+        export_adapter(tmp, plan.base.gguf_path, tmp / ADAPTER_GGUF)
+        meta = {"run": run.name, "bank": run.bank, "base_gguf": str(plan.base.gguf_path),
+                "base_sha256": plan.base.gguf_sha256, "args": plan.args.to_dict(), "metrics": metrics}
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    adapter = Adapter(run.name, run.id, run.bank, plan.base.gguf_sha256, str(final), str(final / ADAPTER_GGUF), metrics)
+    return RunStore(plan.conn).add_adapter(adapter)

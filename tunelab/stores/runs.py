@@ -1,0 +1,187 @@
+"""Training runs and finished adapters (schema m0004).
+
+Runs move running -> done | failed | cancelled; `--resume` moves a failed or cancelled run back
+to running. Adapters are registered by `add_adapter` only after their files were renamed into
+place (`atomic_dir`), so every listed adapter is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunelab.errors import TunelabError
+from tunelab.stores.db import now, transaction
+
+STATUSES = ("running", "done", "failed", "cancelled")
+
+
+@dataclass
+class Run:
+    id: int
+    name: str
+    method: str
+    base_gguf: str
+    base_sha256: str
+    hf_dir: str
+    bank: str
+    split: str
+    example_ids: list[Any]
+    args: dict[str, Any]
+    status: str
+    step: int
+    total_steps: int
+    loss_history: list[dict[str, float]]
+    error: str
+    device: str
+    run_dir: str
+    train_seconds: float
+    tokens_per_s: float | None
+    peak_memory_mb: float | None
+    created_at: str
+    updated_at: str
+    finished_at: str | None
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return Path(self.run_dir) / "checkpoints"
+
+
+@dataclass
+class Adapter:
+    name: str
+    run_id: int
+    bank: str
+    base_sha256: str
+    peft_dir: str
+    gguf_path: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    exports: dict[str, str] = field(default_factory=dict)
+    """Merged standalone GGUFs written later: tensor type (f16, q8_0) -> path."""
+    created_at: str = ""
+
+
+def _run(row: sqlite3.Row) -> Run:
+    values = dict(row)
+    for key in ("example_ids", "args", "loss_history"):
+        values[key] = json.loads(values.pop(f"{key}_json"))
+    return Run(**values)
+
+
+def _adapter(row: sqlite3.Row) -> Adapter:
+    values = dict(row)
+    for key in ("metrics", "exports"):
+        values[key] = json.loads(values.pop(f"{key}_json"))
+    return Adapter(**values)
+
+
+class RunStore:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def create(
+        self,
+        name: str,
+        base_gguf: Path,
+        base_sha256: str,
+        hf_dir: Path,
+        bank: str,
+        example_ids: list[Any],
+        args: dict[str, Any],
+        run_dir: Path,
+        device: str,
+    ) -> Run:
+        if self.conn.execute("SELECT 1 FROM runs WHERE name = ?", (name,)).fetchone():
+            raise TunelabError(f"a run named {name!r} exists: pick another name, or continue it with `tunelab train --resume {name}`")
+        stamp = now()
+        with transaction(self.conn):
+            cur = self.conn.execute(
+                "INSERT INTO runs (name, base_gguf, base_sha256, hf_dir, bank, example_ids_json, args_json, status,"
+                " device, run_dir, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)",
+                (name, str(base_gguf), base_sha256, str(hf_dir), bank, json.dumps(example_ids), json.dumps(args),
+                 device, str(run_dir), stamp, stamp),
+            )
+        return self.get(str(cur.lastrowid))
+
+    def get(self, key: str) -> Run:
+        """A run by name, or by id when `key` is all digits."""
+        column = "id" if key.isdigit() else "name"
+        row = self.conn.execute(f"SELECT * FROM runs WHERE {column} = ?", (int(key) if key.isdigit() else key,)).fetchone()
+        if row is None:
+            raise TunelabError(f"no training run {key!r} (see `tunelab adapters --runs`)")
+        return _run(row)
+
+    def list(self) -> list[Run]:
+        return [_run(r) for r in self.conn.execute("SELECT * FROM runs ORDER BY id DESC")]
+
+    def progress(self, run_id: int, step: int, total: int, loss_history: list[dict[str, float]]) -> None:
+        with transaction(self.conn):
+            self.conn.execute(
+                "UPDATE runs SET step = ?, total_steps = ?, loss_history_json = ?, updated_at = ? WHERE id = ?",
+                (step, total, json.dumps(loss_history), now(), run_id),
+            )
+
+    def set_status(self, run_id: int, status: str, error: str = "", **timings: float | None) -> None:
+        """Move a run to `status`; `timings` are train_seconds / tokens_per_s / peak_memory_mb."""
+        if status not in STATUSES:
+            raise ValueError(status)
+        unknown = set(timings) - {"train_seconds", "tokens_per_s", "peak_memory_mb"}
+        if unknown:
+            raise ValueError(unknown)
+        sets = "".join(f", {k} = ?" for k in timings)
+        finished = now() if status != "running" else None
+        with transaction(self.conn):
+            self.conn.execute(
+                f"UPDATE runs SET status = ?, error = ?, updated_at = ?, finished_at = ?{sets} WHERE id = ?",
+                (status, error, now(), finished, *timings.values(), run_id),
+            )
+
+    def add_adapter(self, adapter: Adapter) -> Adapter:
+        """Register a completely written adapter and mark its run done, in one transaction."""
+        adapter.created_at = adapter.created_at or now()
+        with transaction(self.conn):
+            self.conn.execute(
+                "INSERT OR REPLACE INTO adapters VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (adapter.name, adapter.run_id, adapter.bank, adapter.base_sha256, adapter.peft_dir, adapter.gguf_path,
+                 json.dumps(adapter.metrics), json.dumps(adapter.exports), adapter.created_at),
+            )
+            self.conn.execute("UPDATE runs SET status = 'done', error = '', updated_at = ?, finished_at = ? WHERE id = ?",
+                              (now(), now(), adapter.run_id))
+        return adapter
+
+    def set_export(self, name: str, tensor_type: str, path: Path) -> None:
+        adapter = self.adapter(name)
+        adapter.exports[tensor_type] = str(path)
+        with transaction(self.conn):
+            self.conn.execute("UPDATE adapters SET exports_json = ? WHERE name = ?", (json.dumps(adapter.exports), name))
+
+    def adapter(self, name: str) -> Adapter:
+        row = self.conn.execute("SELECT * FROM adapters WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise TunelabError(f"no adapter named {name!r} (see `tunelab adapters`)")
+        return _adapter(row)
+
+    def adapters(self) -> list[Adapter]:
+        return [_adapter(r) for r in self.conn.execute("SELECT * FROM adapters ORDER BY created_at DESC")]
+
+
+def adapter_gguf(conn: sqlite3.Connection, name: str) -> Path:
+    """The llama.cpp file of a registered adapter (the thing `--adapter NAME` loads)."""
+    path = Path(RunStore(conn).adapter(name).gguf_path)
+    if not path.is_file():
+        raise TunelabError(f"adapter {name!r} is registered but its file is missing: {path}")
+    return path
+
+
+def adapter_training_ids(conn: sqlite3.Connection, name: str) -> set[Any]:
+    """Ids of the bank examples the adapter was trained on (the compare leakage guard)."""
+    adapter = RunStore(conn).adapter(name)
+    return set(RunStore(conn).get(str(adapter.run_id)).example_ids)
+
+
+def latest_adapter_for_bank(conn: sqlite3.Connection, bank: str) -> str | None:
+    row = conn.execute("SELECT name FROM adapters WHERE bank = ? ORDER BY created_at DESC LIMIT 1", (bank,)).fetchone()
+    return row["name"] if row else None
