@@ -78,10 +78,6 @@ def training_rows(conn: sqlite3.Connection, bank: str, ids: list[Any] | None = N
     examples = store.examples(bank, split="train")
     if ids is not None and [e.id for e in examples] != list(ids):
         raise TunelabError(f"bank {bank!r} changed since this run started (its train split differs): start a new run")
-    if not examples:
-        raise TunelabError(f"bank {bank!r} has no train examples: import examples or re-split it")
-    if len(examples) < 2:
-        raise TunelabError(f"bank {bank!r} has only one train example: a LoRA needs at least 2 (add examples)")
     rows = [
         {"prompt": prompt_messages(info.instruction, e.input), "completion": [{"role": "assistant", "content": e.output}]}
         for e in examples
@@ -102,9 +98,19 @@ def length_warnings(tokenizer: Any, rows: list[dict[str, Any]], max_length: int)
 def prepare(settings: Settings, conn: sqlite3.Connection, name: str, bank: str, args: SFTArgs,
             model: str | None = None, hf_dir: Path | None = None) -> Plan:
     """Check everything and record the run (status running); nothing is trained yet."""
+    ids, rows = training_rows(conn, bank)
+    return plan_for(settings, conn, name, bank, ids, rows, args, model, hf_dir)
+
+
+def plan_for(settings: Settings, conn: sqlite3.Connection, name: str, bank: str, ids: list[Any], rows: list[dict[str, Any]],
+             args: SFTArgs, model: str | None = None, hf_dir: Path | None = None) -> Plan:
+    """`prepare` once the bank's train rows are read: checks, base weights, warnings, the run row."""
     from transformers import AutoTokenizer
 
-    ids, rows = training_rows(conn, bank)
+    if not rows:
+        raise TunelabError(f"bank {bank!r} has no train examples: import examples or re-split it")
+    if len(rows) < 2:
+        raise TunelabError(f"bank {bank!r} has only one train example: a LoRA needs at least 2 (add examples)")
     gguf_path = ModelRegistry(conn).resolve(settings.model if model is None else model)
     base = prepare_base(conn, settings.home / "models", gguf_path, hf_dir)
     tokenizer = AutoTokenizer.from_pretrained(base.hf_dir)
