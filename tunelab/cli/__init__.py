@@ -27,9 +27,9 @@ def cli(ctx: click.Context, home: str | None) -> None:
 
 
 def _register() -> None:
-    from tunelab.cli import chat, doctor, feedback, history, models
+    from tunelab.cli import adapters, chat, doctor, feedback, history, models, train
 
-    for module in (chat, doctor, feedback, history, models):
+    for module in (adapters, chat, doctor, feedback, history, models, train):
         cli.add_command(module.command)
     cli.add_command(feedback.rate)
 

@@ -18,10 +18,13 @@ from tunelab.errors import TunelabError
 @click.option("--system", "-s", default=None, help="System prompt (for a new conversation).")
 @click.option("--conversation", "-c", type=int, default=None, help="Continue this conversation id.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON record (text, stats, ids) instead of streaming.")
+@click.option("--adapter", "-a", default=None, help="Serve a trained LoRA adapter (see `tunelab adapters`).")
+@click.option("--adapter-scale", type=float, default=1.0, show_default=True, help="Strength of the adapter (0 = off).")
 @engine_options
 @sampler_options
 @pass_app
-def command(app: AppContext, prompt: str, system: str | None, conversation: int | None, as_json: bool, **kwargs: object) -> None:
+def command(app: AppContext, prompt: str, system: str | None, conversation: int | None, as_json: bool,
+            adapter: str | None, adapter_scale: float, **kwargs: object) -> None:
     """Send PROMPT ('-' reads stdin) and stream the reply."""
     apply_engine_options(app, kwargs)
     if prompt == "-":
@@ -29,6 +32,10 @@ def command(app: AppContext, prompt: str, system: str | None, conversation: int 
     if not prompt.strip():
         raise TunelabError("empty prompt: give the text to send (or '-' to read stdin)")
     service = ChatService(app.settings, app.conn)
+    if adapter:
+        from tunelab.cli.adapters import attach_adapter
+
+        attach_adapter(service, app.conn, adapter, adapter_scale)
     if conversation is None:
         conv = service.store.create(title=prompt.strip().splitlines()[0][:60], system_prompt=system or "")
     else:
