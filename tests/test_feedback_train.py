@@ -16,9 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from tunelab.engine.chat_template import ChatMessage
+from tunelab.engine.llama_engine import LlamaEngine
+from tunelab.engine.sampling import SamplerParams
 from tunelab.errors import TunelabError
 from tunelab.finetune import dpo, feedback_data, feedback_train, kto, reward
 from tunelab.finetune.preference_args import PreferenceArgs
+from tunelab.finetune.sft import ADAPTER_GGUF
 from tunelab.stores.conversations import ConversationStore, ReplyRecord
 from tunelab.stores.feedback import FeedbackStore
 
@@ -82,9 +86,11 @@ FAST = {"kto": PreferenceArgs(max_steps=8, batch_size=4, max_length=128, learnin
 
 
 @pytest.mark.parametrize("method", ["kto", "dpo"])
-def test_policy_runs_raise_logp_of_preferred_replies(conn: sqlite3.Connection, hf_base: Path, tmp_path: Path, method: str) -> None:
+def test_policy_runs_raise_logp_of_preferred_replies(
+    conn: sqlite3.Connection, hf_base: Path, bundled_model: Path, tmp_path: Path, method: str
+) -> None:
     _rate_sentiment(conn, 6)
-    result = feedback_train.train(conn, method, hf_base, "base-sha", tmp_path / method, FAST[method])
+    result = feedback_train.train(conn, method, hf_base, "base-sha", tmp_path / method, FAST[method], base_gguf=bundled_model)
 
     before, after = result.metrics["logp_preferred_before"], result.metrics["logp_preferred_after"]
     assert after > before + 0.5, (before, after)
@@ -92,6 +98,18 @@ def test_policy_runs_raise_logp_of_preferred_replies(conn: sqlite3.Connection, h
     assert (tmp_path / method / "adapter_config.json").is_file()
     assert (tmp_path / method / "adapter_model.safetensors").is_file()
     assert not (tmp_path / method / "ref").exists() and not (tmp_path / method / "trainer").exists()
+
+    # The exported GGUF adapter loads in llama.cpp and changes what the model says. The engines
+    # are made here and closed, not shared: idle llama.cpp threads slow later torch training.
+    rated = FeedbackStore(conn).ratings()[0].snapshot.prompt
+    messages = [ChatMessage(m["role"], m["content"]) for m in rated]
+    greedy = SamplerParams(temperature=0, max_tokens=12)
+    texts = []
+    for lora in (None, tmp_path / method / ADAPTER_GGUF):
+        llm = LlamaEngine(bundled_model, n_ctx=512, lora_path=lora)
+        texts.append(llm.chat(messages, greedy).text())
+        llm.llama.close()
+    assert texts[0] != texts[1], texts
 
 
 def test_reward_model_ranks_held_out_pairs_and_refuses_another_base(conn: sqlite3.Connection, hf_base: Path, tmp_path: Path) -> None:

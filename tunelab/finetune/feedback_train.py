@@ -99,8 +99,13 @@ def train(
     args: PreferenceArgs | None = None,
     start_adapter: Path | None = None,
     callbacks: list[Any] | None = None,
+    base_gguf: Path | None = None,
 ) -> FeedbackRunResult:
-    """Train `method` on the stored feedback; the result is at `output_dir` only if training finished."""
+    """Train `method` on the stored feedback; the result is at `output_dir` only if training finished.
+
+    With `base_gguf`, a policy adapter is also exported as a llama.cpp GGUF LoRA beside the PEFT
+    files (the same layout as SFT adapters), so chat and compare can load it.
+    """
     args = args or PreferenceArgs()
     data = feedback_data.collect(conn)
     feedback_data.check_enough(data, method)
@@ -134,6 +139,11 @@ def train(
             metrics["logp_preferred_after"] = mean_logprob(policy, tokenizer, targets)
         policy.save_pretrained(tmp, selected_adapters=["default"])
         tokenizer.save_pretrained(tmp)
+        if base_gguf is not None and method != "reward":
+            from tunelab.finetune.export_gguf import export_adapter
+            from tunelab.finetune.sft import ADAPTER_GGUF
+
+            export_adapter(tmp, base_gguf, tmp / ADAPTER_GGUF)
         shutil.rmtree(tmp / "trainer", ignore_errors=True)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     steps = trainer.state.global_step
