@@ -153,9 +153,15 @@ def fmt_interval(metric: str, ci: Interval) -> str:
     return f"{fmt_metric(metric, ci.value)} [{fmt_metric(metric, ci.low)}, {fmt_metric(metric, ci.high)}]"
 
 
+def fmt_points(value: float) -> str:
+    """A difference in percentage points, signed, without a "-0.0" from float noise."""
+    return f"{round(value * 100, 1) + 0.0:+.1f}"
+
+
 def fmt_difference(test: PairedTest) -> str:
     d = test.difference
-    return f"{d.value * 100:+.1f} points (95% CI {d.low * 100:+.1f} to {d.high * 100:+.1f}; {test.method} p={test.p_value:.3g}, {test.verdict})"
+    return (f"{fmt_points(d.value)} points (95% CI {fmt_points(d.low)} to {fmt_points(d.high)}; "
+            f"{test.method} p={test.p_value:.3g}, {test.verdict})")
 
 
 def _vs(summary: Summary, a: str, b: str) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.config import Settings
-from tunelab.engine.summary import Summary, fmt_interval
+from tunelab.engine.summary import Summary, fmt_interval, fmt_points
 from tunelab.errors import TunelabError
 from tunelab.stores.files import atomic_dir, atomic_write_text
 
@@ -70,7 +70,7 @@ def markdown(summary: Summary, plot_path: Path) -> str:
     for p in summary.pairs:
         d = p.test.difference
         lines.append(
-            f"| {p.a} | {p.b} | {d.value * 100:+.1f} [{d.low * 100:+.1f}, {d.high * 100:+.1f}] | {p.test.p_value:.3g} ({p.test.method}) | {p.test.verdict} |"
+            f"| {p.a} | {p.b} | {fmt_points(d.value)} [{fmt_points(d.low)}, {fmt_points(d.high)}] | {p.test.p_value:.3g} ({p.test.method}) | {p.test.verdict} |"
         )
     if summary.warnings:
         lines += ["", "## Warnings", "", *[f"- {w}" for w in summary.warnings]]

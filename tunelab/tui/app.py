@@ -10,12 +10,16 @@ from textual.binding import Binding
 from tunelab.config import Settings
 from tunelab.engine.chat_service import ChatService
 from tunelab.tui.screens.chat import ChatScreen
+from tunelab.tui.screens.compare import CompareScreen
 
 
 class TunelabApp(App[None]):
     CSS_PATH = "tunelab.tcss"
     TITLE = "tunelab"
-    BINDINGS = [Binding("f1", "toggle_help", "Keys", id="app.help")]
+    BINDINGS = [
+        Binding("f1", "toggle_help", "Keys", id="app.help"),
+        Binding("f3", "open_compare", "Compare", id="app.compare"),
+    ]
 
     def __init__(self, settings: Settings, conn: sqlite3.Connection) -> None:
         super().__init__()
@@ -26,6 +30,11 @@ class TunelabApp(App[None]):
     def on_mount(self) -> None:
         self.set_keymap(self.settings.keymap)
         self.push_screen(ChatScreen(self.chat_service))
+
+    def action_open_compare(self) -> None:
+        """F3: arms side by side on one prompt, blind votes, and the last comparison report."""
+        if not isinstance(self.screen, CompareScreen):
+            self.push_screen(CompareScreen(self.settings, self.conn))
 
     def action_toggle_help(self) -> None:
         """F1 shows every key of the current screen with its description."""

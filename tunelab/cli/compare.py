@@ -1,0 +1,103 @@
+"""`tunelab compare` (arms x held-out items -> report) and `tunelab reports` (past comparisons)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from tunelab.cli.app_context import AppContext, apply_engine_options, engine_options, pass_app
+from tunelab.cli.options import sampler_from, sampler_options
+from tunelab.engine import compare as cmp
+from tunelab.engine.arms import DEFAULT_K, SELECTOR_KINDS, parse_selectors, standard_grid
+from tunelab.errors import TunelabError
+from tunelab.stores.comparisons import ComparisonStore
+from tunelab.stores.reports import REPORT_MD, load_report
+
+
+@click.command("compare")
+@click.option("--bank", "-b", required=True, help="Example bank whose test split is compared.")
+@click.option("--adapter", "-a", "adapters", multiple=True, help="LoRA adapter to include (repeatable; default: the newest trained on the bank).")
+@click.option("--no-adapter", is_flag=True, help="Compare base-model arms only.")
+@click.option("--selectors", default=",".join(SELECTOR_KINDS), show_default=True, help="ICL selectors, comma-separated ('' for zero-shot only).")
+@click.option("--k", type=int, default=DEFAULT_K, show_default=True, help="Examples per prompt for ICL arms.")
+@click.option("--limit", type=int, default=None, help="Use only the first N test items.")
+@click.option("--test-file", type=click.Path(path_type=Path), default=None, help="JSONL test items (same fields as a bank) instead of the bank's test split.")
+@engine_options
+@sampler_options
+@pass_app
+def command(app: AppContext, bank: str, adapters: tuple[str, ...], no_adapter: bool, selectors: str, k: int,
+            limit: int | None, test_file: Path | None, **kwargs: object) -> None:
+    """Compare base, base+ICL, LoRA and LoRA+ICL on held-out items, with CIs and a report.
+
+    Sampling is greedy with seed 0 (the sampler flags' defaults below are chat's), and
+    --max-tokens defaults to 16 for banks with labels, 256 otherwise. Rerunning the same
+    command resumes an interrupted comparison and reuses every finished answer.
+    """
+    apply_engine_options(app, kwargs)
+    if limit is not None and limit < 1:
+        raise TunelabError(f"--limit must be >= 1 (got {limit})")
+    arms_selectors = parse_selectors(selectors)
+    found = cmp.open_bank(app.conn, bank)
+    test_set = cmp.file_test_set(app.conn, found, test_file, limit) if test_file else cmp.bank_test_set(app.conn, found, limit)
+    for warning in test_set.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    chosen = [] if no_adapter else list(adapters) or cmp.default_adapters(app.conn, found.name)
+    arms = standard_grid(arms_selectors, k, chosen)
+    params = sampler_from(kwargs, base=cmp.greedy(cmp.default_max_tokens(found.labels)).to_dict())
+    runner = cmp.ArmRunner(app.settings, app.conn, found, cmp.Engines(app.settings, app.conn))
+    click.echo(f"comparing {len(arms)} arms x {len(test_set.items)} items of {test_set.source}: {', '.join(a.name for a in arms)}", err=True)
+    reused = 0
+    with click.progressbar(length=len(arms) * len(test_set.items), label="generating", file=sys.stderr, show_pos=True) as bar:
+
+        def progress(event: cmp.Progress) -> None:
+            nonlocal reused
+            reused += event.reused
+            bar.label = event.arm
+            bar.update(1)
+
+        try:
+            comparison = cmp.run_comparison(runner, test_set, arms, params, progress)
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted: finished items are stored; run the same command again to resume", err=True)
+            sys.exit(130)
+    if reused:
+        click.echo(f"reused {reused} stored answers", err=True)
+    comparison, path = cmp.finish(app.settings, app.conn, comparison.id, found.labels, test_set.warnings)
+    click.echo((path / REPORT_MD).read_text(encoding="utf-8"))
+    click.echo(f"report: {path}", err=True)
+
+
+@click.group("reports", invoke_without_command=True)
+@click.pass_context
+def reports(ctx: click.Context) -> None:
+    """List past comparisons and show their reports."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(list_reports)
+
+
+@reports.command("list")
+@pass_app
+def list_reports(app: AppContext) -> None:
+    """One line per comparison, newest first."""
+    for c in ComparisonStore(app.conn).list():
+        line = f"{c.id:>4}  {c.updated_at[:19]}  {c.status:<7}  {c.bank:<16} {len(c.arms)} arms"
+        if c.report_dir:
+            report = load_report(Path(c.report_dir))
+            best = report["verdict"][0] if report["verdict"] else ""
+            line += f"  {len(report['items'])} items  {best}"
+        click.echo(line)
+
+
+@reports.command("show")
+@click.argument("comparison_id", type=int)
+@pass_app
+def show_report(app: AppContext, comparison_id: int) -> None:
+    """Print a comparison's report.md (and where its files are)."""
+    comparison = ComparisonStore(app.conn).get(comparison_id)
+    if not comparison.report_dir:
+        raise TunelabError(f"comparison {comparison_id} is unfinished: run the same `tunelab compare` again to resume")
+    path = Path(comparison.report_dir)
+    click.echo((path / REPORT_MD).read_text(encoding="utf-8"))
+    click.echo(f"report: {path}", err=True)

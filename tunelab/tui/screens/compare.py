@@ -1,0 +1,204 @@
+"""The side-by-side screen: one prompt, two to four arms streamed in columns, blind votes, win-rates."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import time
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input, Label, Select, Static, Switch
+from textual.worker import get_current_worker
+
+from tunelab.config import Settings
+from tunelab.engine import arena
+from tunelab.engine.arms import Arm
+from tunelab.engine.compare import ArmRunner, Engines, arm_choices, greedy, list_banks, open_bank
+from tunelab.errors import TunelabError
+from tunelab.stores.comparisons import ComparisonStore
+from tunelab.tui.widgets.compare.arm_column import ArmColumn
+from tunelab.tui.widgets.compare.vote_bar import VoteBar
+
+FLUSH_SECONDS = 0.05
+ARENA_MAX_TOKENS = 256
+
+
+class CompareScreen(Screen[None]):
+    BINDINGS = [
+        Binding("ctrl+b", "toggle_blind", "Blind on/off", id="compare.blind"),
+        Binding("ctrl+r", "open_report", "Last report", id="compare.report"),
+        Binding("escape", "cancel", "Stop", id="compare.cancel"),
+        Binding("f5", "vote('left')", "Vote left", id="compare.vote_left"),
+        Binding("f6", "vote('right')", "Vote right", id="compare.vote_right"),
+        Binding("f7", "vote('tie')", "Tie", id="compare.vote_tie"),
+        Binding("f8", "vote('both_bad')", "Both bad", id="compare.vote_both_bad"),
+    ]
+
+    def __init__(self, settings: Settings, conn: sqlite3.Connection, engines: Engines | None = None, seed: int | None = None) -> None:
+        super().__init__()
+        self.settings = settings
+        self.conn = conn
+        self.engines = engines or Engines(settings, conn)
+        self.rng = random.Random(seed)
+        self.round: arena.ArenaRound | None = None
+        self._runners: dict[str, ArmRunner] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="compare-controls"):
+            yield Select([], prompt="bank", id="compare-bank")
+            yield Input(placeholder="arms, e.g. base, base+jaccard@4, lora:NAME", id="compare-arms")
+            yield Label("blind", classes="switch-label")
+            yield Switch(value=True, id="compare-blind")
+        yield Input(placeholder="Prompt to compare (Enter runs every arm; Esc stops)", id="compare-prompt")
+        yield Horizontal(id="compare-columns")
+        yield VoteBar(id="compare-votes")
+        yield Static("", id="compare-winrates")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = "side by side"
+        banks = list_banks(self.conn)
+        select = self.query_one("#compare-bank", Select)
+        select.set_options([(name, name) for name in banks])
+        if banks:
+            select.value = banks[0]
+        else:
+            self.notify("no example bank yet: try `tunelab bank import-demo sentiment`", severity="warning")
+        self.query_one("#compare-votes", VoteBar).disabled = True
+        self.show_win_rates()
+        self.query_one("#compare-prompt", Input).focus()
+
+    # -- setup -----------------------------------------------------------------------------------
+    def on_select_changed(self, event: Select.Changed) -> None:
+        if event.value is Select.BLANK:
+            return
+        arms = arm_choices(self.conn, str(event.value))
+        self.query_one("#compare-arms", Input).value = ", ".join(a.name for a in arms)
+
+    def bank_name(self) -> str:
+        value = self.query_one("#compare-bank", Select).value
+        if value is Select.BLANK:
+            raise TunelabError("pick an example bank first (or import one: `tunelab bank import-demo sentiment`)")
+        return str(value)
+
+    def arms(self) -> list[Arm]:
+        text = self.query_one("#compare-arms", Input).value
+        arms = list(dict.fromkeys(Arm.parse(part) for part in text.split(",") if part.strip()))
+        if len(arms) < 2:
+            raise TunelabError("name at least two arms, e.g. base, base+jaccard@4")
+        return arms
+
+    def runner(self, bank: str) -> ArmRunner:
+        if bank not in self._runners:
+            self._runners[bank] = ArmRunner(self.settings, self.conn, open_bank(self.conn, bank), self.engines)
+        return self._runners[bank]
+
+    def action_toggle_blind(self) -> None:
+        switch = self.query_one("#compare-blind", Switch)
+        switch.value = not switch.value
+
+    # -- a round ---------------------------------------------------------------------------------
+    async def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id != "compare-prompt":
+            return
+        if self.round is not None and len(self.round.replies) < len(self.round.arms):
+            self.notify("replies are still streaming (Esc stops them)", severity="warning")
+            return
+        try:
+            bank = self.bank_name()
+            self.round = arena.new_round(event.value, self.arms(), self.query_one("#compare-blind", Switch).value, self.rng, bank)
+        except TunelabError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        columns = self.query_one("#compare-columns", Horizontal)
+        await columns.remove_children()
+        widgets = [ArmColumn(self.round.title(i), id=f"arm-{i}") for i in range(len(self.round.arms))]
+        await columns.mount_all(widgets)
+        self.query_one("#compare-votes", VoteBar).disabled = True
+        self.generate(self.round, bank, widgets)
+
+    def action_cancel(self) -> None:
+        self.workers.cancel_group(self, "compare")
+
+    @work(thread=True, exclusive=True, group="compare")
+    def generate(self, round_: arena.ArenaRound, bank: str, widgets: list[ArmColumn]) -> None:
+        """Arms run one after another on the one engine; each column streams while its arm runs."""
+        worker = get_current_worker()
+        app = self.app
+        try:
+            runner = self.runner(bank)
+            params = greedy(ARENA_MAX_TOKENS)
+            for column, (arm, widget) in enumerate(zip(round_.arms, widgets)):
+                app.call_from_thread(widget.show_text, "loading…" if column == 0 else "generating…")
+                arm_reply = runner.start(arm, round_.prompt, params)
+                app.call_from_thread(widget.show_examples, arm_reply.examples, arm_reply.dropped_examples)
+                last = time.monotonic()
+                try:
+                    for _ in arm_reply.reply:
+                        if worker.is_cancelled:
+                            break
+                        if time.monotonic() - last >= FLUSH_SECONDS:
+                            app.call_from_thread(widget.show_text, arm_reply.reply.so_far)
+                            last = time.monotonic()
+                finally:
+                    arm_reply.reply.close()
+                round_.replies[column] = arm_reply
+                round_.provenance[column] = runner.provenance(arm_reply, params)
+                app.call_from_thread(widget.show_text, arm_reply.reply.so_far)
+                app.call_from_thread(widget.show_stats, arm_reply.reply.stats, arm_reply.selection_ms)
+                if worker.is_cancelled:
+                    return
+        except TunelabError as exc:
+            app.call_from_thread(self.notify, str(exc), severity="error")
+            return
+        app.call_from_thread(self._round_done, round_)
+
+    def _round_done(self, round_: arena.ArenaRound) -> None:
+        votable = round_.votable
+        self.query_one("#compare-votes", VoteBar).disabled = not votable
+        if votable:
+            self.notify("vote: which reply is better? (F5 left · F6 right · F7 tie · F8 both bad)")
+
+    # -- voting ----------------------------------------------------------------------------------
+    def on_vote_bar_voted(self, event: VoteBar.Voted) -> None:
+        self.action_vote(event.vote)
+
+    def action_vote(self, choice: str) -> None:
+        round_ = self.round
+        if round_ is None or not round_.votable:
+            self.notify("nothing to vote on yet: run a prompt with two arms", severity="warning")
+            return
+        try:
+            arena.record_vote(self.conn, round_, choice)
+        except TunelabError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        for column in range(len(round_.arms)):
+            self.query_one(f"#arm-{column}", ArmColumn).set_title(round_.title(column))
+        self.query_one("#compare-votes", VoteBar).disabled = True
+        self.notify(f"vote saved: {choice.replace('_', ' ')} ({round_.arms[0].name} | {round_.arms[1].name})")
+        self.show_win_rates()
+
+    def show_win_rates(self) -> None:
+        rates = arena.win_rates(self.conn)
+        lines = [
+            f"{r.a} vs {r.b}: {r.a} wins {r.rate.value:.0%} [{r.rate.low:.0%}, {r.rate.high:.0%}] "
+            f"(n={r.n}: {r.wins}W {r.losses}L {r.ties}T {r.both_bad} both bad)"
+            for r in rates
+        ]
+        self.query_one("#compare-winrates", Static).update("\n".join(lines) or "no votes yet (win-rates with 95% Wilson intervals appear here)")
+
+    # -- reports ---------------------------------------------------------------------------------
+    def action_open_report(self) -> None:
+        from tunelab.tui.screens.compare_report import ReportScreen
+
+        comparison = ComparisonStore(self.conn).latest_done()
+        if comparison is None or not comparison.report_dir:
+            self.notify("no finished comparison yet: run `tunelab compare --bank NAME`", severity="warning")
+            return
+        self.app.push_screen(ReportScreen(comparison.report_dir))

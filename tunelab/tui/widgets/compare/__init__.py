@@ -1,0 +1,1 @@
+"""Widgets of the compare screen and the report viewer."""
