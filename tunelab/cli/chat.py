@@ -8,8 +8,10 @@ import sys
 import click
 
 from tunelab.cli.app_context import AppContext, apply_engine_options, engine_options, pass_app
+from tunelab.cli.bank import one_line
 from tunelab.cli.options import sampler_from, sampler_options
-from tunelab.engine.chat_service import ChatService
+from tunelab.engine.chat_service import ChatService, IclRequest
+from tunelab.engine.selectors import KINDS
 from tunelab.errors import TunelabError
 
 
@@ -20,13 +22,19 @@ from tunelab.errors import TunelabError
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON record (text, stats, ids) instead of streaming.")
 @click.option("--adapter", "-a", default=None, help="Serve a trained LoRA adapter (see `tunelab adapters`).")
 @click.option("--adapter-scale", type=float, default=1.0, show_default=True, help="Strength of the adapter (0 = off).")
+@click.option("--bank", "-b", default=None, help="In-context learning: put examples from this bank in the prompt.")
+@click.option("--selector", type=click.Choice(KINDS), default=None, help="How examples are chosen (default embedding).")
+@click.option("--k", type=int, default=None, help="Number of examples (default 4).")
+@click.option("--show-examples", is_flag=True, help="Print the chosen examples with their scores (stderr).")
 @engine_options
 @sampler_options
 @pass_app
 def command(app: AppContext, prompt: str, system: str | None, conversation: int | None, as_json: bool,
-            adapter: str | None, adapter_scale: float, **kwargs: object) -> None:
+            adapter: str | None, adapter_scale: float, bank: str | None, selector: str | None, k: int | None,
+            show_examples: bool, **kwargs: object) -> None:
     """Send PROMPT ('-' reads stdin) and stream the reply."""
     apply_engine_options(app, kwargs)
+    icl = icl_request(bank, selector, k, show_examples)
     if prompt == "-":
         prompt = sys.stdin.read()
     if not prompt.strip():
@@ -43,7 +51,9 @@ def command(app: AppContext, prompt: str, system: str | None, conversation: int 
         if system is not None:
             service.store.update(conv.id, system_prompt=system)
     params = sampler_from(kwargs, base=conv.params)
-    turn = service.send(conv.id, prompt, params)
+    turn = service.send(conv.id, prompt, params, icl)
+    if icl is not None:
+        report_examples(turn.provenance["icl"], show_examples)
     try:
         for chunk in turn.reply:
             if not as_json:
@@ -59,7 +69,7 @@ def command(app: AppContext, prompt: str, system: str | None, conversation: int 
     if as_json:
         record = {"conversation_id": conv.id, "message_id": message.id, "text": message.content,
                   "model": message.model_path, "model_sha256": message.model_sha256,
-                  "params": message.params, "stats": stats.to_dict()}
+                  "params": message.params, "stats": stats.to_dict(), "icl": turn.provenance.get("icl")}
         click.echo(json.dumps(record, ensure_ascii=False))
         return
     click.echo()
@@ -71,3 +81,23 @@ def command(app: AppContext, prompt: str, system: str | None, conversation: int 
         f"TTFT {stats.ttft_ms or 0:.0f} ms · {tps} · {stats.finish_reason}]",
         err=True,
     )
+
+
+def icl_request(bank: str | None, selector: str | None, k: int | None, show_examples: bool) -> IclRequest | None:
+    if bank is None:
+        if selector or k is not None or show_examples:
+            raise TunelabError("--selector, --k and --show-examples need --bank BANK (the examples to choose from)")
+        return None
+    defaults = IclRequest(bank)
+    return IclRequest(bank, selector or defaults.selector, defaults.k if k is None else k)
+
+
+def report_examples(icl: dict[str, object], show: bool) -> None:
+    """The examples' cost and, with --show-examples, the examples themselves (stderr: stdout is the reply)."""
+    examples: list[dict[str, object]] = icl["examples"]  # type: ignore[assignment]
+    dropped = f", {icl['dropped']} dropped to fit the context" if icl["dropped"] else ""
+    click.echo(f"[{len(examples)} example(s) from {icl['bank']} by {icl['selector']}: +{icl['example_tokens']} prompt tokens{dropped}]", err=True)
+    if show:
+        for rank, example in enumerate(examples, start=1):
+            click.echo(f"  {rank}. #{example['id']} score {example['score']:.3f}  {one_line(str(example['input']), 70)} -> "
+                       f"{one_line(str(example['output']), 40)}", err=True)

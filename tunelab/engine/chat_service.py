@@ -14,12 +14,24 @@ from typing import Any
 
 from tunelab.config import Settings
 from tunelab.engine.chat_template import ChatMessage
+from tunelab.engine.icl_prompt import build_icl_messages
 from tunelab.engine.llama_engine import LlamaEngine, Reply
 from tunelab.engine.sampling import SamplerParams
+from tunelab.engine.selectors import IndexProgress, Selector, make_selector
 from tunelab.errors import TunelabError
+from tunelab.stores.banks import Bank, BankStore
 from tunelab.stores.conversations import ConversationStore, Message, ReplyRecord
 from tunelab.stores.files import cached_sha256
 from tunelab.stores.models import ModelRegistry
+
+
+@dataclass(frozen=True)
+class IclRequest:
+    """Answer with examples from `bank` chosen by `selector` (k of them) in the prompt."""
+
+    bank: str
+    selector: str = "embedding"
+    k: int = 4
 
 
 @dataclass
@@ -62,6 +74,7 @@ class ChatService:
         self.models = ModelRegistry(conn)
         self._engine: LlamaEngine | None = None
         self.model_sha256 = ""
+        self._selectors: dict[tuple[int, str, str], Selector] = {}
 
     @property
     def engine(self) -> LlamaEngine:
@@ -89,22 +102,47 @@ class ChatService:
         messages += [ChatMessage(m.role, m.content) for m in self.store.messages(conversation_id)]
         return messages
 
-    def send(self, conversation_id: int, prompt: str, params: SamplerParams) -> ChatTurn:
+    def selector(self, bank: Bank, kind: str, progress: IndexProgress | None = None) -> Selector:
+        """One selector per (bank, kind) for the session: the embedding index is synced once."""
+        key = (bank.id, bank.created_at, kind)
+        if key not in self._selectors:
+            self._selectors[key] = make_selector(kind, bank, self.conn, self.settings, progress=progress)
+        return self._selectors[key]
+
+    def send(self, conversation_id: int, prompt: str, params: SamplerParams, icl: IclRequest | None = None) -> ChatTurn:
         """Store the user's prompt and start the reply (nothing is stored for an empty prompt)."""
         if not prompt.strip():
             raise TunelabError("empty prompt: type something to send")
-        engine = self.engine
-        messages = self.history(conversation_id) + [ChatMessage("user", prompt)]
-        reply = engine.chat(messages, params)  # raises before storing if the prompt can never fit
+        # raises before storing anything if the prompt can never fit
+        turn = self._start(conversation_id, self.history(conversation_id), prompt, params, icl)
         self.store.add_user(conversation_id, prompt)
-        return ChatTurn(conversation_id, reply, params, self)
+        return turn
 
-    def regenerate(self, conversation_id: int, params: SamplerParams) -> ChatTurn:
+    def regenerate(self, conversation_id: int, params: SamplerParams, icl: IclRequest | None = None) -> ChatTurn:
         """Replace the last reply with a new one to the same prompt."""
         messages = self.store.messages(conversation_id)
-        if not messages or messages[-1].role != "assistant":
+        if len(messages) < 2 or messages[-1].role != "assistant":
             raise TunelabError("nothing to regenerate: the conversation has no reply yet")
-        history = self.history(conversation_id)[:-1]
-        reply = self.engine.chat(history, params)
+        history = self.history(conversation_id)[:-2]
+        turn = self._start(conversation_id, history, messages[-2].content, params, icl)
         self.store.delete_message(messages[-1].id)
-        return ChatTurn(conversation_id, reply, params, self)
+        return turn
+
+    def _start(self, conversation_id: int, history: list[ChatMessage], prompt: str, params: SamplerParams,
+               icl: IclRequest | None) -> ChatTurn:
+        engine = self.engine
+        if icl is None:
+            return ChatTurn(conversation_id, engine.chat(history + [ChatMessage("user", prompt)], params), params, self)
+        bank = BankStore(self.conn).get(icl.bank)
+        chosen = self.selector(bank, icl.selector).select(prompt, icl.k)
+        built = build_icl_messages(engine, bank, chosen, prompt, params.max_tokens, history)
+        reply = engine.chat(built.messages, params)
+        provenance = {
+            "icl": {
+                "bank": bank.name, "selector": icl.selector, "k": icl.k, "dropped": built.dropped,
+                "example_tokens": built.example_tokens,
+                "examples": [{"id": e.id, "score": e.score, "input": e.input, "output": e.output} for e in built.used],
+            },
+            "prompt_messages": [m.as_dict() for m in reply.messages],
+        }
+        return ChatTurn(conversation_id, reply, params, self, provenance)

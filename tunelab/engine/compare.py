@@ -25,6 +25,7 @@ from tunelab.engine.metrics import normalize, primary_metric, score
 from tunelab.engine.sampling import SamplerParams
 from tunelab.engine.summary import summarize
 from tunelab.errors import TunelabError
+from tunelab.stores.bank_files import read_examples
 from tunelab.stores.comparisons import Comparison, ComparisonItem, ComparisonStore, ItemResult
 from tunelab.stores.files import cached_sha256
 from tunelab.stores.models import ModelRegistry
@@ -129,10 +130,12 @@ def bank_test_set(conn: sqlite3.Connection, bank: Bank, limit: int | None = None
 
 def file_test_set(conn: sqlite3.Connection, bank: Bank, path: Path, limit: int | None = None) -> TestSet:
     """Items from a JSONL/CSV file with the same fields as a bank, checked against the bank's train data."""
-    rows = read_examples(path)[: limit if limit is not None else None]
-    items = [ComparisonItem(i, f"file:{i + 1}", r.input, r.output) for i, r in enumerate(rows)]
+    parsed = read_examples(path)
+    rows = parsed.rows[: limit if limit is not None else None]
+    items = [ComparisonItem(i, f"file:{r.line}", r.input, r.output) for i, r in enumerate(rows)]
     train = [e.input for e in bank_store(conn).examples(bank.name, split="train")]
-    return TestSet(bank.name, items, f"file {path}", duplicate_warnings(items, train, f"bank {bank.name!r}'s train split"))
+    skipped = [f"{len(parsed.skipped)} line(s) of {path} skipped: {parsed.skipped_summary()}"] if parsed.skipped else []
+    return TestSet(bank.name, items, f"file {path}", skipped + duplicate_warnings(items, train, f"bank {bank.name!r}'s train split"))
 
 
 def duplicate_warnings(items: Sequence[ComparisonItem], train_inputs: Sequence[str], where: str) -> list[str]:
@@ -185,10 +188,10 @@ class ArmRunner:
         selected = self.selector(arm.selector).select(query, arm.k) if arm.selector else []
         from tunelab.engine.icl_prompt import build_icl_messages
 
-        messages, used, dropped = build_icl_messages(engine, self.bank, selected, query, params.max_tokens)
+        prompt = build_icl_messages(engine, self.bank, selected, query, params.max_tokens)
         selection_ms = (time.perf_counter() - started) * 1000
-        examples = [{"id": s.id, "score": s.score, "input": s.input, "output": s.output} for s in used]
-        return ArmReply(arm, engine.chat(messages, params), examples, selection_ms, dropped)
+        examples = [{"id": s.id, "score": s.score, "input": s.input, "output": s.output} for s in prompt.used]
+        return ArmReply(arm, engine.chat(prompt.messages, params), examples, selection_ms, prompt.dropped)
 
     def provenance(self, arm_reply: ArmReply, params: SamplerParams) -> dict[str, Any]:
         arm = arm_reply.arm

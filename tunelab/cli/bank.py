@@ -1,0 +1,204 @@
+"""`tunelab bank`: import, inspect, export and delete example banks; index them for embeddings."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import click
+
+from tunelab.cli.app_context import AppContext, pass_app
+from tunelab.errors import TunelabError
+from tunelab.stores import demo_banks
+from tunelab.stores.bank_files import ParsedFile, read_examples
+from tunelab.stores.banks import DEFAULT_TEST_SIZE, Bank, BankStore, ImportResult
+from tunelab.stores.files import atomic_write_text
+
+
+@click.group("bank", invoke_without_command=True)
+@click.pass_context
+def command(ctx: click.Context) -> None:
+    """Example banks: the examples ICL picks from and LoRA trains on (train split only)."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(list_banks)
+
+
+def file_options(func):  # type: ignore[no-untyped-def]
+    func = click.option("--strict", is_flag=True, help="Abort (importing nothing) if any line is bad.")(func)
+    func = click.option("--output-field", default=None, help="Field holding the output (default: recognised names).")(func)
+    func = click.option("--input-field", default=None, help="Field holding the input (default: recognised names).")(func)
+    return func
+
+
+def split_options(func):  # type: ignore[no-untyped-def]
+    func = click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/test split.")(func)
+    func = click.option("--test-size", type=float, default=DEFAULT_TEST_SIZE, show_default=True,
+                        help="Share of examples held out for testing (never shown to ICL or training).")(func)
+    return func
+
+
+def read_checked(path: Path, input_field: str | None, output_field: str | None, strict: bool) -> ParsedFile:
+    parsed = read_examples(path, input_field, output_field)
+    if parsed.skipped and strict:
+        raise TunelabError(f"{path}: {len(parsed.skipped)} bad line(s), nothing imported (--strict): {parsed.skipped_summary()}")
+    if parsed.skipped:
+        click.echo(f"skipped {len(parsed.skipped)} bad line(s): {parsed.skipped_summary()}", err=True)
+    return parsed
+
+
+def report(result: ImportResult) -> None:
+    bank = result.bank
+    dupes = f", {result.duplicates} duplicate(s) ignored" if result.duplicates else ""
+    click.echo(f"bank {bank.name!r}: added {result.added} example(s) ({result.added_test} to test){dupes}; "
+               f"now {bank.n_train} train / {bank.n_test} test" + (f"; labels: {', '.join(bank.labels)}" if bank.labels else ""))
+
+
+@command.command("import")
+@click.argument("name")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--system", "--instruction", "instruction", default=None, help="Instruction for the task (goes into the system prompt).")
+@file_options
+@split_options
+@pass_app
+def import_bank(app: AppContext, name: str, file: Path, instruction: str | None, input_field: str | None,
+                output_field: str | None, strict: bool, test_size: float, seed: int) -> None:
+    """Create bank NAME from a JSONL or CSV FILE (input/output, prompt/completion, question/answer, text/label, messages)."""
+    store = BankStore(app.conn)
+    if store.exists(name):
+        raise TunelabError(f"bank {name!r} already exists: add to it with `tunelab bank add {name} FILE` or pick another name")
+    parsed = read_checked(file, input_field, output_field, strict)
+    text = parsed.system if instruction is None else instruction
+    report(store.create(name, parsed.rows, text, test_size, seed, source=str(file.resolve())))
+
+
+@command.command("add")
+@click.argument("name")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@file_options
+@pass_app
+def add(app: AppContext, name: str, file: Path, input_field: str | None, output_field: str | None, strict: bool) -> None:
+    """Add the examples of FILE to bank NAME (new ones are split with the bank's seed and test share)."""
+    store = BankStore(app.conn)
+    store.get(name)
+    report(store.add(name, read_checked(file, input_field, output_field, strict).rows))
+
+
+@command.command("import-demo")
+@click.argument("demo", type=click.Choice(sorted(demo_banks.DEMOS)))
+@click.option("--name", default=None, help="Bank name (default: the demo's name).")
+@click.option("--size", type=int, default=None, help="Number of examples (sentiment: default 400; qa: all).")
+@click.option("--language", default="english", show_default=True, help="qa only: a chatterbot-corpus language (e.g. chinese).")
+@split_options
+@pass_app
+def import_demo(app: AppContext, demo: str, name: str | None, size: int | None, language: str, test_size: float, seed: int) -> None:
+    """Import a packaged demo bank: `sentiment` (Rotten Tomatoes reviews) or `qa` (chatterbot-corpus)."""
+    if size is not None and size < 2:
+        raise TunelabError(f"--size must be at least 2 (got {size})")
+    bank = demo_banks.sentiment(size or 400, seed) if demo == "sentiment" else demo_banks.qa(language, size or 0)
+    report(BankStore(app.conn).create(name or bank.name, bank.rows, bank.instruction, test_size, seed, source=bank.source))
+
+
+@command.command("list")
+@pass_app
+def list_banks(app: AppContext) -> None:
+    """List banks with their split sizes."""
+    banks = BankStore(app.conn).list()
+    if not banks:
+        click.echo("no banks yet: `tunelab bank import NAME FILE` or `tunelab bank import-demo sentiment`")
+    for bank in banks:
+        labels = f"  labels: {', '.join(bank.labels)}" if bank.labels else ""
+        click.echo(f"{bank.name:<20} {bank.n_train:>6} train {bank.n_test:>5} test  {bank.created_at[:10]}{labels}")
+
+
+@command.command("show")
+@click.argument("name")
+@click.option("--split", type=click.Choice(["train", "test"]), default=None, help="Only this split.")
+@click.option("--limit", type=int, default=10, show_default=True, help="Examples to print (0 = all).")
+@pass_app
+def show(app: AppContext, name: str, split: str | None, limit: int) -> None:
+    """Print a bank's settings and its first examples."""
+    store = BankStore(app.conn)
+    bank = store.get(name)
+    click.echo(describe(bank))
+    examples = store.examples(name, split)
+    for example in examples[: limit or None]:
+        click.echo(f"\n#{example.id} [{example.split}]\n  in:  {one_line(example.input)}\n  out: {one_line(example.output)}")
+    if limit and len(examples) > limit:
+        click.echo(f"\n... {len(examples) - limit} more (--limit 0 shows all)")
+
+
+def describe(bank: Bank) -> str:
+    lines = [f"bank {bank.name}: {bank.n_train} train / {bank.n_test} test (test share {bank.test_size:g}, seed {bank.seed})",
+             f"instruction: {bank.instruction or '(none)'}", f"source: {bank.source or '-'}"]
+    if bank.labels:
+        lines.append(f"labels: {', '.join(bank.labels)}")
+    return "\n".join(lines)
+
+
+def one_line(text: str, width: int = 100) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+@command.command("export")
+@click.argument("name")
+@click.option("--split", type=click.Choice(["train", "test"]), default=None, help="Only this split.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False), default=None, help="File (default stdout).")
+@pass_app
+def export(app: AppContext, name: str, split: str | None, fmt: str, output: Path | None) -> None:
+    """Write a bank's examples (id, input, output, split) as JSONL or CSV."""
+    examples = BankStore(app.conn).examples(name, split)
+    records = [{"id": e.id, "input": e.input, "output": e.output, "split": e.split} for e in examples]
+    if fmt == "jsonl":
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    else:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=["id", "input", "output", "split"])
+        writer.writeheader()
+        writer.writerows(records)
+        text = buffer.getvalue()
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        atomic_write_text(output, text)
+        click.echo(f"wrote {len(records)} example(s) to {output}", err=True)
+
+
+@command.command("delete")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Don't ask for confirmation.")
+@pass_app
+def delete(app: AppContext, name: str, yes: bool) -> None:
+    """Delete bank NAME, its examples and its embedding index (runs and reports keep their records)."""
+    store = BankStore(app.conn)
+    bank = store.get(name)
+    if not yes:
+        click.confirm(f"delete bank {name!r} ({bank.n_train + bank.n_test} examples)?", abort=True)
+    store.delete(name)
+    from tunelab.stores.chroma_index import drop_bank
+
+    try:
+        drop_bank(app.settings, bank)
+    except TunelabError as exc:
+        click.echo(f"note: the embedding index was not removed: {exc}", err=True)
+    click.echo(f"deleted bank {name!r}")
+
+
+@command.command("index")
+@click.argument("name")
+@pass_app
+def index(app: AppContext, name: str) -> None:
+    """Embed bank NAME's train split into Chroma now (otherwise done on first use); only new examples are embedded."""
+    from tunelab.engine.selectors import make_selector
+
+    bank = BankStore(app.conn).get(name)
+    with click.progressbar(length=bank.n_train, label="embedding", file=click.get_text_stream("stderr")) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.length = total
+            bar.update(done - bar.pos)
+
+        selector = make_selector("embedding", bank, app.conn, app.settings, progress=progress)
+    click.echo(f"bank {name!r}: {selector.indexed} example(s) embedded, {bank.n_train} in the index")  # type: ignore[attr-defined]

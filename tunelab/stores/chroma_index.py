@@ -1,0 +1,141 @@
+"""A bank's train split as a Chroma collection: embedded store under the data dir, or a server.
+
+One collection per (bank, embedding model), so changing the model never mixes vector spaces.
+Syncing adds only examples that are not in the collection yet (and removes ones that left the
+pool), so re-indexing after `bank add` embeds just the new rows. Chroma is always given our
+own embedding function: it must never fall back to downloading its default ONNX model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
+from chromadb.utils.embedding_functions import register_embedding_function
+
+from tunelab.config import Settings
+from tunelab.errors import TunelabError
+from tunelab.stores.banks import Bank, Example
+
+ADD_BATCH = 256
+
+
+@register_embedding_function
+class TunelabEmbeddingFunction(EmbeddingFunction[Documents]):
+    """Chroma's hook into our encoder (we also pass vectors explicitly, so it is a guard).
+
+    Registered so that Chroma can rebuild it from a collection's stored config; a rebuilt one
+    has no encoder and refuses to embed rather than fall back to Chroma's default model.
+    """
+
+    def __init__(self, encode: Callable[[Sequence[str]], list[list[float]]] | None, model: str) -> None:
+        self.encode = encode
+        self.model = model
+
+    def __call__(self, input: Documents) -> Embeddings:
+        if self.encode is None:
+            raise TunelabError("this Chroma collection belongs to tunelab: open it through tunelab")
+        return self.encode(list(input))  # type: ignore[return-value]
+
+    @staticmethod
+    def name() -> str:
+        return "tunelab"
+
+    def get_config(self) -> dict[str, Any]:
+        return {"model": self.model}
+
+    @staticmethod
+    def build_from_config(config: dict[str, Any]) -> "TunelabEmbeddingFunction":
+        return TunelabEmbeddingFunction(None, str(config.get("model", "")))
+
+    def is_legacy(self) -> bool:
+        return False
+
+    def default_space(self) -> str:  # type: ignore[override]
+        return "cosine"
+
+
+def client(settings: Settings) -> Any:
+    """An embedded PersistentClient under the data dir, or an HttpClient for `chroma_url`."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    chroma_settings = ChromaSettings(anonymized_telemetry=False)
+    if not settings.chroma_url:
+        return chromadb.PersistentClient(path=str(settings.home / "chroma"), settings=chroma_settings)
+    url = urlparse(settings.chroma_url)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise TunelabError(f"bad chroma_url {settings.chroma_url!r}: expected http://HOST:PORT")
+    try:
+        remote = chromadb.HttpClient(host=url.hostname, port=url.port or (443 if url.scheme == "https" else 8000),
+                                     ssl=url.scheme == "https", settings=chroma_settings)
+        remote.heartbeat()
+    except Exception as exc:  # chromadb raises ValueError/ConnectError/... depending on the failure
+        raise TunelabError(f"Chroma server at {settings.chroma_url} is unreachable ({type(exc).__name__}): start `chroma run` or unset chroma_url") from None
+    return remote
+
+
+def bank_key(settings: Settings, bank: Bank) -> str:
+    """Unique per data dir and bank (ids restart in another data dir sharing the same server)."""
+    return hashlib.sha256(f"{settings.home.resolve()}|{bank.id}|{bank.created_at}".encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    id: int
+    similarity: float
+    embedding: list[float]
+
+
+class BankIndex:
+    def __init__(self, settings: Settings, bank: Bank, model_path: Path, encode: Callable[..., list[list[float]]]) -> None:
+        self.encode = encode
+        model_key = hashlib.sha256(str(model_path).encode()).hexdigest()[:8]
+        self.name = f"tunelab-{bank_key(settings, bank)}-{model_key}"
+        self.collection = client(settings).get_or_create_collection(
+            self.name,
+            metadata={"bank": bank.name, "embedding_model": str(model_path)},
+            configuration={"hnsw": {"space": "cosine"}},
+            embedding_function=TunelabEmbeddingFunction(encode, str(model_path)),
+        )
+
+    def sync(self, pool: Sequence[Example], progress: Callable[[int, int], None] | None = None) -> int:
+        """Embed and add the pool's examples missing from the collection; returns how many."""
+        present = set(self.collection.get(include=[])["ids"])
+        wanted = {str(e.id) for e in pool}
+        if stale := sorted(present - wanted):
+            self.collection.delete(ids=stale)
+        missing = [e for e in pool if str(e.id) not in present]
+        done = 0
+        for start in range(0, len(missing), ADD_BATCH):
+            batch = missing[start : start + ADD_BATCH]
+            self.collection.add(
+                ids=[str(e.id) for e in batch],
+                embeddings=self.encode([e.input for e in batch]),  # type: ignore[arg-type]
+                documents=[e.input for e in batch],
+            )
+            done += len(batch)
+            if progress is not None:
+                progress(done, len(missing))
+        return len(missing)
+
+    def nearest(self, vector: list[float], n: int) -> list[Neighbour]:
+        result = self.collection.query(query_embeddings=[vector], n_results=n, include=["distances", "embeddings"])
+        ids, distances, embeddings = result["ids"][0], result["distances"][0], result["embeddings"][0]  # type: ignore[index]
+        return [Neighbour(int(i), 1.0 - float(d), list(map(float, v))) for i, d, v in zip(ids, distances, embeddings)]
+
+
+def drop_bank(settings: Settings, bank: Bank) -> int:
+    """Delete the bank's collections (every embedding model); returns how many."""
+    store = client(settings)
+    prefix = f"tunelab-{bank_key(settings, bank)}-"
+    names = [c if isinstance(c, str) else c.name for c in store.list_collections()]
+    for name in names:
+        if name.startswith(prefix):
+            store.delete_collection(name)
+    return sum(name.startswith(prefix) for name in names)
