@@ -13,7 +13,28 @@ from tunelab.cli.app_context import AppContext, pass_app
 from tunelab.errors import TunelabError
 
 
-@click.group(invoke_without_command=True)
+class UserError(click.ClickException):
+    """A TunelabError on its way out of click: one line on stderr, the error's exit status."""
+
+    def __init__(self, error: TunelabError) -> None:
+        super().__init__(str(error))
+        self.exit_code = error.exit_code
+
+    def show(self, file: object = None) -> None:
+        click.echo(f"error: {self.message}", err=True)
+
+
+class TunelabGroup(click.Group):
+    """Turns user errors raised anywhere in a command into `UserError`, also under click's test runner."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except TunelabError as exc:
+            raise UserError(exc) from None
+
+
+@click.group(cls=TunelabGroup, invoke_without_command=True)
 @click.option("--home", type=click.Path(file_okay=False), default=None, help="Data dir (default: $TUNELAB_HOME or the XDG data dir).")
 @click.version_option(package_name="tunelab")
 @click.pass_context
@@ -41,9 +62,6 @@ _register()
 def main() -> None:
     try:
         cli.main(standalone_mode=False)
-    except TunelabError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

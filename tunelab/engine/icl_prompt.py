@@ -48,7 +48,7 @@ def example_turns(examples: Sequence[Selected]) -> list[ChatMessage]:
 
 def build_icl_messages(engine: TokenCounter, bank: Bank, selected: Sequence[Selected], query: str, max_tokens: int,
                        history: Sequence[ChatMessage] = ()) -> IclPrompt:
-    """The prompt for `query` with as many of `selected` as fit next to the reply budget.
+    """The prompt for `query` with the most relevant of `selected` that fit next to the reply budget.
 
     Examples are fitted against the fixed part and the query only: earlier conversation turns
     are dropped by the engine's own context management (oldest first) if they don't fit.
@@ -60,9 +60,10 @@ def build_icl_messages(engine: TokenCounter, bank: Bank, selected: Sequence[Sele
     question = [ChatMessage("user", query)]
     budget = engine.n_ctx - min(max_tokens, engine.n_ctx // 2)
     zero_shot = engine.count_tokens(head + question)
-    used = list(selected)
-    with_examples = engine.count_tokens(head + example_turns(used) + question)
-    while used and with_examples > budget:
-        used.pop()  # the least relevant goes first
-        with_examples = engine.count_tokens(head + example_turns(used) + question)
+    used: list[Selected] = []
+    with_examples = zero_shot
+    for example in selected:  # best first: an example that doesn't fit is skipped, smaller ones may still go in
+        count = engine.count_tokens(head + example_turns([*used, example]) + question)
+        if count <= budget:
+            used, with_examples = [*used, example], count
     return IclPrompt(head + body + example_turns(used) + question, used, len(selected) - len(used), with_examples - zero_shot)

@@ -19,8 +19,8 @@ from typing import Any
 
 from tunelab.errors import TunelabError
 
-FIELD_PAIRS = (("input", "output"), ("prompt", "completion"), ("question", "answer"), ("text", "label"), ("instruction", "output"))
-"""Recognised (input, output) field names, tried in this order."""
+FIELD_PAIRS = (("instruction", "output"), ("input", "output"), ("prompt", "completion"), ("question", "answer"), ("text", "label"))
+"""Recognised (input, output) field names, tried in this order (alpaca's instruction before its input)."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,9 @@ class FieldMapping:
                 if source == "instruction" and str(record.get("input") or "").strip():
                     text = f"{text}\n\n{_text(record, 'input')}"
                 return text, _text(record, target), ""
+        for source, target in FIELD_PAIRS:
+            if (source in record) != (target in record):
+                raise ValueError(f"no {target if source in record else source!r} field")
         names = ", ".join(f"{a}/{b}" for a, b in FIELD_PAIRS)
         raise ValueError(f"no input/output fields (found {', '.join(sorted(record)) or 'none'}; expected {names}, "
                          "messages, or give --input-field/--output-field)")
