@@ -16,17 +16,8 @@ from tunelab.stores.runs import RunStore, adapter_gguf
 
 def attach_adapter(service: ChatService, conn: sqlite3.Connection, name: str, scale: float = 1.0) -> Path:
     """Serve adapter NAME on the service's model (refused when it was made for another base)."""
-    from tunelab.engine.llama_engine import adapter_switching_supported
-    from tunelab.finetune.export_gguf import check_adapter_fits
-
-    path = adapter_gguf(conn, name)
-    check_adapter_fits(path, service.models.resolve(service.settings.model))
-    if adapter_switching_supported():
-        service.engine.set_adapter(path, scale)
-    elif scale != 1.0:
-        raise TunelabError("this llama-cpp-python cannot scale adapters: drop --adapter-scale")
-    else:
-        service.load(service.settings.model, lora_path=path)
+    path = service.use_adapter(name, scale)
+    assert path is not None
     return path
 
 

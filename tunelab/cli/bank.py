@@ -15,6 +15,7 @@ from tunelab.stores import demo_banks
 from tunelab.stores.bank_files import ParsedFile, read_examples
 from tunelab.stores.banks import DEFAULT_TEST_SIZE, Bank, BankStore, ImportResult
 from tunelab.stores.files import atomic_write_text
+from tunelab.text import one_line
 
 
 @click.group("bank", invoke_without_command=True)
@@ -135,11 +136,6 @@ def describe(bank: Bank) -> str:
     if bank.labels:
         lines.append(f"labels: {', '.join(bank.labels)}")
     return "\n".join(lines)
-
-
-def one_line(text: str, width: int = 100) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
 @command.command("export")

@@ -8,11 +8,11 @@ import sys
 import click
 
 from tunelab.cli.app_context import AppContext, apply_engine_options, engine_options, pass_app
-from tunelab.cli.bank import one_line
 from tunelab.cli.options import sampler_from, sampler_options
 from tunelab.engine.chat_service import ChatService, IclRequest
 from tunelab.engine.selectors import KINDS
 from tunelab.errors import TunelabError
+from tunelab.text import one_line
 
 
 @click.command("chat")

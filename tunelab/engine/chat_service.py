@@ -23,6 +23,7 @@ from tunelab.stores.banks import Bank, BankStore
 from tunelab.stores.conversations import ConversationStore, Message, ReplyRecord
 from tunelab.stores.files import cached_sha256
 from tunelab.stores.models import ModelRegistry
+from tunelab.stores.runs import adapter_gguf
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,26 @@ class ChatService:
         )
         self.model_sha256 = cached_sha256(self.conn, self._engine.model_path)
         return self._engine
+
+    def use_adapter(self, name: str | None, scale: float = 1.0) -> Path | None:
+        """Serve trained adapter `name` (None = the plain base) on the loaded model.
+
+        Refused when the adapter was made for another base. Where llama.cpp can switch adapters
+        on a loaded model the base is not reloaded; otherwise the model is loaded again with it.
+        """
+        from tunelab.engine.llama_engine import adapter_switching_supported
+        from tunelab.finetune.export_gguf import check_adapter_fits
+
+        path = adapter_gguf(self.conn, name) if name else None
+        if path is not None:
+            check_adapter_fits(path, self.models.resolve(self.settings.model))
+        if adapter_switching_supported():
+            self.engine.set_adapter(path, scale)
+        elif scale != 1.0:
+            raise TunelabError("this llama-cpp-python cannot scale adapters: use scale 1")
+        else:
+            self.load(self.settings.model, lora_path=path)
+        return path
 
     def history(self, conversation_id: int) -> list[ChatMessage]:
         conversation = self.store.get(conversation_id)

@@ -80,10 +80,13 @@ class BankStore:
         rows = self.conn.execute("SELECT * FROM banks ORDER BY name").fetchall()
         return [self._bank(row) for row in rows]
 
+    def names(self) -> list[str]:
+        return [name for (name,) in self.conn.execute("SELECT name FROM banks ORDER BY name")]
+
     def get(self, name: str) -> Bank:
         row = self.conn.execute("SELECT * FROM banks WHERE name = ?", (name,)).fetchone()
         if row is None:
-            known = ", ".join(b.name for b in self.list()) or "none yet: `tunelab bank import-demo sentiment`"
+            known = ", ".join(self.names()) or "none yet: `tunelab bank import-demo sentiment`"
             raise TunelabError(f"unknown bank {name!r} (banks: {known})")
         return self._bank(row)
 

@@ -13,13 +13,16 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Markdown, Static
 from textual.worker import get_current_worker
 
-from tunelab.engine.chat_service import ChatService, ChatTurn
+from tunelab.engine.chat_service import ChatService, ChatTurn, IclRequest
 from tunelab.engine.llama_engine import ReplyStats
 from tunelab.engine.sampling import SamplerParams
 from tunelab.errors import TunelabError
+from tunelab.stores.banks import BankStore
+from tunelab.stores.runs import RunStore
 from tunelab.stores.conversations import Message
 from tunelab.tui.screens.chat_settings import ChatSettingsScreen
 from tunelab.tui.screens.text_prompt import TextPromptScreen
+from tunelab.tui.widgets.chat.context_panel import ContextPanel
 from tunelab.tui.widgets.chat.conversation_list import ConversationList
 from tunelab.tui.widgets.chat.message_view import MessageView
 
@@ -44,6 +47,8 @@ class ChatScreen(Screen[None]):
         self.conversation_id: int | None = None
         self.streaming: MessageView | None = None
         self._stream: Any = None
+        self.adapter: str | None = None
+        """The adapter the engine serves now (the panel's choice is applied on the next reply)."""
         self._started = 0.0
 
     def compose(self) -> ComposeResult:
@@ -54,6 +59,8 @@ class ChatScreen(Screen[None]):
                 yield VerticalScroll(id="messages")
                 yield Static("", id="stats")
                 yield Input(placeholder="Message (Enter to send, Esc to stop)", id="prompt")
+            yield ContextPanel(BankStore(self.service.conn).names(), [a.name for a in RunStore(self.service.conn).adapters()],
+                               id="context")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -143,27 +150,48 @@ class ChatScreen(Screen[None]):
         if self.conversation_id is None:
             self.conversation_id = self.store.create(title=prompt.strip().splitlines()[0][:60]).id
             self.refresh_list()
-        self.generate(self.conversation_id, prompt)
+        self.start(self.conversation_id, prompt)
 
     def action_regenerate(self) -> None:
         if self.conversation_id is not None and self.streaming is None:
-            self.generate(self.conversation_id, None)
+            self.start(self.conversation_id, None)
+
+    def start(self, conversation_id: int, prompt: str | None) -> None:
+        """Read the ICL and adapter choice here (widgets belong to this thread), then generate."""
+        panel = self.query_one(ContextPanel)
+        try:
+            icl = panel.request()
+        except TunelabError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        self.generate(conversation_id, prompt, icl, panel.adapter)
+
+    def on_descendant_focus(self, event: Any) -> None:
+        view = event.widget
+        if isinstance(view, MessageView) and view.message is not None and view.role == "assistant":
+            self.query_one(ContextPanel).show_examples(view.message.provenance.get("icl"))
 
     def action_cancel(self) -> None:
         self.workers.cancel_group(self, "generate")
 
     @work(thread=True, exclusive=True, group="generate")
-    def generate(self, conversation_id: int, prompt: str | None) -> None:
+    def generate(self, conversation_id: int, prompt: str | None, icl: IclRequest | None, adapter: str | None) -> None:
         """Runs in a thread: llama.cpp blocks. Widgets are only touched through call_from_thread."""
         worker = get_current_worker()
         app = self.app
         app.call_from_thread(self._status, "loading model…" if self.service._engine is None else "thinking…")
         try:
             params = self.params()
+            if adapter != self.adapter:
+                app.call_from_thread(self._status, f"switching to {adapter or 'the base model'}…")
+                self.service.use_adapter(adapter)
+                self.adapter = adapter
+            if icl is not None:
+                app.call_from_thread(self._status, f"choosing examples from {icl.bank} ({icl.selector})…")
             if prompt is None:
-                turn = self.service.regenerate(conversation_id, params)
+                turn = self.service.regenerate(conversation_id, params, icl)
             else:
-                turn = self.service.send(conversation_id, prompt, params)
+                turn = self.service.send(conversation_id, prompt, params, icl)
         except TunelabError as exc:
             app.call_from_thread(self._failed, str(exc))
             return
@@ -224,9 +252,13 @@ class ChatScreen(Screen[None]):
         tps = f"{stats.decode_tps:.1f} tok/s" if stats.decode_tps else "-"
         ttft = f"{stats.ttft_ms:.0f} ms" if stats.ttft_ms is not None else "-"
         dropped = f" · dropped {stats.dropped_turns} old messages" if stats.dropped_turns else ""
+        icl = message.provenance.get("icl")
+        examples = f" (+{icl['example_tokens']} for {len(icl['examples'])} examples)" if icl else ""
         self._status(
-            f"{stats.prompt_tokens} prompt + {stats.completion_tokens} tokens · TTFT {ttft} · {tps} · {stats.finish_reason}{dropped}"
+            f"{stats.prompt_tokens} prompt{examples} + {stats.completion_tokens} tokens · TTFT {ttft} · {tps} · "
+            f"{stats.finish_reason}{dropped}"
         )
+        self.query_one(ContextPanel).show_examples(icl)
         if stats.dropped_turns:
             self.notify(f"dropped the {stats.dropped_turns} oldest messages to fit the context window")
         self.query_one("#messages", VerticalScroll).scroll_end(animate=False)

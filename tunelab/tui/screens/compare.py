@@ -75,14 +75,14 @@ class CompareScreen(Screen[None]):
 
     # -- setup -----------------------------------------------------------------------------------
     def on_select_changed(self, event: Select.Changed) -> None:
-        if event.value is Select.BLANK:
+        if event.value is Select.NULL:
             return
         arms = arm_choices(self.conn, str(event.value))
         self.query_one("#compare-arms", Input).value = ", ".join(a.name for a in arms)
 
     def bank_name(self) -> str:
         value = self.query_one("#compare-bank", Select).value
-        if value is Select.BLANK:
+        if value is Select.NULL:
             raise TunelabError("pick an example bank first (or import one: `tunelab bank import-demo sentiment`)")
         return str(value)
 
