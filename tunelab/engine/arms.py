@@ -10,9 +10,9 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tunelab.engine.selectors import KINDS as SELECTOR_KINDS
 from tunelab.errors import TunelabError
 
-SELECTOR_KINDS = ("random", "jaccard", "embedding", "mmr")
 DEFAULT_K = 4
 BASE = "base"
 ADAPTER_PREFIX = "lora:"

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.config import Settings
+from tunelab.engine.arms import DEFAULT_K
 from tunelab.engine.chat_template import ChatMessage
 from tunelab.engine.icl_prompt import build_icl_messages
 from tunelab.engine.llama_engine import LlamaEngine, Reply
@@ -32,7 +33,7 @@ class IclRequest:
 
     bank: str
     selector: str = "embedding"
-    k: int = 4
+    k: int = DEFAULT_K
 
 
 @dataclass
