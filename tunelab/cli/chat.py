@@ -51,6 +51,8 @@ def command(app: AppContext, prompt: str, system: str | None, conversation: int 
         if system is not None:
             service.store.update(conv.id, system_prompt=system)
     params = sampler_from(kwargs, base=conv.params)
+    if icl is not None:
+        service.selector(icl, lambda done, total: click.echo(f"\r[embedding {icl.bank}: {done}/{total}]", nl=done == total, err=True))
     turn = service.send(conv.id, prompt, params, icl)
     if icl is not None:
         report_examples(turn.provenance["icl"], show_examples)

@@ -20,7 +20,7 @@ from tunelab.engine.llama_engine import LlamaEngine, Reply
 from tunelab.engine.sampling import SamplerParams
 from tunelab.engine.selectors import IndexProgress, Selector, make_selector
 from tunelab.errors import TunelabError
-from tunelab.stores.banks import Bank, BankStore
+from tunelab.stores.banks import BankStore
 from tunelab.stores.conversations import ConversationStore, Message, ReplyRecord
 from tunelab.stores.files import cached_sha256
 from tunelab.stores.models import ModelRegistry
@@ -124,11 +124,13 @@ class ChatService:
         messages += [ChatMessage(m.role, m.content) for m in self.store.messages(conversation_id)]
         return messages
 
-    def selector(self, bank: Bank, kind: str, progress: IndexProgress | None = None) -> Selector:
-        """One selector per (bank, kind) for the session: the embedding index is synced once."""
-        key = (bank.id, bank.created_at, kind)
+    def selector(self, icl: IclRequest, progress: IndexProgress | None = None) -> Selector:
+        """One selector per (bank, kind) for the session: the embedding index is synced once
+        (call this first with `progress` to show the indexing of a new bank)."""
+        bank = BankStore(self.conn).get(icl.bank)
+        key = (bank.id, bank.created_at, icl.selector)
         if key not in self._selectors:
-            self._selectors[key] = make_selector(kind, bank, self.conn, self.settings, progress=progress)
+            self._selectors[key] = make_selector(icl.selector, bank, self.conn, self.settings, progress=progress)
         return self._selectors[key]
 
     def send(self, conversation_id: int, prompt: str, params: SamplerParams, icl: IclRequest | None = None) -> ChatTurn:
@@ -156,7 +158,7 @@ class ChatService:
         if icl is None:
             return ChatTurn(conversation_id, engine.chat(history + [ChatMessage("user", prompt)], params), params, self)
         bank = BankStore(self.conn).get(icl.bank)
-        chosen = self.selector(bank, icl.selector).select(prompt, icl.k)
+        chosen = self.selector(icl).select(prompt, icl.k)
         built = build_icl_messages(engine, bank, chosen, prompt, params.max_tokens, history)
         reply = engine.chat(built.messages, params)
         provenance = {

@@ -188,6 +188,8 @@ class ChatScreen(Screen[None]):
                 self.adapter = adapter
             if icl is not None:
                 app.call_from_thread(self._status, f"choosing examples from {icl.bank} ({icl.selector})…")
+                self.service.selector(icl, lambda done, total: app.call_from_thread(
+                    self._status, f"embedding {icl.bank}: {done}/{total} examples…"))
             if prompt is None:
                 turn = self.service.regenerate(conversation_id, params, icl)
             else:
