@@ -49,6 +49,10 @@ class ProgressCallback(TrainerCallback):
         self._last = (self._start_time, float(state.num_input_tokens_seen or 0))
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        return self._stop_if_cancelled(control)
+
+    def _stop_if_cancelled(self, control: Any) -> Any:
+        """Save and stop at this step; checked after the step and after its log (a listener may cancel there)."""
         if self.cancel.is_set():
             self.cancelled = True
             control.should_save = True
@@ -68,3 +72,4 @@ class ProgressCallback(TrainerCallback):
         event = TrainProgress(state.global_step, state.max_steps, logs.get("loss"), logs.get("learning_rate"), tps, eta)
         if self.listener is not None:
             self.listener(event)
+        self._stop_if_cancelled(control)

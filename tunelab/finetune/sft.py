@@ -27,12 +27,14 @@ from tunelab.finetune.args import SFTArgs
 from tunelab.finetune.base_weights import BaseWeights, prepare_base
 from tunelab.finetune.export_gguf import export_adapter
 from tunelab.finetune.progress import Listener, ProgressCallback
-from tunelab.stores.files import atomic_dir
+from tunelab.stores.files import atomic_dir, atomic_write_text
 from tunelab.stores.models import ModelRegistry
 from tunelab.stores.runs import Adapter, Run, RunStore
 
 ADAPTER_GGUF = "adapter.gguf"
 META_FILE = "tunelab.json"
+ROWS_FILE = "train.jsonl"
+"""The exact training rows, kept in the run dir: a resumed run trains on what it started with."""
 Messages = list[dict[str, str]]
 
 
@@ -69,15 +71,13 @@ def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def training_rows(conn: sqlite3.Connection, bank: str, ids: list[Any] | None = None) -> tuple[list[Any], list[dict[str, Any]]]:
+def training_rows(conn: sqlite3.Connection, bank: str) -> tuple[list[Any], list[dict[str, Any]]]:
     """(example ids, rows) of the bank's train split - the test split never reaches training."""
     from tunelab.stores.banks import BankStore
 
     store = BankStore(conn)
     info = store.get(bank)
     examples = store.examples(bank, split="train")
-    if ids is not None and [e.id for e in examples] != list(ids):
-        raise TunelabError(f"bank {bank!r} changed since this run started (its train split differs): start a new run")
     rows = [
         {"prompt": prompt_messages(info.instruction, e.input), "completion": [{"role": "assistant", "content": e.output}]}
         for e in examples
@@ -117,6 +117,7 @@ def plan_for(settings: Settings, conn: sqlite3.Connection, name: str, bank: str,
     warnings = length_warnings(tokenizer, rows, args.max_length)
     run_dir = settings.home / "runs" / name
     run = RunStore(conn).create(name, base.gguf_path, base.gguf_sha256, base.hf_dir, bank, ids, args.to_dict(), run_dir, device())
+    atomic_write_text(run_dir / ROWS_FILE, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return Plan(settings, conn, run, base, args, rows, warnings)
 
 
@@ -129,7 +130,10 @@ def prepare_resume(settings: Settings, conn: sqlite3.Connection, key: str) -> Pl
     checkpoints = sorted(run.checkpoints_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     if not checkpoints:
         raise TunelabError(f"run {run.name!r} has no checkpoint to resume from: start it again under a new name")
-    _, rows = training_rows(conn, run.bank, run.example_ids)
+    rows_file = Path(run.run_dir) / ROWS_FILE
+    rows = [json.loads(line) for line in rows_file.read_text(encoding="utf-8").splitlines()] if rows_file.is_file() else []
+    if not rows:
+        raise TunelabError(f"run {run.name!r} lost its training data ({rows_file}): start it again under a new name")
     base = prepare_base(conn, settings.home / "models", Path(run.base_gguf), Path(run.hf_dir))
     store.set_status(run.id, "running")
     return Plan(settings, conn, store.get(str(run.id)), base, SFTArgs.from_dict(run.args), rows, resume_from=checkpoints[-1])
