@@ -15,6 +15,7 @@ import json
 import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +191,12 @@ def rows_for(data: FeedbackData, fmt: str) -> list[dict[str, Any]]:
             "nothing to export: " + ("no ratings yet" if fmt == "kto" else "no preference pairs (A/B votes or 👍 vs 👎 on the same prompt)")
         )
     return rows
+
+
+def export_path(home: Path, fmt: str) -> Path:
+    """Where the TUI exports to: `exports/feedback-<format>-<UTC time>.jsonl` under the data dir."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return home / "exports" / f"feedback-{fmt}-{stamp}.jsonl"
 
 
 def export(conn: sqlite3.Connection, fmt: str, path: Path) -> int:

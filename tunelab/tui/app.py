@@ -11,6 +11,7 @@ from tunelab.config import Settings
 from tunelab.engine.chat_service import ChatService
 from tunelab.tui.screens.chat import ChatScreen
 from tunelab.tui.screens.compare import CompareScreen
+from tunelab.tui.screens.feedback import FeedbackScreen
 
 
 class TunelabApp(App[None]):
@@ -19,6 +20,7 @@ class TunelabApp(App[None]):
     BINDINGS = [
         Binding("f1", "toggle_help", "Keys", id="app.help"),
         Binding("f3", "open_compare", "Compare", id="app.compare"),
+        Binding("f5", "open_feedback", "Feedback", id="app.feedback"),
     ]
 
     def __init__(self, settings: Settings, conn: sqlite3.Connection) -> None:
@@ -35,6 +37,11 @@ class TunelabApp(App[None]):
         """F3: arms side by side on one prompt, blind votes, and the last comparison report."""
         if not isinstance(self.screen, CompareScreen):
             self.push_screen(CompareScreen(self.settings, self.conn))
+
+    def action_open_feedback(self) -> None:
+        """F5: the ratings and votes, their counts per model and adapter, delete and export."""
+        if not isinstance(self.screen, FeedbackScreen):
+            self.push_screen(FeedbackScreen(self.settings.home, self.conn))
 
     def action_toggle_help(self) -> None:
         """F1 shows every key of the current screen with its description."""

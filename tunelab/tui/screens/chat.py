@@ -20,6 +20,7 @@ from tunelab.errors import TunelabError
 from tunelab.stores.banks import BankStore
 from tunelab.stores.runs import RunStore
 from tunelab.stores.conversations import Message
+from tunelab.stores.feedback import FeedbackStore
 from tunelab.tui.screens.chat_settings import ChatSettingsScreen
 from tunelab.tui.screens.text_prompt import TextPromptScreen
 from tunelab.tui.widgets.chat.context_panel import ContextPanel
@@ -38,12 +39,16 @@ class ChatScreen(Screen[None]):
         Binding("escape", "cancel", "Stop", id="chat.cancel"),
         Binding("ctrl+y", "copy_message", "Copy", id="chat.copy"),
         Binding("ctrl+s", "settings", "Settings", id="chat.settings"),
+        Binding("plus", "rate('up')", "👍", id="chat.rate_up"),
+        Binding("minus", "rate('down')", "👎", id="chat.rate_down"),
+        Binding("0", "rate(None)", "Unrate", id="chat.rate_clear", show=False),
     ]
 
     def __init__(self, service: ChatService) -> None:
         super().__init__()
         self.service = service
         self.store = service.store
+        self.feedback = FeedbackStore(service.conn)
         self.conversation_id: int | None = None
         self.streaming: MessageView | None = None
         self._stream: Any = None
@@ -81,7 +86,11 @@ class ChatScreen(Screen[None]):
         log = self.query_one("#messages", VerticalScroll)
         log.remove_children()
         if conversation_id is not None:
-            log.mount_all(MessageView(m.role, m.content, m) for m in self.store.messages(conversation_id))
+            views = [MessageView(m.role, m.content, m) for m in self.store.messages(conversation_id)]
+            for view in views:
+                stored = self.feedback.for_message(view.message.id) if view.role == "assistant" and view.message else None
+                view.rating = stored.rating if stored else None
+            log.mount_all(views)
             log.scroll_end(animate=False)
         self.refresh_list()
 
@@ -265,11 +274,25 @@ class ChatScreen(Screen[None]):
             self.notify(f"dropped the {stats.dropped_turns} oldest messages to fit the context window")
         self.query_one("#messages", VerticalScroll).scroll_end(animate=False)
 
-    # -- copying ------------------------------------------------------------------------------
-    def action_copy_message(self) -> None:
+    # -- copying and rating ---------------------------------------------------------------------
+    def target_reply(self) -> MessageView | None:
+        """The focused message, else the last reply: what copy and the rating keys act on."""
         focused = self.focused if isinstance(self.focused, MessageView) else None
         views = [v for v in self.query(MessageView) if v.role == "assistant"]
-        target = focused or (views[-1] if views else None)
+        return focused or (views[-1] if views else None)
+
+    def action_rate(self, rating: str | None) -> None:
+        """+ / - rate the focused (or last) reply 👍 / 👎; 0 removes the rating. Rating again replaces it."""
+        view = self.target_reply()
+        if view is None or view.role != "assistant" or view.message is None:
+            self.notify("no finished reply to rate", severity="warning")
+            return
+        self.feedback.rate_message(view.message.id, rating)
+        view.show_rating(rating)
+        self.notify({"up": "rated 👍", "down": "rated 👎"}.get(rating or "", "rating removed"))
+
+    def action_copy_message(self) -> None:
+        target = self.target_reply()
         if target is None:
             self.notify("nothing to copy yet", severity="warning")
             return

@@ -16,6 +16,8 @@ class MessageView(Vertical, can_focus=True):
         super().__init__(classes=f"message {role}")
         self.role = role
         self.message = message
+        self.rating: str | None = None
+        """The reply's current 👍/👎 ("up" / "down"), shown in its footer."""
         self._initial = content
 
     def compose(self) -> ComposeResult:
@@ -40,10 +42,18 @@ class MessageView(Vertical, can_focus=True):
         meta.update(self._footer_text())
         meta.display = bool(self._footer_text())
 
+    def show_rating(self, rating: str | None) -> None:
+        self.rating = rating
+        if self.is_mounted:
+            meta = self.query_one(".meta", Label)
+            meta.update(self._footer_text())
+            meta.display = bool(self._footer_text())
+
     def _footer_text(self) -> str:
         m = self.message
         if m is None or m.role != "assistant":
             return ""
         tps = f" · {m.decode_tps:.1f} tok/s" if m.decode_tps else ""
         flag = " · interrupted" if m.interrupted else ""
-        return f"#{m.id} · {m.prompt_tokens} + {m.completion_tokens} tokens{tps} · {m.finish_reason}{flag}"
+        rated = {"up": " · 👍", "down": " · 👎"}.get(self.rating or "", "")
+        return f"#{m.id} · {m.prompt_tokens} + {m.completion_tokens} tokens{tps} · {m.finish_reason}{flag}{rated}"
