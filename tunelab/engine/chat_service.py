@@ -18,7 +18,7 @@ from tunelab.engine.chat_template import ChatMessage
 from tunelab.engine.icl_prompt import build_icl_messages
 from tunelab.engine.llama_engine import LlamaEngine, Reply
 from tunelab.engine.sampling import SamplerParams
-from tunelab.engine.selectors import IndexProgress, Selector, make_selector
+from tunelab.engine.selectors import IndexProgress, Selector, check_positive_k, make_selector
 from tunelab.errors import TunelabError
 from tunelab.stores.banks import BankStore
 from tunelab.stores.conversations import ConversationStore, Message, ReplyRecord
@@ -34,6 +34,9 @@ class IclRequest:
     bank: str
     selector: str = "embedding"
     k: int = DEFAULT_K
+
+    def __post_init__(self) -> None:
+        check_positive_k(self.k)  # before any indexing work
 
 
 @dataclass

@@ -38,9 +38,14 @@ class Selector(Protocol):
         ...
 
 
-def check_k(k: int, pool: list[Example], bank: str) -> int:
+def check_positive_k(k: int) -> int:
     if k < 1:
         raise TunelabError(f"k must be at least 1 (got {k}); use no selector for zero-shot")
+    return k
+
+
+def check_k(k: int, pool: list[Example], bank: str) -> int:
+    check_positive_k(k)
     if k > len(pool):
         raise TunelabError(f"k = {k} is larger than bank {bank!r}'s train split ({len(pool)} examples)")
     return k
