@@ -68,3 +68,40 @@ async def test_rate_a_real_reply_then_see_filter_export_and_delete_it(settings, 
         await pilot.press("escape")
         await pilot.pause()
         assert app.screen is chat
+
+
+async def test_rate_a_compare_column_reply(settings, conn, engine):
+    from tunelab.engine.compare import Engines
+    from tunelab.stores import demo_banks
+    from tunelab.stores.banks import BankStore
+    from tunelab.tui.screens.compare import CompareScreen
+    from tunelab.tui.widgets.compare.arm_column import ArmColumn
+
+    demo = demo_banks.sentiment(size=12)
+    BankStore(conn).create("sentiment", demo.rows, demo.instruction)
+    feedback = FeedbackStore(conn)
+    app = TunelabApp(settings, conn)
+    async with app.run_test(size=(140, 44)) as pilot:
+        await app.push_screen(CompareScreen(settings, conn, Engines(settings, conn, base=engine), seed=3))
+        await pilot.pause()
+        screen = app.screen
+        screen.query_one("#compare-arms").value = "base, base+random@1"
+        prompt = screen.query_one("#compare-prompt")
+        prompt.value = "An utterly charming, funny film."
+        prompt.focus()
+        await pilot.press("enter")
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        column = screen.query_one("#arm-1", ArmColumn)
+        column.query_one(".arm-body").focus()
+        await pilot.press("plus")
+        (rating,) = feedback.ratings()
+        assert rating.rating == "up" and rating.subject.startswith("arena:") and rating.subject.endswith(":1")
+        assert rating.snapshot.arm == screen.round.arms[1].name and rating.snapshot.reply == column.text
+        assert rating.snapshot.prompt[-1] == {"role": "user", "content": "An utterly charming, funny film."}
+        assert "👍" in str(column.query_one(".arm-title").render())
+        await pilot.press("minus")
+        assert [r.rating for r in feedback.ratings()] == ["down"]
+        await pilot.press("0")
+        assert feedback.ratings() == [] and "👎" not in str(column.query_one(".arm-title").render())

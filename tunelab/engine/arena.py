@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +16,7 @@ from tunelab.engine.arms import Arm, blind_order
 from tunelab.engine.compare import ArmReply
 from tunelab.engine.statistics import WinRate, pairwise_win_rates
 from tunelab.errors import TunelabError
-from tunelab.stores.feedback import FeedbackStore, PreferenceVote
+from tunelab.stores.feedback import FeedbackStore, PreferenceVote, Rating, Snapshot
 
 MAX_COLUMNS = 4
 
@@ -31,6 +32,8 @@ class ArenaRound:
     """Column index -> its reply, once generated."""
     provenance: dict[int, dict[str, Any]] = field(default_factory=dict)
     vote: PreferenceVote | None = None
+    key: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    """Names the round in its columns' rating subjects, so re-rating a column replaces its rating."""
 
     @property
     def votable(self) -> bool:
@@ -91,6 +94,22 @@ def _snapshot(round_: ArenaRound, column: int) -> dict[str, Any]:
         "adapter": arm_reply.arm.adapter,
         "provenance": provenance,
     }
+
+
+def rate_column(conn: sqlite3.Connection, round_: ArenaRound, column: int, rating: str | None) -> Rating | None:
+    """Rate one column's finished reply 👍 / 👎 (None removes it), with the same frozen snapshot a vote keeps."""
+    subject = f"arena:{round_.key}:{column}"
+    if rating is None:
+        FeedbackStore(conn).remove(subject)
+        return None
+    if column not in round_.replies:
+        raise TunelabError("wait for this column's reply to finish before rating it")
+    snap = _snapshot(round_, column)
+    provenance = snap["provenance"]
+    snapshot = Snapshot(prompt=snap["prompt"], reply=snap["reply"], model_path=provenance.get("model_path"),
+                        model_sha256=provenance.get("model_sha256"), adapter=snap["adapter"], arm=snap["arm"],
+                        params=provenance.get("params", {}), provenance=provenance)
+    return FeedbackStore(conn).rate(subject, snapshot, rating)
 
 
 def win_rates(conn: sqlite3.Connection) -> list[WinRate]:

@@ -36,6 +36,9 @@ class CompareScreen(Screen[None]):
         Binding("f6", "vote('right')", "Vote right", id="compare.vote_right"),
         Binding("f7", "vote('tie')", "Tie", id="compare.vote_tie"),
         Binding("f8", "vote('both_bad')", "Both bad", id="compare.vote_both_bad"),
+        Binding("plus", "rate('up')", "👍 column", id="compare.rate_up"),
+        Binding("minus", "rate('down')", "👎 column", id="compare.rate_down"),
+        Binding("0", "rate(None)", "Unrate column", id="compare.rate_clear", show=False),
     ]
 
     def __init__(self, settings: Settings, conn: sqlite3.Connection, engines: Engines | None = None, seed: int | None = None) -> None:
@@ -183,6 +186,19 @@ class CompareScreen(Screen[None]):
         self.query_one("#compare-votes", VoteBar).disabled = True
         self.notify(f"vote saved: {choice.replace('_', ' ')} ({round_.arms[0].name} | {round_.arms[1].name})")
         self.show_win_rates()
+
+    def action_rate(self, rating: str | None) -> None:
+        """+ / - rate the reply of the column holding the focus (Tab into it) 👍 / 👎; 0 removes it."""
+        column = next((w for w in (self.focused.ancestors_with_self if self.focused else []) if isinstance(w, ArmColumn)), None)
+        if self.round is None or column is None or column.id is None:
+            self.notify("focus a column's reply first (Tab), then + / -", severity="warning")
+            return
+        try:
+            arena.rate_column(self.conn, self.round, int(column.id.removeprefix("arm-")), rating)
+        except TunelabError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        column.show_rating(rating)
 
     def show_win_rates(self) -> None:
         rates = arena.win_rates(self.conn)

@@ -19,6 +19,8 @@ class ArmColumn(Vertical):
         super().__init__(classes="arm-column", **kwargs)
         self._title = title
         self.text = ""
+        self.rating: str | None = None
+        """This column's reply rating ("up" / "down"), shown after the title."""
 
     def compose(self) -> ComposeResult:
         yield Label(self._title, classes="arm-title")
@@ -30,7 +32,14 @@ class ArmColumn(Vertical):
 
     def set_title(self, title: str) -> None:
         self._title = title
-        self.query_one(".arm-title", Label).update(title)
+        self.query_one(".arm-title", Label).update(self._title + self._rated())
+
+    def show_rating(self, rating: str | None) -> None:
+        self.rating = rating
+        self.query_one(".arm-title", Label).update(self._title + self._rated())
+
+    def _rated(self) -> str:
+        return {"up": "  👍", "down": "  👎"}.get(self.rating or "", "")
 
     def show_text(self, text: str) -> None:
         self.text = text
