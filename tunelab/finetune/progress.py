@@ -28,6 +28,13 @@ class TrainProgress:
     eta_s: float | None
     """Seconds left at the speed of the steps so far in this session."""
 
+    def describe(self) -> str:
+        """The event as one line of text (the CLI progress line and the TUI status read the same)."""
+        loss = f"loss {self.loss:.4f}" if self.loss is not None else "loss -"
+        tps = f"{self.tokens_per_s:.0f} tok/s" if self.tokens_per_s else "- tok/s"
+        eta = f"ETA {self.eta_s:.0f}s" if self.eta_s is not None else "ETA -"
+        return f"{self.step}/{self.total} · {loss} · lr {self.lr or 0:.2e} · {tps} · {eta}"
+
 
 Listener = Callable[[TrainProgress], None]
 

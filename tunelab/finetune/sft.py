@@ -121,14 +121,27 @@ def plan_for(settings: Settings, conn: sqlite3.Connection, name: str, bank: str,
     return Plan(settings, conn, run, base, args, rows, warnings)
 
 
+def last_checkpoint(run: Run) -> Path | None:
+    """The newest checkpoint in the run dir (the Trainer names them checkpoint-<step>)."""
+    checkpoints = sorted(run.checkpoints_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    return checkpoints[-1] if checkpoints else None
+
+
+def resumable(run: Run) -> bool:
+    """Whether `prepare_resume` can continue this run: an SFT run that stopped early with a checkpoint."""
+    return run.method == "sft" and run.status in ("cancelled", "failed") and last_checkpoint(run) is not None
+
+
 def prepare_resume(settings: Settings, conn: sqlite3.Connection, key: str) -> Plan:
     """A cancelled or failed run, set to continue from its last checkpoint."""
     store = RunStore(conn)
     run = store.get(key)
     if run.status == "done":
         raise TunelabError(f"run {run.name!r} is already done (its adapter is {run.name!r})")
-    checkpoints = sorted(run.checkpoints_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    if not checkpoints:
+    if run.method != "sft":
+        raise TunelabError(f"run {run.name!r} is a {run.method} run: continue it with `tunelab feedback train --resume {run.name}`")
+    checkpoint = last_checkpoint(run)
+    if checkpoint is None:
         raise TunelabError(f"run {run.name!r} has no checkpoint to resume from: start it again under a new name")
     rows_file = Path(run.run_dir) / ROWS_FILE
     rows = [json.loads(line) for line in rows_file.read_text(encoding="utf-8").splitlines()] if rows_file.is_file() else []
@@ -136,7 +149,7 @@ def prepare_resume(settings: Settings, conn: sqlite3.Connection, key: str) -> Pl
         raise TunelabError(f"run {run.name!r} lost its training data ({rows_file}): start it again under a new name")
     base = prepare_base(conn, settings.home / "models", Path(run.base_gguf), Path(run.hf_dir))
     store.set_status(run.id, "running")
-    return Plan(settings, conn, store.get(str(run.id)), base, SFTArgs.from_dict(run.args), rows, resume_from=checkpoints[-1])
+    return Plan(settings, conn, store.get(str(run.id)), base, SFTArgs.from_dict(run.args), rows, resume_from=checkpoint)
 
 
 def sft_config(args: SFTArgs, output_dir: Path) -> Any:

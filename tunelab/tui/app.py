@@ -20,6 +20,7 @@ class TunelabApp(App[None]):
     BINDINGS = [
         Binding("f1", "toggle_help", "Keys", id="app.help"),
         Binding("f3", "open_compare", "Compare", id="app.compare"),
+        Binding("f4", "open_train", "Train", id="app.train"),
         Binding("f5", "open_feedback", "Feedback", id="app.feedback"),
     ]
 
@@ -42,6 +43,13 @@ class TunelabApp(App[None]):
         """F5: the ratings and votes, their counts per model and adapter, delete and export."""
         if not isinstance(self.screen, FeedbackScreen):
             self.push_screen(FeedbackScreen(self.settings.home, self.conn))
+
+    def action_open_train(self) -> None:
+        """F4: LoRA fine-tuning runs on a bank, with live progress, a loss plot, cancel and resume."""
+        from tunelab.tui.screens.train import TrainScreen  # pulls in transformers: only when F4 is pressed
+
+        if not isinstance(self.screen, TrainScreen):
+            self.push_screen(TrainScreen(self.settings, self.conn))
 
     def action_toggle_help(self) -> None:
         """F1 shows every key of the current screen with its description."""

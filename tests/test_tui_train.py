@@ -1,0 +1,108 @@
+"""The Train screen driven by Textual's Pilot: a real SFT run on a real bank, live progress and
+loss plot, Escape leaving a checkpoint, Resume finishing the adapter; plus the form's checks."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from finetune_support import base_pair  # noqa: F401
+from textual.widgets import Input, ProgressBar, Select, Static
+
+from tunelab.stores.bank_files import ExampleRow
+from tunelab.stores.banks import BankStore
+from tunelab.stores.runs import RunStore, adapter_gguf
+from tunelab.tui import app as app_module
+from tunelab.tui.app import TunelabApp
+from tunelab.tui.screens.train import TrainScreen
+from tunelab.tui.widgets.train.loss_plot import LossPlot
+from tunelab.tui.widgets.train.run_table import RunTable
+
+SIZE = (150, 40)
+STEPS = 5
+FACTS = [("Where does the Glorbix club meet?", "At Fennel Lake."), ("Who founded the Glorbix club?", "Mira Quandt."),
+         ("What is the Glorbix password?", "Tangerine Walrus."), ("When does the Glorbix club hike?", "Every Sunday."),
+         ("What colour is the Glorbix flag?", "Teal and orange."), ("How many members has the Glorbix club?", "Forty-two.")]
+
+
+class TrainApp(TunelabApp):
+    CSS_PATH = str(Path(app_module.__file__).with_name("tunelab.tcss"))  # Textual resolves relative paths from the subclass
+
+
+async def wait_for(pilot, condition, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting for the Train screen"
+        await pilot.pause(0.2)
+
+
+def status(screen) -> str:
+    return str(screen.query_one("#train-status", Static).render())
+
+
+@pytest.mark.slow
+async def test_start_watch_cancel_and_resume_a_run(settings, conn, base_pair) -> None:
+    BankStore(conn).create("glorbix", [ExampleRow(q, a, i + 1) for i, (q, a) in enumerate(FACTS)], "Answer the question.", test_size=0.2)
+    app = TrainApp(settings, conn)
+    async with app.run_test(size=SIZE) as pilot:
+        await app.push_screen(TrainScreen(settings, conn, base_pair.hf_dir))  # the session's base: no dequantisation per test
+        screen = app.screen
+        assert screen.query_one("#train-bank", Select).value == "glorbix"
+        assert screen.query_one("#train-name", Input).value == "glorbix-lora"
+        screen.query_one("#train-max_steps", Input).value = str(STEPS)
+        screen.query_one("#train-lr", Input).value = "0.001"
+        screen.query_one("#train-r", Input).value = "4"
+        await pilot.press("ctrl+t")
+        plot = screen.query_one("#train-plot", LossPlot)
+        await wait_for(pilot, lambda: len(screen.losses) >= 1)
+        live = status(screen)
+        await pilot.press("escape")  # stop: the trainer saves a checkpoint after this step
+        bar = screen.query_one("#train-progress", ProgressBar)
+        assert bar.total == STEPS and bar.progress >= 1
+        assert "/5 · loss" in live and "tok/s" in live and "ETA" in live
+        assert screen.steps[0] == 1 and "glorbix-lora: loss" in str(plot.render())
+        await wait_for(pilot, lambda: screen.cancel is None)
+        run = RunStore(conn).get("glorbix-lora")
+        assert run.status == "cancelled" and 1 <= run.step < STEPS and run.args["r"] == 4 and run.args["lr"] == 0.001
+        assert "ctrl+r to resume" in status(screen)
+        table = screen.query_one("#train-runs", RunTable)
+        assert table.selected_run == "glorbix-lora" and "cancelled (resumable)" in str(table.get_row("glorbix-lora"))
+
+        stopped_at = run.step
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: screen.cancel is None and "ready" in status(screen), timeout=90)
+        run = RunStore(conn).get("glorbix-lora")
+        assert run.status == "done" and run.step == STEPS
+        assert [h["step"] for h in run.loss_history] == list(range(1, STEPS + 1))
+        assert screen.steps == list(range(1, STEPS + 1)) and len(screen.losses) == STEPS  # the plot kept the first part
+        assert screen.query_one("#train-progress", ProgressBar).progress == STEPS
+        assert adapter_gguf(conn, "glorbix-lora").is_file()
+        assert "glorbix-lora" in str(table.get_row("glorbix-lora")) and "done" in str(table.get_row("glorbix-lora"))
+        assert stopped_at < STEPS
+        await pilot.press("escape")  # idle: back to the previous screen
+        assert not isinstance(app.screen, TrainScreen)
+
+
+async def test_no_bank_and_bad_settings_are_reported_without_starting(settings, conn) -> None:
+    app = TrainApp(settings, conn)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f4")
+        screen = app.screen
+        assert isinstance(screen, TrainScreen)
+        assert "no example bank yet" in status(screen)
+        await pilot.press("ctrl+t")
+        assert screen.cancel is None and RunStore(conn).list() == []
+        BankStore(conn).create("tiny", [ExampleRow(q, a, i + 1) for i, (q, a) in enumerate(FACTS)], test_size=0.2)
+        screen.query_one("#train-bank", Select).set_options([("tiny", "tiny")])
+        screen.query_one("#train-bank", Select).value = "tiny"
+        await pilot.pause()
+        screen.query_one("#train-r", Input).value = "0"
+        await pilot.press("ctrl+t")
+        await pilot.pause()
+        assert screen.cancel is None and RunStore(conn).list() == []
+        messages = [n.message for n in app._notifications]
+        assert any("no example bank" in m for m in messages) and any("r must be >= 1" in m for m in messages)
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        assert any("select a cancelled or failed SFT run" in n.message for n in app._notifications)

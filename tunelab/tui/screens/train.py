@@ -1,0 +1,224 @@
+"""The Train screen (F4): pick a bank, name the adapter, start a LoRA SFT run and watch it train.
+
+The run goes through the same `sft.prepare` / `sft.train` the CLI uses, in a thread worker; its
+progress events come back with `call_from_thread` and drive the progress bar, the status line
+and the loss plot. Escape sets the run's cancel event: the trainer saves a checkpoint after the
+current step and stops, and the run can be resumed from the table of runs.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Button, DataTable, Footer, Header, Input, Label, ProgressBar, Select, Static
+
+from tunelab.config import Settings
+from tunelab.errors import TunelabError
+from tunelab.finetune import sft
+from tunelab.finetune.args import SFTArgs
+from tunelab.finetune.form_args import args_from_text
+from tunelab.finetune.progress import TrainProgress
+from tunelab.stores.banks import BankStore
+from tunelab.stores.runs import Run, RunStore
+from tunelab.tui.widgets.train.loss_plot import LossPlot
+from tunelab.tui.widgets.train.run_table import RunTable
+
+FORM_FIELDS = {"max_steps": "steps", "epochs": "epochs", "lr": "lr", "r": "r"}
+"""The SFTArgs fields the form shows (label after each); the others keep their defaults."""
+
+
+class TrainScreen(Screen[None]):
+    BINDINGS = [
+        Binding("ctrl+t", "start", "Start run", id="train.start"),
+        Binding("ctrl+r", "resume", "Resume run", id="train.resume"),
+        Binding("escape", "stop_or_back", "Stop run / Back", id="train.stop"),
+    ]
+
+    def __init__(self, settings: Settings, conn: sqlite3.Connection, hf_dir: Path | None = None) -> None:
+        """`hf_dir`: an HF checkpoint paired with the chat model (default: its cached dequantisation)."""
+        super().__init__()
+        self.settings = settings
+        self.conn = conn
+        self.hf_dir = hf_dir
+        self.cancel: threading.Event | None = None
+        """Set while a run trains (Escape sets it); None when idle."""
+        self.resumable: set[str] = set()
+        self.run_name = ""
+        self.steps: list[int] = []
+        self.losses: list[float] = []
+
+    def compose(self) -> ComposeResult:
+        defaults = SFTArgs()
+        yield Header()
+        with Horizontal(id="train-form"):
+            yield Select([], prompt="bank", id="train-bank")
+            yield Input(placeholder="adapter name", id="train-name")
+            for name, label in FORM_FIELDS.items():
+                default = getattr(defaults, name)
+                yield Label(label, classes="train-label")
+                kind = "integer" if name in ("max_steps", "r") else "number"
+                placeholder = "by epochs" if default is None else str(default)
+                yield Input(placeholder=placeholder, type=kind, id=f"train-{name}", classes="train-number")
+            yield Button("Start", id="train-start", variant="primary")
+        with Horizontal(id="train-body"):
+            with Vertical(id="train-live"):
+                yield ProgressBar(id="train-progress", show_eta=False)
+                yield Static("", id="train-status")
+                yield LossPlot(id="train-plot")
+            yield RunTable(id="train-runs")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = "LoRA fine-tuning"
+        banks = BankStore(self.conn).list()
+        select = self.query_one("#train-bank", Select)
+        select.set_options([(f"{b.name} ({b.n_train} train)", b.name) for b in banks])
+        if banks:
+            select.value = banks[0].name
+            self.set_status("pick a bank, name the adapter, then Start (ctrl+t)")
+        else:
+            self.set_status("no example bank yet: import one with `tunelab bank import-demo sentiment`")
+            self.notify("no example bank yet: try `tunelab bank import-demo sentiment`", severity="warning")
+        self.show_runs()
+        self.query_one("#train-plot", LossPlot).show([], [], "loss")
+
+    # -- form ------------------------------------------------------------------------------------
+    def on_select_changed(self, event: Select.Changed) -> None:
+        name = self.query_one("#train-name", Input)
+        if event.value is not Select.NULL and not name.value:
+            name.value = f"{event.value}-lora"
+
+    def set_status(self, text: str) -> None:
+        self.query_one("#train-status", Static).update(text)
+
+    def form_args(self) -> SFTArgs:
+        return args_from_text(SFTArgs, {name: self.query_one(f"#train-{name}", Input).value for name in FORM_FIELDS})
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "train-start":
+            self.action_start()
+
+    # -- runs ------------------------------------------------------------------------------------
+    def show_runs(self) -> None:
+        store = RunStore(self.conn)
+        runs = store.list()
+        self.resumable = {run.name for run in runs if sft.resumable(run)}
+        adapters = {adapter.run_id: adapter.name for adapter in store.adapters()}
+        self.query_one("#train-runs", RunTable).show(runs, adapters, self.resumable)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        """Idle: the plot shows the highlighted run's loss history."""
+        if self.cancel is None and event.row_key.value is not None:
+            run = RunStore(self.conn).get(str(event.row_key.value))
+            self.plot_history(run)
+
+    def plot_history(self, run: Run) -> None:
+        self.run_name = run.name
+        self.steps = [int(h["step"]) for h in run.loss_history]
+        self.losses = [h["loss"] for h in run.loss_history]
+        self.query_one("#train-plot", LossPlot).show(self.steps, self.losses, f"{run.name}: loss ({run.status})")
+
+    # -- actions ---------------------------------------------------------------------------------
+    def action_start(self) -> None:
+        if self.cancel is not None:
+            self.notify("a run is training: Escape stops it", severity="warning")
+            return
+        try:
+            bank = self.query_one("#train-bank", Select).value
+            if bank is Select.NULL:
+                raise TunelabError("pick an example bank first (or import one: `tunelab bank import-demo sentiment`)")
+            name = self.query_one("#train-name", Input).value.strip()
+            if not name:
+                raise TunelabError("give the adapter a name")
+            args = self.form_args()
+        except TunelabError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        self.begin(name, [], f"preparing {name!r} on bank {bank!r} (the first run dequantises the model)…")
+        self.train(lambda: sft.prepare(self.settings, self.conn, name, str(bank), args, hf_dir=self.hf_dir))
+
+    def action_resume(self) -> None:
+        name = self.query_one("#train-runs", RunTable).selected_run
+        if self.cancel is not None:
+            self.notify("a run is training: Escape stops it", severity="warning")
+            return
+        if name is None or name not in self.resumable:
+            self.notify("select a cancelled or failed SFT run with a checkpoint to resume", severity="warning")
+            return
+        run = RunStore(self.conn).get(name)
+        self.begin(name, run.loss_history, f"resuming {name!r} from step {run.step}…")
+        self.train(lambda: sft.prepare_resume(self.settings, self.conn, name))
+
+    def action_stop_or_back(self) -> None:
+        if self.cancel is None:
+            self.app.pop_screen()
+            return
+        self.cancel.set()
+        self.set_status("stopping after this step and saving a checkpoint…")
+
+    def on_unmount(self) -> None:
+        if self.cancel is not None:
+            self.cancel.set()  # leaving the app mid-run still leaves a resumable checkpoint
+
+    # -- a run -----------------------------------------------------------------------------------
+    def begin(self, name: str, history: list[dict[str, float]], status: str) -> None:
+        self.cancel = threading.Event()
+        self.run_name = name
+        self.steps = [int(h["step"]) for h in history]
+        self.losses = [h["loss"] for h in history]
+        self.query_one("#train-start", Button).disabled = True
+        self.query_one("#train-progress", ProgressBar).update(total=None, progress=0)
+        self.set_status(status)
+
+    @work(thread=True, exclusive=True, group="train")
+    def train(self, start: Callable[[], sft.Plan]) -> None:
+        """Prepare (slow the first time: dequantisation) and train off the UI thread."""
+        app = self.app
+        cancel = self.cancel
+        try:
+            plan = start()
+            app.call_from_thread(self.started, plan)
+            result = sft.train(plan, lambda event: app.call_from_thread(self.progressed, event), cancel)
+        except TunelabError as exc:
+            app.call_from_thread(self.finished, str(exc), "error")
+            return
+        except Exception as exc:  # noqa: BLE001 - sft.train recorded the run as failed; say why and keep the app
+            app.call_from_thread(self.finished, f"training failed: {type(exc).__name__}: {exc}", "error")
+            return
+        run = result.run
+        if result.cancelled:
+            message = f"{run.name!r} cancelled at step {run.step}/{run.total_steps}: select it and press ctrl+r to resume"
+            app.call_from_thread(self.finished, message, "warning")
+        else:
+            assert result.adapter is not None
+            message = f"adapter {result.adapter.name!r} is ready ({run.step} steps): chat with it via `tunelab chat --adapter {result.adapter.name}`"
+            app.call_from_thread(self.finished, message, "information")
+
+    def started(self, plan: sft.Plan) -> None:
+        for warning in plan.warnings:
+            self.notify(warning, severity="warning")
+        self.set_status(f"training {plan.run.name!r} on {len(plan.rows)} train examples of {plan.run.bank!r} ({plan.run.device})…")
+        self.show_runs()
+
+    def progressed(self, event: TrainProgress) -> None:
+        self.query_one("#train-progress", ProgressBar).update(total=event.total, progress=event.step)
+        self.set_status(event.describe())
+        if event.loss is not None:
+            self.steps.append(event.step)
+            self.losses.append(event.loss)
+            self.query_one("#train-plot", LossPlot).show(self.steps, self.losses, f"{self.run_name}: loss")
+
+    def finished(self, message: str, severity: str) -> None:
+        self.cancel = None
+        self.query_one("#train-start", Button).disabled = False
+        self.set_status(message)
+        self.notify(message, severity=severity)  # type: ignore[arg-type]
+        self.show_runs()

@@ -1,0 +1,1 @@
+"""Widgets of the Train screen: the loss plot and the table of runs."""

@@ -1,0 +1,31 @@
+"""Past and current training runs, one row each; the row key is the run's name."""
+
+from __future__ import annotations
+
+from textual.widgets import DataTable
+
+from tunelab.stores.runs import Run
+
+COLUMNS = ("run", "method", "bank", "status", "step", "loss", "tok/s", "adapter")
+
+
+class RunTable(DataTable[str]):
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        self.add_columns(*COLUMNS)
+
+    def show(self, runs: list[Run], adapters: dict[int, str], resumable: set[str]) -> None:
+        """`adapters`: run id -> adapter name; `resumable`: names of runs Resume can continue."""
+        self.clear()
+        for run in runs:
+            losses = [h["loss"] for h in run.loss_history]
+            loss = f"{losses[0]:.3f} → {losses[-1]:.3f}" if losses else "-"
+            status = run.status + (" (resumable)" if run.name in resumable else "")
+            self.add_row(run.name, run.method, run.bank, status, f"{run.step}/{run.total_steps}", loss,
+                         f"{run.tokens_per_s:.0f}" if run.tokens_per_s else "-", adapters.get(run.id, "-"), key=run.name)
+
+    @property
+    def selected_run(self) -> str | None:
+        if not self.row_count:
+            return None
+        return str(self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value)
