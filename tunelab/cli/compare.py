@@ -9,6 +9,7 @@ import click
 
 from tunelab.cli.app_context import AppContext, apply_engine_options, engine_options, pass_app
 from tunelab.cli.options import sampler_from, sampler_options
+from tunelab.engine import arena
 from tunelab.engine import compare as cmp
 from tunelab.engine.arms import DEFAULT_K, SELECTOR_KINDS, parse_selectors, standard_grid
 from tunelab.errors import TunelabError
@@ -24,11 +25,12 @@ from tunelab.stores.reports import REPORT_MD, load_report
 @click.option("--k", type=int, default=DEFAULT_K, show_default=True, help="Examples per prompt for ICL arms.")
 @click.option("--limit", type=int, default=None, help="Use only the first N test items.")
 @click.option("--test-file", type=click.Path(path_type=Path), default=None, help="JSONL test items (same fields as a bank) instead of the bank's test split.")
+@click.option("--reward-model", default=None, metavar="NAME", help="Add a column of this reward model's scores (see `tunelab feedback train --method reward`).")
 @engine_options
 @sampler_options
 @pass_app
 def command(app: AppContext, bank: str, adapters: tuple[str, ...], no_adapter: bool, selectors: str, k: int,
-            limit: int | None, test_file: Path | None, **kwargs: object) -> None:
+            limit: int | None, test_file: Path | None, reward_model: str | None, **kwargs: object) -> None:
     """Compare base, base+ICL, LoRA and LoRA+ICL on held-out items, with CIs and a report.
 
     Sampling is greedy with seed 0 (the sampler flags' defaults below are chat's), and
@@ -46,6 +48,12 @@ def command(app: AppContext, bank: str, adapters: tuple[str, ...], no_adapter: b
     chosen = [] if no_adapter else list(adapters) or cmp.default_adapters(app.conn, found.name)
     arms = standard_grid(arms_selectors, k, chosen)
     params = sampler_from(kwargs, base=cmp.greedy(cmp.default_max_tokens(found.labels)).to_dict())
+    scorer = None
+    if reward_model:  # loaded before generating: a reward model for another base is refused up front
+        from tunelab.finetune.feedback_runs import load_reward_model
+        from tunelab.stores.models import ModelRegistry
+
+        scorer = load_reward_model(app.settings, app.conn, reward_model, ModelRegistry(app.conn).resolve(app.settings.model))
     runner = cmp.ArmRunner(app.settings, app.conn, found, cmp.Engines(app.settings, app.conn))
     click.echo(f"comparing {len(arms)} arms x {len(test_set.items)} items of {test_set.source}: {', '.join(a.name for a in arms)}", err=True)
     reused = 0
@@ -64,7 +72,8 @@ def command(app: AppContext, bank: str, adapters: tuple[str, ...], no_adapter: b
             sys.exit(130)
     if reused:
         click.echo(f"reused {reused} stored answers", err=True)
-    comparison, path = cmp.finish(app.settings, app.conn, comparison.id, found.labels, test_set.warnings)
+    votes = arena.win_rates(app.conn) if scorer else []
+    comparison, path = cmp.finish(app.settings, app.conn, comparison.id, found.labels, test_set.warnings, scorer, votes)
     click.echo((path / REPORT_MD).read_text(encoding="utf-8"))
     click.echo(f"report: {path}", err=True)
 

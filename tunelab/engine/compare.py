@@ -23,6 +23,8 @@ from tunelab.engine.chat_template import ChatMessage
 from tunelab.engine.llama_engine import LlamaEngine, Reply, adapter_switching_supported
 from tunelab.engine.metrics import normalize, primary_metric, score
 from tunelab.engine.sampling import SamplerParams
+from tunelab.engine.reward_report import Scorer, reward_summary
+from tunelab.engine.statistics import WinRate
 from tunelab.engine.summary import summarize
 from tunelab.errors import TunelabError
 from tunelab.stores.bank_files import read_examples
@@ -337,9 +339,14 @@ def comparison_config(runner: ArmRunner, test_set: TestSet, params: SamplerParam
 
 
 def finish(
-    settings: Settings, conn: sqlite3.Connection, comparison_id: int, labels: Sequence[str], warnings: Sequence[str] = ()
+    settings: Settings, conn: sqlite3.Connection, comparison_id: int, labels: Sequence[str], warnings: Sequence[str] = (),
+    reward_model: tuple[str, Scorer] | None = None, votes: Sequence[WinRate] = (),
 ) -> tuple[Comparison, Path]:
-    """Summarise a fully answered comparison, write its report folder, and mark it done."""
+    """Summarise a fully answered comparison, write its report folder, and mark it done.
+
+    With `reward_model` (name, scorer) the report adds its scores per arm and the blind `votes`
+    between the compared arms: the feedback loop's view next to the reference metrics.
+    """
     store = ComparisonStore(conn)
     comparison = store.get(comparison_id)
     items = store.items(comparison_id)
@@ -347,5 +354,8 @@ def finish(
         comparison, items, store.results(comparison_id, comparison.arms),
         primary_metric(labels, [i.reference for i in items]), warnings,
     )
+    if reward_model is not None:
+        name, scorer = reward_model
+        summary.reward = reward_summary(summary.items, comparison.arms, comparison.config["instruction"], scorer, name, votes)
     path = write_report(settings, summary)
     return store.finish(comparison_id, str(path)), path

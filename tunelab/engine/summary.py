@@ -16,6 +16,7 @@ from typing import Any
 
 from tunelab.engine.arms import Arm
 from tunelab.engine.metrics import ACCURACY, METRICS
+from tunelab.engine.reward_report import RewardSummary
 from tunelab.engine.statistics import Interval, PairedTest, bootstrap_ci, paired_test
 from tunelab.errors import TunelabError
 from tunelab.stores.comparisons import Comparison, ComparisonItem, ItemResult
@@ -55,6 +56,8 @@ class Summary:
     verdict: list[str]
     items: list[dict[str, Any]]
     warnings: list[str] = field(default_factory=list)
+    reward: RewardSummary | None = None
+    """The reward model's scores per arm (`compare --reward-model`), and blind votes between the arms."""
 
     def arm(self, name: str) -> ArmSummary:
         return next(a for a in self.arms if a.arm == name)

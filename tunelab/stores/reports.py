@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.config import Settings
+from tunelab.engine.reward_report import RewardSummary
 from tunelab.engine.summary import Summary, fmt_interval, fmt_points
 from tunelab.errors import TunelabError
 from tunelab.stores.files import atomic_dir, atomic_write_text
@@ -72,10 +73,28 @@ def markdown(summary: Summary, plot_path: Path) -> str:
         lines.append(
             f"| {p.a} | {p.b} | {fmt_points(d.value)} [{fmt_points(d.low)}, {fmt_points(d.high)}] | {p.test.p_value:.3g} ({p.test.method}) | {p.test.verdict} |"
         )
+    if summary.reward is not None:
+        lines += reward_markdown(summary.reward)
     if summary.warnings:
         lines += ["", "## Warnings", "", *[f"- {w}" for w in summary.warnings]]
     lines += ["", f"Plot: `{plot_path}`. Every item, output and score: `report.json`.", ""]
     return "\n".join(lines)
+
+
+def reward_markdown(reward: RewardSummary) -> list[str]:
+    """The feedback loop's columns: mean reward per arm, reward-model win-rate against the first arm, blind votes."""
+    lines = ["", f"## Reward model `{reward.reward_model}` (win-rate vs **{reward.first_arm}** per item, ties half, 95% Wilson)", "",
+             "| arm | mean reward | wins vs first | W / L / T |", "|---|---|---|---|"]
+    for a in reward.arms:
+        v = a.versus_first
+        rate = f"{v.rate.value:.0%} [{v.rate.low:.0%}, {v.rate.high:.0%}]" if v else "-"
+        record = f"{v.wins} / {v.losses} / {v.ties}" if v else "-"
+        lines.append(f"| {a.arm} | {a.mean:+.3f} | {rate} | {record} |")
+    if reward.votes:
+        lines += ["", "Blind side-by-side votes between these arms:", ""]
+        lines += [f"- {v.a} vs {v.b}: {v.a} wins {v.rate.value:.0%} [{v.rate.low:.0%}, {v.rate.high:.0%}] "
+                  f"(n={v.n}: {v.wins}W {v.losses}L {v.ties}T {v.both_bad} both bad)" for v in reward.votes]
+    return lines
 
 
 def plot(summary: Summary, path: Path) -> None:
