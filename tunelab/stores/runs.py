@@ -93,15 +93,17 @@ class RunStore:
         args: dict[str, Any],
         run_dir: Path,
         device: str,
+        method: str = "sft",
     ) -> Run:
         if self.conn.execute("SELECT 1 FROM runs WHERE name = ?", (name,)).fetchone():
-            raise TunelabError(f"a run named {name!r} exists: pick another name, or continue it with `tunelab train --resume {name}`")
+            command = "tunelab train" if method == "sft" else "tunelab feedback train"
+            raise TunelabError(f"a run named {name!r} exists: pick another name, or continue it with `{command} --resume {name}`")
         stamp = now()
         with transaction(self.conn):
             cur = self.conn.execute(
-                "INSERT INTO runs (name, base_gguf, base_sha256, hf_dir, bank, example_ids_json, args_json, status,"
-                " device, run_dir, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)",
-                (name, str(base_gguf), base_sha256, str(hf_dir), bank, json.dumps(example_ids), json.dumps(args),
+                "INSERT INTO runs (name, method, base_gguf, base_sha256, hf_dir, bank, example_ids_json, args_json, status,"
+                " device, run_dir, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)",
+                (name, method, str(base_gguf), base_sha256, str(hf_dir), bank, json.dumps(example_ids), json.dumps(args),
                  device, str(run_dir), stamp, stamp),
             )
         return self.get(str(cur.lastrowid))

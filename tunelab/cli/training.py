@@ -1,0 +1,91 @@
+"""What every training command shares: flags generated from an argument dataclass, the progress
+line, and Ctrl-C as "stop after this step with a checkpoint" (twice: abort at once).
+
+`tunelab train` (SFT) and `tunelab feedback train` (KTO / DPO / reward) print the same line from
+the same `TrainProgress` events, so a user reads one format whatever they train.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import MISSING, fields
+from typing import Any
+
+import click
+
+from tunelab.finetune.args import field_docs
+from tunelab.finetune.progress import TrainProgress
+
+KINDS = {"int": int, "float": float, "int | None": int}
+
+
+def dataclass_options(cls: type, flag_names: Mapping[str, tuple[str, ...]] = {}) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """One flag per field of `cls`, help from the field's docstring, so flags and dataclass can't drift.
+
+    Every flag defaults to None ("not given"): `args_from` then leaves the dataclass default.
+    Tuple fields take a comma-separated list; bool fields get `--x/--no-x`.
+    """
+    docs = field_docs(cls)
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for f in reversed(fields(cls)):
+            names = flag_names.get(f.name, ("--" + f.name.replace("_", "-"),))
+            default = f.default if f.default is not MISSING else None
+            help_text = f"{docs.get(f.name, '')} (default {default})"
+            kind = str(f.type)
+            if kind == "bool":
+                func = click.option(f"{names[0]}/--no-{names[0][2:]}", f.name, default=None, help=help_text)(func)
+            elif kind.startswith("tuple"):
+                func = click.option(*names, f.name, default=None, help=f"{help_text}; comma-separated")(func)
+            else:
+                func = click.option(*names, f.name, type=KINDS[kind], default=None, help=help_text)(func)
+        return func
+
+    return decorate
+
+
+def args_from(cls: type, kwargs: dict[str, Any]) -> Any:
+    """The dataclass from the flags that were given (comma lists split for tuple fields)."""
+    tuples = {f.name for f in fields(cls) if str(f.type).startswith("tuple")}
+    values = {k: v for k, v in kwargs.items() if v is not None}
+    for name in tuples & set(values):
+        values[name] = tuple(m.strip() for m in values[name].split(",") if m.strip())
+    return cls(**values)
+
+
+def given(kwargs: dict[str, Any]) -> bool:
+    return any(v is not None for v in kwargs.values())
+
+
+def show(event: TrainProgress) -> None:
+    """One progress line, rewritten in place on stderr."""
+    loss = f"loss {event.loss:.4f}" if event.loss is not None else "loss -"
+    tps = f"{event.tokens_per_s:.0f} tok/s" if event.tokens_per_s else "- tok/s"
+    eta = f"ETA {event.eta_s:.0f}s" if event.eta_s is not None else "ETA -"
+    width = 24
+    filled = int(width * event.step / max(1, event.total))
+    bar = "#" * filled + "-" * (width - filled)
+    click.echo(f"\r[{bar}] {event.step}/{event.total} · {loss} · lr {event.lr or 0:.2e} · {tps} · {eta}   ", nl=False, err=True)
+
+
+@contextmanager
+def ctrl_c_checkpoints() -> Iterator[threading.Event]:
+    """The cancel event for a run: the first Ctrl-C sets it (the trainer saves and stops after the
+    step), a second raises KeyboardInterrupt. The previous handler is restored afterwards."""
+    cancel = threading.Event()
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        click.echo("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort at once)", err=True)
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield cancel
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        click.echo(err=True)

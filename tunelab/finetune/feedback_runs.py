@@ -1,0 +1,235 @@
+"""`tunelab feedback train` as a recorded run, with the life cycle of an SFT run (see sft.py).
+
+A run is `prepare`d (too-little-data checks first, before any model is loaded; then the base
+weights and the run row), then `train`ed: progress and the loss history go to the run row,
+checkpoints to the run dir (every `save_steps` and on cancel), so a cancelled or killed run
+continues with `prepare_resume`. The rows are frozen in the run dir when it starts: ratings
+added meanwhile don't change what a resumed run learns from.
+
+What a finished run leaves:
+- KTO / DPO: a policy adapter under `adapters/NAME` (PEFT + GGUF), registered like an SFT
+  adapter, so `chat --adapter NAME` and `compare --adapter NAME` serve it. With `--on` it
+  inherits the starting adapter's bank and training ids (it contains that adapter), so the
+  compare leakage guard still knows what it has seen.
+- reward: a sequence-classification LoRA under `reward_models/NAME`; the done run is its
+  registration (`reward_runs`), and `load_reward_model` is how best-of-n and compare find it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunelab.config import Settings
+from tunelab.errors import TunelabError
+from tunelab.finetune import feedback_data, feedback_train
+from tunelab.finetune.base_weights import BaseWeights, prepare_base
+from tunelab.finetune.preference_args import PreferenceArgs
+from tunelab.finetune.progress import Listener, ProgressCallback
+from tunelab.finetune.reward import RewardModel
+from tunelab.finetune.sft import ADAPTER_GGUF, META_FILE, ROWS_FILE, device
+from tunelab.stores.files import atomic_dir, atomic_write_text, cached_sha256
+from tunelab.stores.models import ModelRegistry
+from tunelab.stores.runs import Adapter, Run, RunStore
+
+HELD_OUT_FILE = "held_out.jsonl"
+REWARD_MODELS = "reward_models"
+"""Folder (under the data dir) of the trained reward models, one per run name."""
+Rows = list[dict[str, Any]]
+
+
+@dataclass
+class FeedbackPlan:
+    """A checked feedback run, ready to train on the rows frozen at its start."""
+
+    settings: Settings
+    conn: sqlite3.Connection
+    run: Run
+    base: BaseWeights
+    args: PreferenceArgs
+    rows: Rows
+    held_out: Rows = field(default_factory=list)
+    start_adapter: Adapter | None = None
+    """The adapter trained further (`--on`); None = a fresh LoRA on the base."""
+    skipped: dict[str, int] = field(default_factory=dict)
+    """Feedback left out of the rows and why (ties, identical pair texts)."""
+    resume_from: Path | None = None
+
+    @property
+    def method(self) -> str:
+        return self.run.method
+
+
+@dataclass
+class FeedbackResult:
+    run: Run
+    cancelled: bool
+    metrics: dict[str, Any] = field(default_factory=dict)
+    adapter: Adapter | None = None
+    """The registered policy adapter (KTO / DPO runs that finished)."""
+    reward_dir: Path | None = None
+    """The reward model's folder (reward runs that finished)."""
+
+
+def default_name(conn: sqlite3.Connection, method: str, on: str | None) -> str:
+    """`<on>-<method>` or `feedback-<method>`, numbered when taken: one command, no naming chore."""
+    stem = f"{on or 'feedback'}-{method}"
+    taken = {run.name for run in RunStore(conn).list()}
+    if stem not in taken:
+        return stem
+    return next(f"{stem}-{i}" for i in range(2, len(taken) + 3) if f"{stem}-{i}" not in taken)
+
+
+def _write_rows(path: Path, rows: Rows) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def _read_rows(path: Path) -> Rows:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.is_file() else []
+
+
+def prepare(
+    settings: Settings,
+    conn: sqlite3.Connection,
+    method: str,
+    args: PreferenceArgs,
+    name: str | None = None,
+    on: str | None = None,
+    model: str | None = None,
+    hf_dir: Path | None = None,
+) -> FeedbackPlan:
+    """Check the feedback, resolve the base (the `--on` adapter's own base), record the run."""
+    if method == "reward" and on:
+        raise TunelabError("a reward model starts from the base (--on applies to kto and dpo)")
+    data = feedback_data.collect(conn)
+    rows, held_out = feedback_train.method_rows(data, method, args)
+    runs = RunStore(conn)
+    name = name or default_name(conn, method, on)
+    if any(run.name == name for run in runs.list()):
+        raise TunelabError(f"a run named {name!r} exists: pick another --name, or continue it with `tunelab feedback train --resume {name}`")
+    start = runs.adapter(on) if on else None
+    if start is not None:
+        if model or hf_dir:
+            raise TunelabError(f"--on {on} trains on that adapter's own base: drop --model / --hf-dir")
+        parent = runs.get(str(start.run_id))
+        base = prepare_base(conn, settings.home / "models", Path(parent.base_gguf), Path(parent.hf_dir))
+        bank, example_ids = parent.bank, parent.example_ids
+    else:
+        gguf = ModelRegistry(conn).resolve(model or settings.model)
+        base = prepare_base(conn, settings.home / "models", gguf, hf_dir)
+        bank, example_ids = "", []
+    run_dir = settings.home / "runs" / name
+    run = runs.create(name, base.gguf_path, base.gguf_sha256, base.hf_dir, bank, example_ids,
+                      {**args.to_dict(), "on": on}, run_dir, device(), method=method)
+    _write_rows(run_dir / ROWS_FILE, rows)
+    _write_rows(run_dir / HELD_OUT_FILE, held_out)
+    return FeedbackPlan(settings, conn, run, base, args, rows, held_out, start, data.skipped)
+
+
+def prepare_resume(settings: Settings, conn: sqlite3.Connection, key: str) -> FeedbackPlan:
+    """A cancelled or failed feedback run, set to continue from its last checkpoint on its own rows."""
+    store = RunStore(conn)
+    run = store.get(key)
+    if run.method not in feedback_data.METHODS:
+        raise TunelabError(f"run {run.name!r} is an {run.method} run: continue it with `tunelab train --resume {run.name}`")
+    if run.status == "done":
+        raise TunelabError(f"run {run.name!r} is already done")
+    checkpoints = sorted(run.checkpoints_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    if not checkpoints:
+        raise TunelabError(f"run {run.name!r} has no checkpoint to resume from: start it again under a new --name")
+    rows = _read_rows(Path(run.run_dir) / ROWS_FILE)
+    if not rows:
+        raise TunelabError(f"run {run.name!r} lost its training data ({Path(run.run_dir) / ROWS_FILE}): start it again under a new --name")
+    values = dict(run.args)
+    on = values.pop("on", None)
+    start = store.adapter(on) if on else None
+    base = prepare_base(conn, settings.home / "models", Path(run.base_gguf), Path(run.hf_dir))
+    store.set_status(run.id, "running")
+    return FeedbackPlan(settings, conn, store.get(str(run.id)), base, PreferenceArgs.from_dict(values), rows,
+                        _read_rows(Path(run.run_dir) / HELD_OUT_FILE), start, resume_from=checkpoints[-1])
+
+
+def oom_message(args: PreferenceArgs) -> str:
+    return f"out of GPU memory: lower --batch-size (now {args.batch_size}) or --max-length (now {args.max_length})"
+
+
+def train(plan: FeedbackPlan, listener: Listener | None = None, cancel: threading.Event | None = None) -> FeedbackResult:
+    """Train and write the result; a cancel leaves a checkpoint and status `cancelled`."""
+    import torch
+
+    store = RunStore(plan.conn)
+    run = plan.run
+    history = list(run.loss_history) if plan.resume_from else []
+
+    def record(event: Any) -> None:
+        history.append({"step": event.step, "loss": event.loss or 0.0, "lr": event.lr or 0.0, "tokens_per_s": event.tokens_per_s or 0.0})
+        store.progress(run.id, event.step, event.total, history)
+        if listener is not None:
+            listener(event)
+
+    progress = ProgressCallback(record, cancel)
+    start_dir = Path(plan.start_adapter.peft_dir) if plan.start_adapter else None
+    try:
+        fitted = feedback_train.fit(plan.method, plan.rows, plan.base.hf_dir, plan.args, run.checkpoints_dir,
+                                    start_dir, [progress], plan.resume_from)
+    except torch.OutOfMemoryError:
+        store.set_status(run.id, "failed", oom_message(plan.args))
+        raise TunelabError(oom_message(plan.args)) from None
+    except BaseException as exc:
+        status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
+        store.set_status(run.id, status, f"{type(exc).__name__}: {exc}"[:500])
+        raise
+    seconds = run.train_seconds + fitted.seconds
+    if progress.cancelled:
+        store.set_status(run.id, "cancelled", "cancelled by the user", train_seconds=seconds)
+        return FeedbackResult(store.get(str(run.id)), True)
+    store.set_status(run.id, "running", train_seconds=seconds)
+    losses = [h["loss"] for h in history]
+    metrics: dict[str, Any] = {"method": plan.method, "on": plan.start_adapter.name if plan.start_adapter else None,
+                               "steps": fitted.trainer.state.global_step, "first_loss": losses[0] if losses else None,
+                               "final_loss": losses[-1] if losses else None, "train_examples": len(plan.rows)}
+    if plan.method == "reward":
+        final = plan.settings.home / REWARD_MODELS / run.name
+        with atomic_dir(final) as tmp:
+            metrics.update(feedback_train.write_output(fitted, tmp, plan.base.hf_dir, plan.base.gguf_sha256, plan.held_out))
+        store.set_status(run.id, "done")
+        shutil.rmtree(run.checkpoints_dir, ignore_errors=True)
+        return FeedbackResult(store.get(str(run.id)), False, metrics, reward_dir=final)
+    final = plan.settings.home / "adapters" / run.name
+    with atomic_dir(final) as tmp:
+        metrics.update(feedback_train.write_output(fitted, tmp, plan.base.hf_dir, plan.base.gguf_sha256, [], plan.base.gguf_path))
+        meta = {"run": run.name, "method": plan.method, "on": metrics["on"], "bank": run.bank,
+                "base_gguf": str(plan.base.gguf_path), "base_sha256": plan.base.gguf_sha256,
+                "args": plan.args.to_dict(), "metrics": metrics}
+        atomic_write_text(tmp / META_FILE, json.dumps(meta, indent=2))
+    adapter = store.add_adapter(Adapter(run.name, run.id, run.bank, plan.base.gguf_sha256, str(final), str(final / ADAPTER_GGUF), metrics))
+    shutil.rmtree(run.checkpoints_dir, ignore_errors=True)
+    return FeedbackResult(store.get(str(run.id)), False, metrics, adapter=adapter)
+
+
+def reward_runs(conn: sqlite3.Connection, base_sha256: str | None = None) -> list[Run]:
+    """Finished reward models, newest first (only those trained on `base_sha256` when given)."""
+    return [r for r in RunStore(conn).list()
+            if r.method == "reward" and r.status == "done" and base_sha256 in (None, r.base_sha256)]
+
+
+def load_reward_model(settings: Settings, conn: sqlite3.Connection, name: str | None, model_path: Path) -> tuple[str, RewardModel]:
+    """(name, scorer) of reward model `name`, or the newest one for `model_path`; refused for another base."""
+    sha = cached_sha256(conn, model_path)
+    if name is None:
+        found = reward_runs(conn, sha)
+        if not found:
+            raise TunelabError(f"no reward model for {model_path.name}: train one with `tunelab feedback train --method reward`")
+        run = found[0]
+    else:
+        run = RunStore(conn).get(name)
+        if run.method != "reward":
+            raise TunelabError(f"{name!r} is a {run.method} run, not a reward model (see `tunelab adapters runs`)")
+        if run.status != "done":
+            raise TunelabError(f"reward model {name!r} is not finished ({run.status}): `tunelab feedback train --resume {name}`")
+    return run.name, RewardModel.load(settings.home / REWARD_MODELS / run.name, Path(run.hf_dir), sha)
