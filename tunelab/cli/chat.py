@@ -9,7 +9,8 @@ import click
 
 from tunelab.cli.app_context import AppContext, apply_engine_options, engine_options, pass_app
 from tunelab.cli.options import sampler_from, sampler_options
-from tunelab.engine.chat_service import ChatService, IclRequest
+from tunelab.engine.chat_service import ChatService, ChatTurn, IclRequest
+from tunelab.engine.sampling import SamplerParams
 from tunelab.engine.selectors import KINDS
 from tunelab.errors import TunelabError
 from tunelab.text import one_line
@@ -26,12 +27,14 @@ from tunelab.text import one_line
 @click.option("--selector", type=click.Choice(KINDS), default=None, help="How examples are chosen (default embedding).")
 @click.option("--k", type=int, default=None, help="Number of examples (default 4).")
 @click.option("--show-examples", is_flag=True, help="Print the chosen examples with their scores (stderr).")
+@click.option("--best-of", type=int, default=None, metavar="N", help="Sample N replies, keep the one the reward model scores highest (scores on stderr).")
+@click.option("--reward-model", default=None, metavar="NAME", help="Reward model for --best-of (default: the newest trained for this model).")
 @engine_options
 @sampler_options
 @pass_app
 def command(app: AppContext, prompt: str, system: str | None, conversation: int | None, as_json: bool,
             adapter: str | None, adapter_scale: float, bank: str | None, selector: str | None, k: int | None,
-            show_examples: bool, **kwargs: object) -> None:
+            show_examples: bool, best_of: int | None, reward_model: str | None, **kwargs: object) -> None:
     """Send PROMPT ('-' reads stdin) and stream the reply."""
     apply_engine_options(app, kwargs)
     icl = icl_request(bank, selector, k, show_examples)
@@ -53,7 +56,12 @@ def command(app: AppContext, prompt: str, system: str | None, conversation: int 
     params = sampler_from(kwargs, base=conv.params)
     if icl is not None:
         service.selector(icl, lambda done, total: click.echo(f"\r[embedding {icl.bank}: {done}/{total}]", nl=done == total, err=True))
-    turn = service.send(conv.id, prompt, params, icl)
+    if best_of is not None or reward_model is not None:
+        turn = best_of_turn(app, service, conv.id, prompt, params, best_of, reward_model, icl)
+        if not as_json:
+            click.echo(turn.reply.so_far, nl=False)  # already generated: the loop below has nothing left to stream
+    else:
+        turn = service.send(conv.id, prompt, params, icl)
     if icl is not None:
         report_examples(turn.provenance["icl"], show_examples)
     try:
@@ -71,7 +79,8 @@ def command(app: AppContext, prompt: str, system: str | None, conversation: int 
     if as_json:
         record = {"conversation_id": conv.id, "message_id": message.id, "text": message.content,
                   "model": message.model_path, "model_sha256": message.model_sha256,
-                  "params": message.params, "stats": stats.to_dict(), "icl": turn.provenance.get("icl")}
+                  "params": message.params, "stats": stats.to_dict(), "icl": turn.provenance.get("icl"),
+                  "best_of": turn.provenance.get("best_of")}
         click.echo(json.dumps(record, ensure_ascii=False))
         return
     click.echo()
@@ -83,6 +92,26 @@ def command(app: AppContext, prompt: str, system: str | None, conversation: int 
         f"TTFT {stats.ttft_ms or 0:.0f} ms · {tps} · {stats.finish_reason}]",
         err=True,
     )
+
+
+def best_of_turn(app: AppContext, service: ChatService, conversation_id: int, prompt: str, params: SamplerParams,
+                 n: int | None, reward_model: str | None, icl: IclRequest | None) -> ChatTurn:
+    """--best-of N: sample N replies, keep the reward model's favourite, print every candidate's score."""
+    from tunelab.engine.best_of_n import check, send_best_of
+    from tunelab.finetune.feedback_runs import load_reward_model
+
+    if n is None:
+        raise TunelabError("--reward-model scores --best-of N candidates: add --best-of N")
+    if icl is not None:
+        raise TunelabError("--best-of does not combine with --bank yet: use one of them")
+    check(n, params)
+    name, scorer = load_reward_model(app.settings, app.conn, reward_model, service.models.resolve(service.settings.model))
+    turn, result = send_best_of(service, conversation_id, prompt, params, n, scorer, name)
+    click.echo(f"[best of {n} by reward model {name}]", err=True)
+    for i, candidate in enumerate(result.candidates):
+        mark = "*" if i == result.best else " "
+        click.echo(f" {mark} seed {candidate.seed:<6} score {candidate.score:+.3f}  {one_line(candidate.text, 60)}", err=True)
+    return turn
 
 
 def icl_request(bank: str | None, selector: str | None, k: int | None, show_examples: bool) -> IclRequest | None:

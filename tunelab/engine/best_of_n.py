@@ -50,12 +50,17 @@ class BestOfN:
         }
 
 
-def sample_best(service: ChatService, messages: list[ChatMessage], params: SamplerParams, n: int, scorer: Scorer) -> BestOfN:
-    """Generate `n` replies to `messages` (seeds seed, seed+1, ...) and score them all at once."""
+def check(n: int, params: SamplerParams) -> None:
+    """Refuse a best-of that cannot help, before a reward model is loaded for it."""
     if not 2 <= n <= MAX_N:
         raise TunelabError(f"--best-of must be between 2 and {MAX_N} (got {n})")
     if params.temperature == 0:
         raise TunelabError("--best-of needs sampling: with temperature 0 all candidates are the same reply")
+
+
+def sample_best(service: ChatService, messages: list[ChatMessage], params: SamplerParams, n: int, scorer: Scorer) -> BestOfN:
+    """Generate `n` replies to `messages` (seeds seed, seed+1, ...) and score them all at once."""
+    check(n, params)
     replies = []
     for i in range(n):
         seeded = replace(params, seed=params.seed + i)
