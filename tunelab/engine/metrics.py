@@ -10,9 +10,11 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from rouge_score import rouge_scorer
-from sacrebleu.metrics import CHRF
+if TYPE_CHECKING:  # both load lazily: rouge-score pulls in nltk (seconds), which every CLI start would pay
+    from rouge_score.rouge_scorer import RougeScorer
+    from sacrebleu.metrics import CHRF
 
 ACCURACY, CHRF_METRIC, ROUGE_L = "accuracy", "chrf", "rouge_l"
 METRICS = (ACCURACY, CHRF_METRIC, ROUGE_L)
@@ -64,12 +66,16 @@ def accuracy(prediction: str, reference: str, labels: Sequence[str] = ()) -> flo
 
 @lru_cache(maxsize=1)
 def _chrf() -> CHRF:
+    from sacrebleu.metrics import CHRF
+
     return CHRF()
 
 
 @lru_cache(maxsize=1)
-def _rouge() -> rouge_scorer.RougeScorer:
-    return rouge_scorer.RougeScorer(["rougeL"], tokenizer=_Tokenizer())
+def _rouge() -> RougeScorer:
+    from rouge_score.rouge_scorer import RougeScorer
+
+    return RougeScorer(["rougeL"], tokenizer=_Tokenizer())
 
 
 class _Tokenizer:
