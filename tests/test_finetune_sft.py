@@ -128,6 +128,22 @@ def test_out_of_memory_message_names_the_settings_to_lower() -> None:
     assert "--batch-size (now 16" in message and "--max-length (now 2048)" in message and "--gradient-checkpointing" in message
 
 
+def test_out_of_memory_during_training_fails_the_run_with_that_message(settings, conn, base_pair) -> None:
+    """The OOM comes from inside trainer.train (raised where a CUDA allocation would raise it: in a step's callback)."""
+    import torch
+
+    def runs_out_of_memory(event) -> None:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    p = plan(settings, conn, base_pair, "oom", MEMORY, max_steps=2, max_length=48, batch_size=2)
+    with pytest.raises(TunelabError) as info:
+        sft.train(p, runs_out_of_memory)
+    message = str(info.value)
+    assert message.startswith("out of GPU memory: lower --batch-size (now 2") and "\n" not in message
+    run = RunStore(conn).get("oom")
+    assert run.status == "failed" and run.error == message
+
+
 def test_cuda_is_the_default_when_present() -> None:
     import torch
 
