@@ -12,12 +12,14 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import MISSING, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from tunelab.finetune.args import field_docs
-from tunelab.finetune.progress import TrainProgress
+
+if TYPE_CHECKING:  # transformers loads with it: not for `--help` or a refused command
+    from tunelab.finetune.progress import TrainProgress
 
 KINDS = {"int": int, "float": float, "int | None": int}
 
@@ -61,14 +63,11 @@ def given(kwargs: dict[str, Any]) -> bool:
 
 
 def show(event: TrainProgress) -> None:
-    """One progress line, rewritten in place on stderr."""
-    loss = f"loss {event.loss:.4f}" if event.loss is not None else "loss -"
-    tps = f"{event.tokens_per_s:.0f} tok/s" if event.tokens_per_s else "- tok/s"
-    eta = f"ETA {event.eta_s:.0f}s" if event.eta_s is not None else "ETA -"
+    """One progress line, rewritten in place on stderr: a bar, then the event's own description."""
     width = 24
     filled = int(width * event.step / max(1, event.total))
     bar = "#" * filled + "-" * (width - filled)
-    click.echo(f"\r[{bar}] {event.step}/{event.total} · {loss} · lr {event.lr or 0:.2e} · {tps} · {eta}   ", nl=False, err=True)
+    click.echo(f"\r[{bar}] {event.describe()}   ", nl=False, err=True)
 
 
 @contextmanager

@@ -32,7 +32,7 @@ from tunelab.finetune.base_weights import BaseWeights, prepare_base
 from tunelab.finetune.preference_args import PreferenceArgs
 from tunelab.finetune.progress import Listener, ProgressCallback
 from tunelab.finetune.reward import RewardModel
-from tunelab.finetune.sft import ADAPTER_GGUF, META_FILE, ROWS_FILE, device
+from tunelab.finetune.sft import ADAPTER_GGUF, META_FILE, ROWS_FILE, device, last_checkpoint
 from tunelab.stores.files import atomic_dir, atomic_write_text, cached_sha256
 from tunelab.stores.models import ModelRegistry
 from tunelab.stores.runs import Adapter, Run, RunStore
@@ -139,8 +139,8 @@ def prepare_resume(settings: Settings, conn: sqlite3.Connection, key: str) -> Fe
         raise TunelabError(f"run {run.name!r} is an {run.method} run: continue it with `tunelab train --resume {run.name}`")
     if run.status == "done":
         raise TunelabError(f"run {run.name!r} is already done")
-    checkpoints = sorted(run.checkpoints_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    if not checkpoints:
+    checkpoint = last_checkpoint(run)
+    if checkpoint is None:
         raise TunelabError(f"run {run.name!r} has no checkpoint to resume from: start it again under a new --name")
     rows = _read_rows(Path(run.run_dir) / ROWS_FILE)
     if not rows:
@@ -151,7 +151,7 @@ def prepare_resume(settings: Settings, conn: sqlite3.Connection, key: str) -> Fe
     base = prepare_base(conn, settings.home / "models", Path(run.base_gguf), Path(run.hf_dir))
     store.set_status(run.id, "running")
     return FeedbackPlan(settings, conn, store.get(str(run.id)), base, PreferenceArgs.from_dict(values), rows,
-                        _read_rows(Path(run.run_dir) / HELD_OUT_FILE), start, resume_from=checkpoints[-1])
+                        _read_rows(Path(run.run_dir) / HELD_OUT_FILE), start, resume_from=checkpoint)
 
 
 def oom_message(args: PreferenceArgs) -> str:
