@@ -18,17 +18,6 @@ from tunelab.tui.widgets.compare.arm_column import ArmColumn
 SIZE = (140, 44)
 
 
-class CompareApp(TunelabApp):
-    """The real app, opening the compare screen on the session's already-loaded engine."""
-
-    def __init__(self, settings, conn, engine) -> None:
-        super().__init__(settings, conn)
-        self.compare_engines = Engines(settings, conn, base=engine)
-
-    def on_mount(self) -> None:
-        self.push_screen(CompareScreen(self.settings, self.conn, self.compare_engines, seed=3))
-
-
 async def type_text(pilot, text: str) -> None:
     for key in text:
         await pilot.press(key if key != " " else "space")
@@ -69,3 +58,32 @@ async def test_report_viewer_shows_table_items_and_plot(settings, conn):
         assert "reference" in str(screen.query_one("#report-detail", Static).render())
         await pilot.press("escape")
         assert not isinstance(app.screen, ReportScreen)
+
+
+async def test_blind_round_hides_names_until_the_vote_and_stores_it(settings, conn, engine):
+    from tunelab.stores.bank_files import ExampleRow
+    from tunelab.stores.banks import BankStore
+
+    rows = [ExampleRow(f"review {i}: {'great' if i % 2 else 'awful'} film", ("negative", "positive")[i % 2], i) for i in range(8)]
+    BankStore(conn).create("mini", rows, instruction="Answer positive or negative.", test_size=0.0)
+    app = TunelabApp(settings, conn)
+    async with app.run_test(size=SIZE) as pilot:
+        await app.push_screen(CompareScreen(settings, conn, Engines(settings, conn, base=engine), seed=3))
+        await pilot.pause()
+        screen = app.screen
+        screen.query_one("#compare-arms").value = "base, base+jaccard@2"
+        screen.query_one("#compare-prompt").focus()
+        await type_text(pilot, "review: a great film")
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        titles = [str(c.query_one(".arm-title").render()) for c in screen.query(ArmColumn)]
+        assert titles == ["Model A", "Model B"]  # blind: names hidden
+        await pilot.press("f6")  # left is better
+        await pilot.pause()
+        revealed = [str(c.query_one(".arm-title").render()) for c in screen.query(ArmColumn)]
+        assert sorted(revealed) == ["base", "base+jaccard@2"]
+        (vote,) = FeedbackStore(conn).votes()
+        assert vote.choice == "a" and [vote.a_arm, vote.b_arm] == revealed and vote.a_reply and vote.b_reply
+        assert vote.a_snapshot["provenance"]["blind"] is True
+        assert "wins" in str(screen.query_one("#compare-winrates", Static).render())

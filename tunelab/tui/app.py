@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 from textual.app import App
 from textual.binding import Binding
@@ -15,7 +16,7 @@ from tunelab.tui.screens.feedback import FeedbackScreen
 
 
 class TunelabApp(App[None]):
-    CSS_PATH = "tunelab.tcss"
+    CSS_PATH = Path(__file__).with_name("tunelab.tcss")  # absolute: subclasses elsewhere find it too
     TITLE = "tunelab"
     BINDINGS = [
         Binding("f1", "toggle_help", "Keys", id="app.help"),

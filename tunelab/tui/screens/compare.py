@@ -32,10 +32,10 @@ class CompareScreen(Screen[None]):
         Binding("ctrl+b", "toggle_blind", "Blind on/off", id="compare.blind"),
         Binding("ctrl+r", "open_report", "Last report", id="compare.report"),
         Binding("escape", "cancel", "Stop", id="compare.cancel"),
-        Binding("f5", "vote('left')", "Vote left", id="compare.vote_left"),
-        Binding("f6", "vote('right')", "Vote right", id="compare.vote_right"),
-        Binding("f7", "vote('tie')", "Tie", id="compare.vote_tie"),
-        Binding("f8", "vote('both_bad')", "Both bad", id="compare.vote_both_bad"),
+        Binding("f6", "vote('left')", "Vote left", id="compare.vote_left"),
+        Binding("f7", "vote('right')", "Vote right", id="compare.vote_right"),
+        Binding("f8", "vote('tie')", "Tie", id="compare.vote_tie"),
+        Binding("f9", "vote('both_bad')", "Both bad", id="compare.vote_both_bad"),
         Binding("plus", "rate('up')", "👍 column", id="compare.rate_up"),
         Binding("minus", "rate('down')", "👎 column", id="compare.rate_down"),
         Binding("0", "rate(None)", "Unrate column", id="compare.rate_clear", show=False),
@@ -165,7 +165,7 @@ class CompareScreen(Screen[None]):
         votable = round_.votable
         self.query_one("#compare-votes", VoteBar).disabled = not votable
         if votable:
-            self.notify("vote: which reply is better? (F5 left · F6 right · F7 tie · F8 both bad)")
+            self.notify("vote: which reply is better? (F6 left · F7 right · F8 tie · F9 both bad; F5 is the Feedback screen)")
 
     # -- voting ----------------------------------------------------------------------------------
     def on_vote_bar_voted(self, event: VoteBar.Voted) -> None:
