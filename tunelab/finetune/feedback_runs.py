@@ -31,6 +31,7 @@ from tunelab.finetune import feedback_data, feedback_train
 from tunelab.finetune.base_weights import BaseWeights, prepare_base
 from tunelab.finetune.preference_args import PreferenceArgs
 from tunelab.finetune.progress import Listener, ProgressCallback
+from tunelab.finetune.run_record import Recorder, status_on_error
 from tunelab.finetune.reward import RewardModel
 from tunelab.finetune.sft import ADAPTER_GGUF, META_FILE, ROWS_FILE, device, last_checkpoint
 from tunelab.stores.files import atomic_dir, atomic_write_text, cached_sha256
@@ -160,36 +161,20 @@ def oom_message(args: PreferenceArgs) -> str:
 
 def train(plan: FeedbackPlan, listener: Listener | None = None, cancel: threading.Event | None = None) -> FeedbackResult:
     """Train and write the result; a cancel leaves a checkpoint and status `cancelled`."""
-    import torch
-
     store = RunStore(plan.conn)
     run = plan.run
-    history = list(run.loss_history) if plan.resume_from else []
-
-    def record(event: Any) -> None:
-        history.append({"step": event.step, "loss": event.loss or 0.0, "lr": event.lr or 0.0, "tokens_per_s": event.tokens_per_s or 0.0})
-        store.progress(run.id, event.step, event.total, history)
-        if listener is not None:
-            listener(event)
-
-    progress = ProgressCallback(record, cancel)
+    recorder = Recorder(store, run, plan.resume_from is not None, listener)
+    progress = ProgressCallback(recorder, cancel)
     start_dir = Path(plan.start_adapter.peft_dir) if plan.start_adapter else None
-    try:
+    with status_on_error(store, run.id, oom_message(plan.args)):
         fitted = feedback_train.fit(plan.method, plan.rows, plan.base.hf_dir, plan.args, run.checkpoints_dir,
                                     start_dir, [progress], plan.resume_from)
-    except torch.OutOfMemoryError:
-        store.set_status(run.id, "failed", oom_message(plan.args))
-        raise TunelabError(oom_message(plan.args)) from None
-    except BaseException as exc:
-        status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
-        store.set_status(run.id, status, f"{type(exc).__name__}: {exc}"[:500])
-        raise
     seconds = run.train_seconds + fitted.seconds
     if progress.cancelled:
         store.set_status(run.id, "cancelled", "cancelled by the user", train_seconds=seconds)
         return FeedbackResult(store.get(str(run.id)), True)
     store.set_status(run.id, "running", train_seconds=seconds)
-    losses = [h["loss"] for h in history]
+    losses = [h["loss"] for h in recorder.history]
     metrics: dict[str, Any] = {"method": plan.method, "on": plan.start_adapter.name if plan.start_adapter else None,
                                "steps": fitted.trainer.state.global_step, "first_loss": losses[0] if losses else None,
                                "final_loss": losses[-1] if losses else None, "train_examples": len(plan.rows)}

@@ -27,6 +27,7 @@ from tunelab.finetune.args import SFTArgs
 from tunelab.finetune.base_weights import BaseWeights, prepare_base
 from tunelab.finetune.export_gguf import export_adapter
 from tunelab.finetune.progress import Listener, ProgressCallback
+from tunelab.finetune.run_record import Recorder, status_on_error
 from tunelab.stores.files import atomic_dir, atomic_write_text
 from tunelab.stores.models import ModelRegistry
 from tunelab.stores.runs import Adapter, Run, RunStore
@@ -231,28 +232,15 @@ def train(plan: Plan, listener: Listener | None = None, cancel: threading.Event 
 
     store = RunStore(plan.conn)
     run = plan.run
-    history = list(run.loss_history) if plan.resume_from else []
-
-    def record(event: Any) -> None:
-        history.append({"step": event.step, "loss": event.loss or 0.0, "lr": event.lr or 0.0, "tokens_per_s": event.tokens_per_s or 0.0})
-        store.progress(run.id, event.step, event.total, history)
-        if listener is not None:
-            listener(event)
-
-    progress = ProgressCallback(record, cancel)
+    recorder = Recorder(store, run, plan.resume_from is not None, listener)
+    history = recorder.history
+    progress = ProgressCallback(recorder, cancel)
     started = time.perf_counter()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    try:
+    with status_on_error(store, run.id, oom_message(plan.args)):
         trainer = build_trainer(plan, [progress])
         trainer.train(resume_from_checkpoint=str(plan.resume_from) if plan.resume_from else None)
-    except torch.OutOfMemoryError:
-        store.set_status(run.id, "failed", oom_message(plan.args))
-        raise TunelabError(oom_message(plan.args)) from None
-    except BaseException as exc:
-        status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
-        store.set_status(run.id, status, f"{type(exc).__name__}: {exc}"[:500])
-        raise
     seconds = time.perf_counter() - started
     rates = [h["tokens_per_s"] for h in history if h["tokens_per_s"]]
     timings = {

@@ -1,0 +1,48 @@
+"""What every recorded training run (SFT, KTO, DPO, reward) does around its trainer: each
+progress event goes into the run row's loss history, and an error leaves the run `failed` (or
+`cancelled` for a second Ctrl-C) with the reason, so `adapters runs` never shows a dead run as running.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from tunelab.errors import TunelabError
+from tunelab.finetune.progress import Listener, TrainProgress
+from tunelab.stores.runs import Run, RunStore
+
+
+class Recorder:
+    """A progress listener that stores the loss history in the run row, then passes the event on."""
+
+    def __init__(self, store: RunStore, run: Run, resumed: bool, listener: Listener | None = None) -> None:
+        self.store = store
+        self.run = run
+        self.listener = listener
+        self.history: list[dict[str, float]] = list(run.loss_history) if resumed else []
+        """A resumed run continues the history of the steps it already trained."""
+
+    def __call__(self, event: TrainProgress) -> None:
+        self.history.append({"step": event.step, "loss": event.loss or 0.0, "lr": event.lr or 0.0,
+                             "tokens_per_s": event.tokens_per_s or 0.0})
+        self.store.progress(self.run.id, event.step, event.total, self.history)
+        if self.listener is not None:
+            self.listener(event)
+
+
+@contextmanager
+def status_on_error(store: RunStore, run_id: int, oom_message: str) -> Iterator[None]:
+    """Record why training stopped: out of GPU memory (a one-line hint), interrupted, or failed."""
+    import torch
+
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        store.set_status(run_id, "failed", oom_message)
+        raise TunelabError(oom_message) from None
+    except BaseException as exc:
+        status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
+        store.set_status(run_id, status, f"{type(exc).__name__}: {exc}"[:500])
+        raise
+
