@@ -30,7 +30,7 @@ class TrainApp(TunelabApp):
     CSS_PATH = str(Path(app_module.__file__).with_name("tunelab.tcss"))  # Textual resolves relative paths from the subclass
 
 
-async def wait_for(pilot, condition, timeout: float = 60.0) -> None:
+async def wait_for(pilot, condition, timeout: float = 240.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "timed out waiting for the Train screen"
@@ -71,7 +71,7 @@ async def test_start_watch_cancel_and_resume_a_run(settings, conn, base_pair) ->
 
         stopped_at = run.step
         await pilot.press("ctrl+r")
-        await wait_for(pilot, lambda: screen.cancel is None and "ready" in status(screen), timeout=90)
+        await wait_for(pilot, lambda: screen.cancel is None and "ready" in status(screen))
         run = RunStore(conn).get("glorbix-lora")
         assert run.status == "done" and run.step == STEPS
         assert [h["step"] for h in run.loss_history] == list(range(1, STEPS + 1))
@@ -106,3 +106,13 @@ async def test_no_bank_and_bad_settings_are_reported_without_starting(settings, 
         await pilot.press("ctrl+r")
         await pilot.pause()
         assert any("select a cancelled or failed SFT run" in n.message for n in app._notifications)
+
+
+def test_snapshot_train_screen_with_a_past_run(snap_compare, settings, conn, tmp_path) -> None:
+    BankStore(conn).create("glorbix", [ExampleRow(q, a, i + 1) for i, (q, a) in enumerate(FACTS)], "Answer the question.", test_size=0.2)
+    store = RunStore(conn)
+    run = store.create("glorbix-lora", tmp_path / "base.gguf", "0" * 64, tmp_path / "hf", "glorbix", [1, 2, 3], {"r": 8}, tmp_path / "run", "cpu")
+    losses = [2.4, 2.1, 1.7, 1.5, 1.2, 1.1]
+    store.progress(run.id, len(losses), 10, [{"step": i + 1, "loss": x, "lr": 1e-3, "tokens_per_s": 100.0} for i, x in enumerate(losses)])
+    store.set_status(run.id, "cancelled", "cancelled by the user", train_seconds=12.0, tokens_per_s=100.0)
+    assert snap_compare(TrainApp(settings, conn), press=["f4"], terminal_size=SIZE)

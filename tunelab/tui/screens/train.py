@@ -70,7 +70,7 @@ class TrainScreen(Screen[None]):
             yield Button("Start", id="train-start", variant="primary")
         with Horizontal(id="train-body"):
             with Vertical(id="train-live"):
-                yield ProgressBar(id="train-progress", show_eta=False)
+                yield ProgressBar(total=1, id="train-progress", show_eta=False)  # no total = a pulsing "preparing" bar
                 yield Static("", id="train-status")
                 yield LossPlot(id="train-plot")
             yield RunTable(id="train-runs")
@@ -125,6 +125,7 @@ class TrainScreen(Screen[None]):
         self.steps = [int(h["step"]) for h in run.loss_history]
         self.losses = [h["loss"] for h in run.loss_history]
         self.query_one("#train-plot", LossPlot).show(self.steps, self.losses, f"{run.name}: loss ({run.status})")
+        self.query_one("#train-progress", ProgressBar).update(total=max(1, run.total_steps), progress=run.step)
 
     # -- actions ---------------------------------------------------------------------------------
     def action_start(self) -> None:
