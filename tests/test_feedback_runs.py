@@ -29,7 +29,6 @@ FAST = dict(batch_size=4, max_length=96, learning_rate=5e-4, save_steps=100)
 
 @pytest.mark.slow
 def test_kto_run_cancels_resumes_and_dpo_continues_an_sft_adapter(settings, conn, base_pair) -> None:
-    from tunelab.cli.adapters import attach_adapter
     from tunelab.engine.chat_service import ChatService
     from tunelab.engine.sampling import SamplerParams
 
@@ -66,7 +65,7 @@ def test_kto_run_cancels_resumes_and_dpo_continues_an_sft_adapter(settings, conn
     # `tunelab chat --adapter feedback-kto` serves it on the base it was trained for.
     service = ChatService(settings, conn)
     service.settings.model = str(base_pair.gguf_path)
-    attach_adapter(service, conn, "feedback-kto")
+    assert service.use_adapter("feedback-kto") is not None
     conversation = service.store.create()
     turn = service.send(conversation.id, "Say hi.", SamplerParams(temperature=0, max_tokens=4))
     assert turn.save().adapter is not None

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import click
 
 from tunelab.cli.app_context import AppContext, pass_app
-from tunelab.engine.chat_service import ChatService
-from tunelab.errors import TunelabError
 from tunelab.finetune.export_gguf import MODEL_TYPES
-from tunelab.stores.runs import RunStore, adapter_gguf
-
-
-def attach_adapter(service: ChatService, conn: sqlite3.Connection, name: str, scale: float = 1.0) -> Path:
-    """Serve adapter NAME on the service's model (refused when it was made for another base)."""
-    path = service.use_adapter(name, scale)
-    assert path is not None
-    return path
+from tunelab.stores.runs import RunStore
 
 
 @click.group("adapters", invoke_without_command=True)

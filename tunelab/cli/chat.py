@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from tunelab.cli.app_context import AppContext, apply_engine_options, engine_options, pass_app
 from tunelab.cli.options import sampler_from, sampler_options
-from tunelab.engine.chat_service import ChatService, ChatTurn, IclRequest
+from tunelab.engine.chat_service import ChatService, IclRequest
 from tunelab.engine.sampling import SamplerParams
 from tunelab.engine.selectors import KINDS
 from tunelab.errors import TunelabError
 from tunelab.text import one_line
+
+if TYPE_CHECKING:
+    from tunelab.engine.best_of_n import BestOfRequest
 
 
 @click.command("chat")
@@ -43,25 +47,24 @@ def command(app: AppContext, prompt: str, system: str | None, conversation: int 
     if not prompt.strip():
         raise TunelabError("empty prompt: give the text to send (or '-' to read stdin)")
     service = ChatService(app.settings, app.conn)
+    existing = service.store.get(conversation) if conversation is not None else None
+    params = sampler_from(kwargs, base=existing.params if existing else None)
+    pick = best_of_request(app, service, params, best_of, reward_model)  # refused options leave no empty conversation
     if adapter:
-        from tunelab.cli.adapters import attach_adapter
-
-        attach_adapter(service, app.conn, adapter, adapter_scale)
-    if conversation is None:
-        conv = service.store.create(title=prompt.strip().splitlines()[0][:60], system_prompt=system or "")
-    else:
-        conv = service.store.get(conversation)
-        if system is not None:
-            service.store.update(conv.id, system_prompt=system)
-    params = sampler_from(kwargs, base=conv.params)
+        service.use_adapter(adapter, adapter_scale)
     if icl is not None:
         service.selector(icl, lambda done, total: click.echo(f"\r[embedding {icl.bank}: {done}/{total}]", nl=done == total, err=True))
-    if best_of is not None or reward_model is not None:
-        turn = best_of_turn(app, service, conv.id, prompt, params, best_of, reward_model, icl)
+    if existing is None:
+        conv = service.store.create(title=prompt.strip().splitlines()[0][:60], system_prompt=system or "")
+    else:
+        conv = existing
+        if system is not None:
+            service.store.update(conv.id, system_prompt=system)
+    turn = service.send(conv.id, prompt, params, icl, pick)
+    if pick is not None:
+        report_candidates(turn.provenance["best_of"])
         if not as_json:
             click.echo(turn.reply.so_far, nl=False)  # already generated: the loop below has nothing left to stream
-    else:
-        turn = service.send(conv.id, prompt, params, icl)
     if icl is not None:
         report_examples(turn.provenance["icl"], show_examples)
     try:
@@ -94,24 +97,27 @@ def command(app: AppContext, prompt: str, system: str | None, conversation: int 
     )
 
 
-def best_of_turn(app: AppContext, service: ChatService, conversation_id: int, prompt: str, params: SamplerParams,
-                 n: int | None, reward_model: str | None, icl: IclRequest | None) -> ChatTurn:
-    """--best-of N: sample N replies, keep the reward model's favourite, print every candidate's score."""
-    from tunelab.engine.best_of_n import check, send_best_of
+def best_of_request(app: AppContext, service: ChatService, params: SamplerParams, n: int | None,
+                    reward_model: str | None) -> BestOfRequest | None:
+    """--best-of N [--reward-model NAME], checked before the reward model is loaded."""
+    from tunelab.engine.best_of_n import BestOfRequest, check
     from tunelab.finetune.feedback_runs import load_reward_model
 
     if n is None:
-        raise TunelabError("--reward-model scores --best-of N candidates: add --best-of N")
-    if icl is not None:
-        raise TunelabError("--best-of does not combine with --bank yet: use one of them")
+        if reward_model is not None:
+            raise TunelabError("--reward-model scores --best-of N candidates: add --best-of N")
+        return None
     check(n, params)
     name, scorer = load_reward_model(app.settings, app.conn, reward_model, service.models.resolve(service.settings.model))
-    turn, result = send_best_of(service, conversation_id, prompt, params, n, scorer, name)
-    click.echo(f"[best of {n} by reward model {name}]", err=True)
-    for i, candidate in enumerate(result.candidates):
-        mark = "*" if i == result.best else " "
-        click.echo(f" {mark} seed {candidate.seed:<6} score {candidate.score:+.3f}  {one_line(candidate.text, 60)}", err=True)
-    return turn
+    return BestOfRequest(n, scorer, name)
+
+
+def report_candidates(best_of: dict[str, Any]) -> None:
+    """Every candidate's seed and score, the kept one starred (stderr: stdout is the reply)."""
+    click.echo(f"[best of {best_of['n']} by reward model {best_of['reward_model']}]", err=True)
+    for i, candidate in enumerate(best_of["candidates"]):
+        mark = "*" if i == best_of["chosen"] else " "
+        click.echo(f" {mark} seed {candidate['seed']:<6} score {candidate['score']:+.3f}  {one_line(candidate['text'], 60)}", err=True)
 
 
 def icl_request(bank: str | None, selector: str | None, k: int | None, show_examples: bool) -> IclRequest | None:

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from tunelab.cli.app_context import AppContext, pass_app
-from tunelab.cli.training import args_from, ctrl_c_checkpoints, dataclass_options, given, show
+from tunelab.cli.training import args_from, dataclass_options, given, train_until_done
 from tunelab.errors import TunelabError
 from tunelab.finetune import feedback_data
 from tunelab.finetune.preference_args import PreferenceArgs
@@ -126,12 +126,8 @@ def train(app: AppContext, method: str | None, on: str | None, name: str | None,
     left_out = "".join(f", {n} {why} left out" for why, n in plan.skipped.items())
     start = f" on adapter {plan.start_adapter.name!r}" if plan.start_adapter else ""
     click.echo(f"training {plan.method} {plan.run.name!r}{start} on {what}{held}{left_out} ({plan.run.device})", err=True)
-    with ctrl_c_checkpoints() as cancel:
-        result = feedback_runs.train(plan, show, cancel)
+    result = train_until_done(lambda progress, cancel: feedback_runs.train(plan, progress, cancel), "tunelab feedback train")
     run = result.run
-    if result.cancelled:
-        click.echo(f"cancelled at step {run.step}/{run.total_steps}; continue with: tunelab feedback train --resume {run.name}", err=True)
-        raise SystemExit(130)
     m = result.metrics
     click.echo(f"{run.method} {run.name!r}: loss {m['first_loss']:.3f} -> {m['final_loss']:.3f} in {m['steps']} steps, {run.train_seconds:.0f}s")
     if run.method == "reward":

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from tunelab.cli.app_context import AppContext, pass_app
-from tunelab.cli.training import args_from, ctrl_c_checkpoints, dataclass_options, given, show
+from tunelab.cli.training import args_from, dataclass_options, given, train_until_done
 from tunelab.errors import TunelabError
 from tunelab.finetune.args import SFTArgs
 
@@ -39,12 +39,8 @@ def command(app: AppContext, name: str | None, bank: str | None, resume: str | N
     for warning in plan.warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"training {plan.run.name!r} on {len(plan.rows)} train examples of {plan.run.bank!r} ({sft.device()})", err=True)
-    with ctrl_c_checkpoints() as cancel:
-        result = sft.train(plan, show, cancel)
+    result = train_until_done(lambda progress, cancel: sft.train(plan, progress, cancel), "tunelab train")
     run = result.run
-    if result.cancelled:
-        click.echo(f"cancelled at step {run.step}/{run.total_steps}; continue with: tunelab train --resume {run.name}", err=True)
-        raise SystemExit(130)
     assert result.adapter is not None
     metrics = result.adapter.metrics
     click.echo(

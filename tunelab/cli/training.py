@@ -88,3 +88,15 @@ def ctrl_c_checkpoints() -> Iterator[threading.Event]:
     finally:
         signal.signal(signal.SIGINT, previous)
         click.echo(err=True)
+
+
+def train_until_done(train: Callable[[Callable[[TrainProgress], None], threading.Event], Any], command: str) -> Any:
+    """Run `train(progress, cancel)` with the progress line and Ctrl-C checkpoints; a cancelled run
+    exits 130 with the command that continues it (`command --resume RUN`)."""
+    with ctrl_c_checkpoints() as cancel:
+        result = train(show, cancel)
+    if result.cancelled:
+        run = result.run
+        click.echo(f"cancelled at step {run.step}/{run.total_steps}; continue with: {command} --resume {run.name}", err=True)
+        raise SystemExit(130)
+    return result

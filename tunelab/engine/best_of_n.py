@@ -1,8 +1,10 @@
 """Best-of-n: sample N replies with different seeds and keep the one the reward model likes most.
 
 The cheapest way to use a reward model at inference time: no new policy, just N times the
-decoding. The chosen reply is stored like any other, with every candidate's score and seed in
-its provenance so the user can see how much the pick mattered (and rate it, closing the loop).
+decoding. `ChatService` stores the chosen reply like any other, with every candidate's score and
+seed in its provenance so the user can see how much the pick mattered (and rate it, closing the
+loop). With ICL every candidate sees the same chosen examples, and the reward model scores the
+replies against that prompt - the one the user's ratings were snapshotted with.
 """
 
 from __future__ import annotations
@@ -10,9 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from tunelab.engine.chat_service import ChatService, ChatTurn
 from tunelab.engine.chat_template import ChatMessage
-from tunelab.engine.llama_engine import Reply
+from tunelab.engine.llama_engine import LlamaEngine, Reply
 from tunelab.engine.sampling import SamplerParams
 from tunelab.errors import TunelabError
 
@@ -53,18 +54,27 @@ class BestOfN:
 def check(n: int, params: SamplerParams) -> None:
     """Refuse a best-of that cannot help, before a reward model is loaded for it."""
     if not 2 <= n <= MAX_N:
-        raise TunelabError(f"--best-of must be between 2 and {MAX_N} (got {n})")
+        raise TunelabError(f"best-of n must be between 2 and {MAX_N} (got {n})")
     if params.temperature == 0:
-        raise TunelabError("--best-of needs sampling: with temperature 0 all candidates are the same reply")
+        raise TunelabError("best-of needs sampling: with temperature 0 all candidates are the same reply")
 
 
-def sample_best(service: ChatService, messages: list[ChatMessage], params: SamplerParams, n: int, scorer: Scorer) -> BestOfN:
+@dataclass(frozen=True)
+class BestOfRequest:
+    """Sample `n` replies and keep the one reward model `reward_model` (loaded as `scorer`) scores highest."""
+
+    n: int
+    scorer: Scorer
+    reward_model: str
+
+
+def sample_best(engine: LlamaEngine, messages: list[ChatMessage], params: SamplerParams, n: int, scorer: Scorer) -> BestOfN:
     """Generate `n` replies to `messages` (seeds seed, seed+1, ...) and score them all at once."""
     check(n, params)
     replies = []
     for i in range(n):
         seeded = replace(params, seed=params.seed + i)
-        reply = service.engine.chat(messages, seeded)
+        reply = engine.chat(messages, seeded)
         reply.text()
         replies.append((seeded.seed, reply))
     prompt = [m.as_dict() for m in replies[0][1].messages]
@@ -72,17 +82,3 @@ def sample_best(service: ChatService, messages: list[ChatMessage], params: Sampl
     candidates = [Candidate(seed, r.so_far, s, r) for (seed, r), s in zip(replies, scores)]
     best = max(range(n), key=lambda i: candidates[i].score)
     return BestOfN(candidates, best)
-
-
-def send_best_of(
-    service: ChatService, conversation_id: int, prompt: str, params: SamplerParams, n: int, scorer: Scorer, reward_model: str
-) -> tuple[ChatTurn, BestOfN]:
-    """Like `ChatService.send`, but stores the best of `n` sampled replies (call `.save()` on the turn)."""
-    if not prompt.strip():
-        raise TunelabError("empty prompt: type something to send")
-    messages = service.history(conversation_id) + [ChatMessage("user", prompt)]
-    result = sample_best(service, messages, params, n, scorer)
-    service.store.add_user(conversation_id, prompt)
-    chosen_params = replace(params, seed=result.chosen.seed)
-    turn = ChatTurn(conversation_id, result.chosen.reply, chosen_params, service, {"best_of": result.provenance(reward_model)})
-    return turn, result

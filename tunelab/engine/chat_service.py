@@ -8,12 +8,13 @@ with the provenance needed to reproduce it.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from tunelab.config import Settings
 from tunelab.engine.arms import DEFAULT_K
+from tunelab.engine.best_of_n import BestOfRequest, sample_best
 from tunelab.engine.chat_template import ChatMessage
 from tunelab.engine.icl_prompt import build_icl_messages
 from tunelab.engine.llama_engine import LlamaEngine, Reply
@@ -136,40 +137,66 @@ class ChatService:
             self._selectors[key] = make_selector(icl.selector, bank, self.conn, self.settings, progress=progress)
         return self._selectors[key]
 
-    def send(self, conversation_id: int, prompt: str, params: SamplerParams, icl: IclRequest | None = None) -> ChatTurn:
-        """Store the user's prompt and start the reply (nothing is stored for an empty prompt)."""
+    def send(self, conversation_id: int, prompt: str, params: SamplerParams, icl: IclRequest | None = None,
+             best_of: BestOfRequest | None = None) -> ChatTurn:
+        """Store the user's prompt and start the reply (nothing is stored for an empty prompt).
+
+        With `best_of` the reply is already complete when this returns (all candidates sampled)."""
         if not prompt.strip():
             raise TunelabError("empty prompt: type something to send")
         # raises before storing anything if the prompt can never fit
-        turn = self._start(conversation_id, self.history(conversation_id), prompt, params, icl)
+        turn = self._start(conversation_id, self.history(conversation_id), prompt, params, icl, best_of)
         self.store.add_user(conversation_id, prompt)
         return turn
 
-    def regenerate(self, conversation_id: int, params: SamplerParams, icl: IclRequest | None = None) -> ChatTurn:
+    def regenerate(self, conversation_id: int, params: SamplerParams, icl: IclRequest | None = None,
+                   best_of: BestOfRequest | None = None) -> ChatTurn:
         """Replace the last reply with a new one to the same prompt."""
         messages = self.store.messages(conversation_id)
         if len(messages) < 2 or messages[-1].role != "assistant":
             raise TunelabError("nothing to regenerate: the conversation has no reply yet")
         history = self.history(conversation_id)[:-2]
-        turn = self._start(conversation_id, history, messages[-2].content, params, icl)
+        turn = self._start(conversation_id, history, messages[-2].content, params, icl, best_of)
         self.store.delete_message(messages[-1].id)
         return turn
 
-    def _start(self, conversation_id: int, history: list[ChatMessage], prompt: str, params: SamplerParams,
-               icl: IclRequest | None) -> ChatTurn:
-        engine = self.engine
+    def _prepare(self, history: list[ChatMessage], prompt: str, params: SamplerParams, icl: IclRequest | None) -> "PreparedPrompt":
+        """The messages to send for `prompt` after `history`: with `icl`, the chosen examples go in
+        (and their ids, scores and token cost into the provenance)."""
         if icl is None:
-            return ChatTurn(conversation_id, engine.chat(history + [ChatMessage("user", prompt)], params), params, self)
+            return PreparedPrompt(history + [ChatMessage("user", prompt)])
         bank = BankStore(self.conn).get(icl.bank)
         chosen = self.selector(icl).select(prompt, icl.k)
-        built = build_icl_messages(engine, bank, chosen, prompt, params.max_tokens, history)
-        reply = engine.chat(built.messages, params)
-        provenance = {
+        built = build_icl_messages(self.engine, bank, chosen, prompt, params.max_tokens, history)
+        return PreparedPrompt(built.messages, {
             "icl": {
                 "bank": bank.name, "selector": icl.selector, "k": icl.k, "dropped": built.dropped,
                 "example_tokens": built.example_tokens,
                 "examples": [{"id": e.id, "score": e.score, "input": e.input, "output": e.output} for e in built.used],
             },
-            "prompt_messages": [m.as_dict() for m in reply.messages],
-        }
+        })
+
+    def _turn(self, conversation_id: int, prepared: "PreparedPrompt", reply: Reply, params: SamplerParams,
+             extra: dict[str, Any] | None = None) -> ChatTurn:
+        """The turn that stores `reply`; an ICL prompt is kept as sent, since the examples are not in the history."""
+        provenance = {**prepared.provenance, **(extra or {})}
+        if "icl" in provenance:
+            provenance["prompt_messages"] = [m.as_dict() for m in reply.messages]
         return ChatTurn(conversation_id, reply, params, self, provenance)
+
+    def _start(self, conversation_id: int, history: list[ChatMessage], prompt: str, params: SamplerParams,
+               icl: IclRequest | None, best_of: BestOfRequest | None) -> ChatTurn:
+        prepared = self._prepare(history, prompt, params, icl)
+        if best_of is None:
+            return self._turn(conversation_id, prepared, self.engine.chat(prepared.messages, params), params)
+        result = sample_best(self.engine, prepared.messages, params, best_of.n, best_of.scorer)
+        return self._turn(conversation_id, prepared, result.chosen.reply, replace(params, seed=result.chosen.seed),
+                         {"best_of": result.provenance(best_of.reward_model)})
+
+
+@dataclass
+class PreparedPrompt:
+    """What is sent to the model for one user prompt, and what to record about how it was built."""
+
+    messages: list[ChatMessage]
+    provenance: dict[str, Any] = field(default_factory=dict)

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 from tunelab.config import Settings
 from tunelab.engine.arms import DEFAULT_K, Arm, standard_grid
-from tunelab.engine.chat_template import ChatMessage
 from tunelab.engine.llama_engine import LlamaEngine, Reply, adapter_switching_supported
 from tunelab.engine.metrics import normalize, primary_metric, score
 from tunelab.engine.sampling import SamplerParams

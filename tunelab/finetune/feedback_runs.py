@@ -12,7 +12,7 @@ What a finished run leaves:
   inherits the starting adapter's bank and training ids (it contains that adapter), so the
   compare leakage guard still knows what it has seen.
 - reward: a sequence-classification LoRA under `reward_models/NAME`; the done run is its
-  registration (`reward_runs`), and `load_reward_model` is how best-of-n and compare find it.
+  registration (`stores.runs.reward_models`), and `load_reward_model` is how best-of-n and compare find it.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from tunelab.finetune.reward import RewardModel
 from tunelab.finetune.sft import ADAPTER_GGUF, META_FILE, ROWS_FILE, device, last_checkpoint
 from tunelab.stores.files import atomic_dir, atomic_write_text, cached_sha256
 from tunelab.stores.models import ModelRegistry
-from tunelab.stores.runs import Adapter, Run, RunStore
+from tunelab.stores.runs import Adapter, Run, RunStore, reward_models
 
 HELD_OUT_FILE = "held_out.jsonl"
 REWARD_MODELS = "reward_models"
@@ -197,17 +197,11 @@ def train(plan: FeedbackPlan, listener: Listener | None = None, cancel: threadin
     return FeedbackResult(store.get(str(run.id)), False, metrics, adapter=adapter)
 
 
-def reward_runs(conn: sqlite3.Connection, base_sha256: str | None = None) -> list[Run]:
-    """Finished reward models, newest first (only those trained on `base_sha256` when given)."""
-    return [r for r in RunStore(conn).list()
-            if r.method == "reward" and r.status == "done" and base_sha256 in (None, r.base_sha256)]
-
-
 def load_reward_model(settings: Settings, conn: sqlite3.Connection, name: str | None, model_path: Path) -> tuple[str, RewardModel]:
     """(name, scorer) of reward model `name`, or the newest one for `model_path`; refused for another base."""
     sha = cached_sha256(conn, model_path)
     if name is None:
-        found = reward_runs(conn, sha)
+        found = reward_models(conn, sha)
         if not found:
             raise TunelabError(f"no reward model for {model_path.name}: train one with `tunelab feedback train --method reward`")
         run = found[0]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tunelab.finetune.preference_args import PreferenceArgs, trainer_kwargs
+from tunelab.finetune.preference_args import PreferenceArgs, make_trainer, trainer_kwargs
 
 
 def balanced_weights(n_desirable: int, n_undesirable: int) -> tuple[float, float]:
@@ -23,7 +23,6 @@ def balanced_weights(n_desirable: int, n_undesirable: int) -> tuple[float, float
 
 
 def build_trainer(model: Any, tokenizer: Any, rows: list[dict[str, Any]], args: PreferenceArgs, output_dir: Path, peft_config: Any, callbacks: list[Any]) -> Any:
-    from datasets import Dataset
     from trl import KTOConfig, KTOTrainer
 
     n_up = sum(1 for r in rows if r["label"])
@@ -34,11 +33,4 @@ def build_trainer(model: Any, tokenizer: Any, rows: list[dict[str, Any]], args: 
         desirable_weight=desirable,
         undesirable_weight=undesirable,
     )
-    return KTOTrainer(
-        model=model,
-        args=config,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=callbacks,
-    )
+    return make_trainer(KTOTrainer, config, model, tokenizer, rows, peft_config, callbacks)

@@ -97,3 +97,18 @@ def trainer_kwargs(args: PreferenceArgs, output_dir: Path) -> dict[str, Any]:
         "gradient_checkpointing": False,
         "disable_tqdm": True,
     }
+
+
+def make_trainer(trainer_class: Any, config: Any, model: Any, tokenizer: Any, rows: list[dict[str, Any]],
+                 peft_config: Any, callbacks: list[Any]) -> Any:
+    """Build any of the three trl trainers: they take the same arguments apart from their config."""
+    from datasets import Dataset
+
+    return trainer_class(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.errors import TunelabError
-from tunelab.finetune.preference_args import PreferenceArgs, trainer_kwargs
+from tunelab.finetune.preference_args import PreferenceArgs, make_trainer, trainer_kwargs
 from tunelab.stores.files import atomic_write_text
 
 META_FILE = "tunelab.json"
@@ -44,18 +44,10 @@ def split_pairs(rows: list[dict[str, Any]], held_out: float, seed: int) -> tuple
 
 
 def build_trainer(model: Any, tokenizer: Any, rows: list[dict[str, Any]], args: PreferenceArgs, output_dir: Path, peft_config: Any, callbacks: list[Any]) -> Any:
-    from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
     config = RewardConfig(**trainer_kwargs(args, output_dir))
-    return RewardTrainer(
-        model=model,
-        args=config,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=callbacks,
-    )
+    return make_trainer(RewardTrainer, config, model, tokenizer, rows, peft_config, callbacks)
 
 
 def load_head_model(base_dir: Path) -> Any:

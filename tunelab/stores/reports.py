@@ -39,7 +39,9 @@ def load_report(path: Path) -> dict[str, Any]:
         raise TunelabError(f"cannot read report {path / REPORT_JSON}: {exc}") from None
 
 
-def _ms(value: float | None) -> str:
+def whole_or_dash(value: float | None) -> str:
+    """A mean rounded to a whole number, or "-" when nothing was measured (e.g. decode speed of
+    one-token replies: there is no second token to time)."""
     return f"{value:.0f}" if value is not None else "-"
 
 
@@ -65,7 +67,7 @@ def markdown(summary: Summary, plot_path: Path) -> str:
         lines.append(
             f"| {a.arm} | {fmt_interval('accuracy', a.metrics['accuracy'])} | {fmt_interval('chrf', a.metrics['chrf'])} "
             f"| {fmt_interval('rouge_l', a.metrics['rouge_l'])} | {a.mean_prompt_tokens:.0f} | {a.mean_completion_tokens:.1f} "
-            f"| {_ms(a.mean_ttft_ms)} | {_ms(a.mean_total_ms)} | {a.mean_decode_tps or 0:.0f} | {a.wall_s:.1f} |"
+            f"| {whole_or_dash(a.mean_ttft_ms)} | {whole_or_dash(a.mean_total_ms)} | {whole_or_dash(a.mean_decode_tps)} | {a.wall_s:.1f} |"
         )
     lines += ["", f"## Paired differences on {metric} (row minus column arm)", "", "| a | b | a - b | p | verdict |", "|---|---|---|---|---|"]
     for p in summary.pairs:

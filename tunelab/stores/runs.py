@@ -187,3 +187,9 @@ def adapter_training_ids(conn: sqlite3.Connection, name: str) -> set[Any]:
 def latest_adapter_for_bank(conn: sqlite3.Connection, bank: str) -> str | None:
     row = conn.execute("SELECT name FROM adapters WHERE bank = ? ORDER BY created_at DESC LIMIT 1", (bank,)).fetchone()
     return row["name"] if row else None
+
+
+def reward_models(conn: sqlite3.Connection, base_sha256: str | None = None) -> list[Run]:
+    """Finished reward models, newest first (only those trained on `base_sha256` when given)."""
+    return [r for r in RunStore(conn).list()
+            if r.method == "reward" and r.status == "done" and base_sha256 in (None, r.base_sha256)]

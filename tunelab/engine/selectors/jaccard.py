@@ -3,7 +3,7 @@
 Up to `EXACT_LIMIT` (50k) examples the score of every example is computed exactly, through an
 inverted index (only examples sharing a token with the query are touched). Above it a MinHash
 LSH forest (datasketch) proposes candidates that are then scored exactly; its recall against
-the exact ranking is measured in tests and in `benchmarks/selector_recall.py`.
+the exact ranking is measured in tests and in `benchmarks/selection.py`.
 Ties are broken by example id, so a selection is deterministic.
 """
 

@@ -13,12 +13,13 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Markdown, Static
 from textual.worker import get_current_worker
 
+from tunelab.engine.best_of_n import BestOfRequest, Scorer, check
 from tunelab.engine.chat_service import ChatService, ChatTurn, IclRequest
 from tunelab.engine.llama_engine import ReplyStats
 from tunelab.engine.sampling import SamplerParams
 from tunelab.errors import TunelabError
 from tunelab.stores.banks import BankStore
-from tunelab.stores.runs import RunStore
+from tunelab.stores.runs import RunStore, reward_models
 from tunelab.stores.conversations import Message
 from tunelab.stores.feedback import FeedbackStore
 from tunelab.tui.screens.chat_settings import ChatSettingsScreen
@@ -55,6 +56,8 @@ class ChatScreen(Screen[None]):
         self.adapter: str | None = None
         """The adapter the engine serves now (the panel's choice is applied on the next reply)."""
         self._started = 0.0
+        self._scorers: dict[str, Scorer] = {}
+        """Reward models loaded for best-of, by name (loading one takes seconds)."""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -64,8 +67,9 @@ class ChatScreen(Screen[None]):
                 yield VerticalScroll(id="messages")
                 yield Static("", id="stats")
                 yield Input(placeholder="Message (Enter to send, Esc to stop)", id="prompt")
-            yield ContextPanel(BankStore(self.service.conn).names(), [a.name for a in RunStore(self.service.conn).adapters()],
-                               id="context")
+            conn = self.service.conn
+            yield ContextPanel(BankStore(conn).names(), [a.name for a in RunStore(conn).adapters()],
+                               [r.name for r in reward_models(conn)], id="context")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -166,25 +170,27 @@ class ChatScreen(Screen[None]):
             self.start(self.conversation_id, None)
 
     def start(self, conversation_id: int, prompt: str | None) -> None:
-        """Read the ICL and adapter choice here (widgets belong to this thread), then generate."""
+        """Read the ICL, adapter and best-of choice here (widgets belong to this thread), then generate."""
         panel = self.query_one(ContextPanel)
         try:
             icl = panel.request()
+            best_of = panel.best_of()
         except TunelabError as exc:
             self.notify(str(exc), severity="error")
             return
-        self.generate(conversation_id, prompt, icl, panel.adapter)
+        self.generate(conversation_id, prompt, icl, panel.adapter, best_of)
 
     def on_descendant_focus(self, event: Any) -> None:
         view = event.widget
         if isinstance(view, MessageView) and view.message is not None and view.role == "assistant":
-            self.query_one(ContextPanel).show_examples(view.message.provenance.get("icl"))
+            self.query_one(ContextPanel).show_reply(view.message.provenance)
 
     def action_cancel(self) -> None:
         self.workers.cancel_group(self, "generate")
 
     @work(thread=True, exclusive=True, group="generate")
-    def generate(self, conversation_id: int, prompt: str | None, icl: IclRequest | None, adapter: str | None) -> None:
+    def generate(self, conversation_id: int, prompt: str | None, icl: IclRequest | None, adapter: str | None,
+                 best_of: tuple[str, int] | None) -> None:
         """Runs in a thread: llama.cpp blocks. Widgets are only touched through call_from_thread."""
         worker = get_current_worker()
         app = self.app
@@ -199,15 +205,16 @@ class ChatScreen(Screen[None]):
                 app.call_from_thread(self._status, f"choosing examples from {icl.bank} ({icl.selector})…")
                 self.service.selector(icl, lambda done, total: app.call_from_thread(
                     self._status, f"embedding {icl.bank}: {done}/{total} examples…"))
+            pick = self._best_of_request(best_of, params) if best_of else None
             if prompt is None:
-                turn = self.service.regenerate(conversation_id, params, icl)
+                turn = self.service.regenerate(conversation_id, params, icl, pick)
             else:
-                turn = self.service.send(conversation_id, prompt, params, icl)
+                turn = self.service.send(conversation_id, prompt, params, icl, pick)
         except TunelabError as exc:
             app.call_from_thread(self._failed, str(exc))
             return
         app.call_from_thread(self._begin_reply, prompt)
-        pending: list[str] = []
+        pending: list[str] = list(turn.reply.parts)  # a best-of reply is complete already
         last_flush = time.monotonic()
         chunks = 0
         try:
@@ -224,6 +231,19 @@ class ChatScreen(Screen[None]):
             turn.reply.close()
             message = turn.save()
         app.call_from_thread(self._end_reply, "".join(pending), message, turn.reply.stats)
+
+    def _best_of_request(self, choice: tuple[str, int], params: SamplerParams) -> BestOfRequest:
+        """Runs in the worker: loads the reward model once, then every candidate is sampled before the reply shows."""
+        name, n = choice
+        check(n, params)
+        if name not in self._scorers:
+            from tunelab.finetune.feedback_runs import load_reward_model
+
+            self.app.call_from_thread(self._status, f"loading reward model {name}…")
+            model_path = self.service.models.resolve(self.service.settings.model)
+            self._scorers[name] = load_reward_model(self.service.settings, self.service.conn, name, model_path)[1]
+        self.app.call_from_thread(self._status, f"sampling {n} replies for reward model {name}…")
+        return BestOfRequest(n, self._scorers[name], name)
 
     def _status(self, text: str) -> None:
         self.query_one("#stats", Static).update(text)
@@ -269,7 +289,7 @@ class ChatScreen(Screen[None]):
             f"{stats.prompt_tokens} prompt{examples} + {stats.completion_tokens} tokens · TTFT {ttft} · {tps} · "
             f"{stats.finish_reason}{dropped}"
         )
-        self.query_one(ContextPanel).show_examples(icl)
+        self.query_one(ContextPanel).show_reply(message.provenance)
         if stats.dropped_turns:
             self.notify(f"dropped the {stats.dropped_turns} oldest messages to fit the context window")
         self.query_one("#messages", VerticalScroll).scroll_end(animate=False)

@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Footer, Header, Label, Static
 
 from tunelab.engine.statistics import Interval
 from tunelab.engine.summary import fmt_interval
-from tunelab.stores.reports import REPORT_PNG, load_report
+from tunelab.stores.reports import REPORT_PNG, load_report, whole_or_dash
 from tunelab.tui.widgets.compare.report_plot import ReportPlot
 
 
@@ -51,8 +51,8 @@ class ReportScreen(Screen[None]):
                 a["arm"],
                 fmt_interval(metric, _interval(m)),
                 f"{a['mean_prompt_tokens']:.0f}",
-                f"{a['mean_ttft_ms'] or 0:.0f}",
-                f"{a['mean_decode_tps'] or 0:.0f}",
+                whole_or_dash(a["mean_ttft_ms"]),
+                whole_or_dash(a["mean_decode_tps"]),
                 f"{a['wall_s']:.1f}",
             )
         self.query_one("#report-verdict", Static).update(Text("\n".join(line.replace("**", "") for line in report["verdict"])))

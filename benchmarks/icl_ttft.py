@@ -1,0 +1,107 @@
+"""Time to first token: zero-shot vs k=4 ICL prompts on the bundled model, cold and warm.
+
+Three prompt kinds for the same held-out reviews of the demo sentiment bank:
+- zero-shot: system prompt (with the bank's instruction) + the review;
+- static k=4: the same 4 examples for every query (classic fixed few-shot);
+- dynamic k=4: the 4 Jaccard-nearest examples for each query (what tunelab does).
+Cold = the KV cache cleared before each query. Warm = consecutive queries of one kind on the
+same loaded model, so llama.cpp reuses the longest common token prefix with the previous
+prompt. For each kind it prints prompt tokens, tokens actually evaluated (prompt minus reused
+prefix) and median TTFT, with the ratio to zero-shot (target: warm ICL <= 1.2x zero-shot).
+
+    .venv/bin/python benchmarks/icl_ttft.py [--queries 20] [--reps 3] [--k 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from tunelab.config import Settings
+from tunelab.engine.chat_template import ChatMessage
+from tunelab.engine.icl_prompt import build_icl_messages
+from tunelab.engine.llama_engine import LlamaEngine
+from tunelab.engine.models import bundled_chat_model
+from tunelab.engine.sampling import SamplerParams
+from tunelab.engine.selectors import Selected, make_selector
+from tunelab.stores import demo_banks
+from tunelab.stores.banks import BankStore
+from tunelab.stores.db import connect
+
+GREEDY_ONE_TOKEN = SamplerParams(temperature=0, max_tokens=1)
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b[:-1]):  # llama-cpp-python always re-evaluates the prompt's last token
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def ttft(engine: LlamaEngine, messages: list[ChatMessage], cold: bool, previous: list[int]) -> tuple[float, int, list[int]]:
+    """(TTFT ms, tokens evaluated, prompt tokens) of one greedy one-token reply."""
+    tokens = engine.template.tokens(messages)
+    if cold:
+        engine.llama.reset()
+    reused = 0 if cold else common_prefix(previous, tokens)
+    reply = engine.chat(messages, GREEDY_ONE_TOKEN)
+    reply.text()
+    assert reply.stats.ttft_ms is not None
+    return reply.stats.ttft_ms, len(tokens) - reused, tokens
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--queries", type=int, default=20)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--k", type=int, default=4)
+    parser.add_argument("--model", default=str(bundled_chat_model()))
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    settings = Settings(home=Path(tempfile.mkdtemp(prefix="tunelab-bench-")))
+    conn = connect(settings.db_path)
+    demo = demo_banks.sentiment(400)
+    bank = BankStore(conn).create("sentiment", demo.rows, demo.instruction).bank
+    queries = [e.input for e in BankStore(conn).examples(bank.name, "test")[: args.queries]]
+    jaccard = make_selector("jaccard", bank, conn, settings)
+    static = jaccard.select(queries[0], args.k)
+    engine = LlamaEngine(Path(args.model), n_ctx=2048)
+
+    kinds: dict[str, Callable[[str], list[Selected]]] = {
+        "zero-shot": lambda q: [],
+        f"static k={args.k}": lambda q: static,
+        f"dynamic k={args.k} (jaccard)": lambda q: jaccard.select(q, args.k),
+    }
+    prompts = {name: [build_icl_messages(engine, bank, pick(q), q, 1).messages for q in queries] for name, pick in kinds.items()}
+    results: dict[tuple[str, str], list[tuple[float, int, int]]] = {}
+    ttft(engine, prompts["zero-shot"][0], True, [])  # warm-up: page the weights in
+    for _ in range(args.reps):  # kinds interleaved per repetition so drift hits all alike
+        for name, messages in prompts.items():
+            for mode in ("cold", "warm"):
+                engine.llama.reset()
+                ttft(engine, messages[-1], True, [])  # warm: the cache holds a prompt of this kind
+                previous = engine.template.tokens(messages[-1])
+                for prompt in messages:
+                    ms, evaluated, previous = ttft(engine, prompt, mode == "cold", previous)
+                    results.setdefault((name, mode), []).append((ms, evaluated, len(previous)))
+
+    print(f"{Path(args.model).name}, {len(queries)} held-out reviews x {args.reps} reps, {os.cpu_count()} CPUs")
+    print(f"{'prompt':<24} {'mode':<5} {'prompt tok':>10} {'evaluated':>9} {'TTFT ms':>8} {'vs zero-shot':>12}")
+    for mode in ("cold", "warm"):
+        base = statistics.median(ms for ms, _, _ in results[("zero-shot", mode)])
+        for name in prompts:
+            runs = results[(name, mode)]
+            median = statistics.median(ms for ms, _, _ in runs)
+            print(f"{name:<24} {mode:<5} {statistics.mean(p for _, _, p in runs):>10.0f} "
+                  f"{statistics.mean(e for _, e, _ in runs):>9.0f} {median:>8.1f} {median / base:>11.2f}x")
+
+
+if __name__ == "__main__":
+    main()
