@@ -19,10 +19,8 @@ between the two SFT figures; the ratios use their mean.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -31,17 +29,14 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from train_throughput import step_seconds  # noqa: E402
+from train_throughput import bench_home, step_seconds, training_parser  # noqa: E402
 
 from tunelab.config import Settings  # noqa: E402
-from tunelab.engine.models import bundled_chat_model  # noqa: E402
 from tunelab.finetune import feedback_train, sft  # noqa: E402
 from tunelab.finetune.args import SFTArgs  # noqa: E402
-from tunelab.finetune.base_weights import prepare_base  # noqa: E402
 from tunelab.finetune.preference_args import PreferenceArgs  # noqa: E402
 from tunelab.finetune.progress import ProgressCallback, TrainProgress  # noqa: E402
 from tunelab.stores import demo_banks  # noqa: E402
-from tunelab.stores.db import connect  # noqa: E402
 
 TARGETS = {"kto": 1.6, "dpo": 2.5}
 
@@ -90,19 +85,9 @@ def time_preference(method: str, hf_dir: Path, prompts: list[Any], args: Prefere
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--examples", type=int, default=64)
-    parser.add_argument("--hf-dir", type=Path, default=None, help="An already dequantised copy of the bundled model (skips ~20 s).")
-    opts = parser.parse_args()
+    opts = training_parser(__doc__.splitlines()[0], examples=64).parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="tunelab-bench-") as tmp:
-        home = Path(tmp)
-        settings = Settings(home=home)
-        conn = connect(home / "tunelab.db")
-        base = prepare_base(conn, home / "models", bundled_chat_model(), opts.hf_dir)
+    with bench_home(opts.hf_dir) as (home, settings, conn, base):
         prompts = labelled_prompts(opts.examples)
         common = dict(max_steps=opts.steps, batch_size=opts.batch_size, max_length=opts.max_length, seed=0)
         sft_args = SFTArgs(lr=5e-5, r=8, alpha=16.0, dropout=0.0, save_steps=10**6, packing=False, **common)
@@ -126,7 +111,6 @@ def main() -> None:
         for method, target in TARGETS.items():
             ratio = seconds[method] / sft_step
             print(f"{method.upper()} / SFT per step: {ratio:.2f}x (target <= {target}x: {'met' if ratio <= target else 'NOT met'})")
-        conn.close()
 
 
 if __name__ == "__main__":

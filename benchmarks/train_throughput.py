@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -145,22 +148,36 @@ def decode_rates(gguf: Path, adapter: Path, reps: int, max_tokens: int) -> tuple
     return statistics.median(rates[False]), statistics.median(rates[True])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def training_parser(description: str, examples: int) -> argparse.ArgumentParser:
+    """The options every training benchmark shares (the same defaults make their figures comparable)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--examples", type=int, default=200)
-    parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--examples", type=int, default=examples)
     parser.add_argument("--hf-dir", type=Path, default=None, help="An already dequantised copy of the bundled model (skips ~20 s).")
-    opts = parser.parse_args()
+    return parser
 
+
+@contextmanager
+def bench_home(hf_dir: Path | None) -> Iterator[tuple[Path, Settings, sqlite3.Connection, Any]]:
+    """A throw-away data dir with its database and the bundled model prepared as training base."""
     with tempfile.TemporaryDirectory(prefix="tunelab-bench-") as tmp:
         home = Path(tmp)
-        settings = Settings(home=home)
         conn = connect(home / "tunelab.db")
-        base = prepare_base(conn, home / "models", bundled_chat_model(), opts.hf_dir)
+        try:
+            yield home, Settings(home=home), conn, prepare_base(conn, home / "models", bundled_chat_model(), hf_dir)
+        finally:
+            conn.close()
+
+
+def main() -> None:
+    parser = training_parser(__doc__.splitlines()[0], examples=200)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    opts = parser.parse_args()
+
+    with bench_home(opts.hf_dir) as (home, settings, conn, base):
         rows = rows_from_demo(opts.examples)
         args = SFTArgs(max_steps=opts.steps, batch_size=opts.batch_size, max_length=opts.max_length, r=8, save_steps=10**6)
         print(f"{len(rows)} examples, {opts.steps} steps x batch {opts.batch_size}, max_length {opts.max_length}, device {sft.device()}")
@@ -186,7 +203,6 @@ def main() -> None:
         base_tps, adapter_tps = decode_rates(base.gguf_path, adapter, opts.reps, opts.max_tokens)
         print(f"llama.cpp decode: base {base_tps:.1f} tok/s, with adapter {adapter_tps:.1f} tok/s "
               f"= {adapter_tps / base_tps:.0%} of base (target >= 90 %)")
-        conn.close()
 
 
 if __name__ == "__main__":

@@ -60,6 +60,19 @@ def topical_texts(n_topics: int, per_topic: int, seed: int = 0) -> tuple[random.
     return rng, vocabulary, topics, texts
 
 
+def test_exact_scorer_matches_brute_force_ranking_with_common_words_and_ties() -> None:
+    rng, vocabulary, topics, texts = topical_texts(40, 10)
+    texts = [f"the a {t}" if i % 3 else t for i, t in enumerate(texts)]  # common words touch most of the pool
+    pool = [Example(3 * i + 7, t, "x", "train") for i, t in enumerate(texts)]
+    selector = JaccardSelector(pool, "gen")
+    for query in ["the a " + " ".join(rng.sample(rng.choice(topics), 5)) for _ in range(25)] + ["nothing shared"]:
+        wanted = tokenize(query)
+        brute = sorted(pool, key=lambda e: (-jaccard(wanted, tokenize(e.input)), e.id))[:6]
+        picks = selector.select(query, 6)
+        assert [p.id for p in picks] == [e.id for e in brute]
+        assert [p.score for p in picks] == [jaccard(wanted, tokenize(e.input)) for e in brute]
+
+
 def test_lsh_index_recall_against_exact_on_a_generated_bank() -> None:
     rng, vocabulary, topics, texts = topical_texts(150, 10)
     pool = [Example(i + 1, t, "x", "train") for i, t in enumerate(texts)]
