@@ -11,8 +11,11 @@ learning rate, seed and the same examples from the packaged `sentiment` demo ban
 - DPO: the same prompts, chosen = correct label, rejected = wrong label.
 
 The step time is the median gap between consecutive progress events after the first step
-(warm-up). SFT runs first and again last, so drift in the machine's load shows up as a gap
-between the two SFT figures; the ratios use their mean.
+(warm-up). KTO and DPO compute the reference log-probabilities in one pass before training
+when the run covers every example at least once (`preference_args.reference_settings`; the
+defaults, 8 steps x 4 of 32 examples, are one epoch), so each run's wall time is printed too.
+SFT runs first and again last, so drift in the machine's load shows up as a gap between the
+two SFT figures; the ratios use their mean.
 
     .venv/bin/python benchmarks/feedback_step_time.py [--steps 8] [--batch-size 4] [--max-length 128]
 """
@@ -57,6 +60,7 @@ class StepClock:
     """A progress listener that keeps the wall-clock time of every optimizer step."""
 
     def __init__(self) -> None:
+        self.started = time.perf_counter()
         self.times: list[float] = []
         self.events: list[TrainProgress] = []
 
@@ -85,7 +89,7 @@ def time_preference(method: str, hf_dir: Path, prompts: list[Any], args: Prefere
 
 
 def main() -> None:
-    opts = training_parser(__doc__.splitlines()[0], examples=64).parse_args()
+    opts = training_parser(__doc__.splitlines()[0], examples=32).parse_args()
 
     with bench_home(opts.hf_dir) as (home, settings, conn, base):
         prompts = labelled_prompts(opts.examples)
@@ -107,7 +111,8 @@ def main() -> None:
         for name, clock in clocks.items():
             events = clock.events
             print(f"{name:<11} {seconds[name]:6.2f} s/step  ({seconds[name] / sft_step:4.2f}x SFT)  "
-                  f"loss {events[0].loss:.3f} -> {events[-1].loss:.3f}")
+                  f"loss {events[0].loss:.3f} -> {events[-1].loss:.3f}  "
+                  f"wall {clock.times[-1] - clock.started:5.1f} s (model load, reference pass, all steps)")
         for method, target in TARGETS.items():
             ratio = seconds[method] / sft_step
             print(f"{method.upper()} / SFT per step: {ratio:.2f}x (target <= {target}x: {'met' if ratio <= target else 'NOT met'})")

@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tunelab.finetune.preference_args import PreferenceArgs, make_trainer, trainer_kwargs
+from tunelab.finetune.preference_args import PreferenceArgs, make_trainer, reference_settings, trainer_kwargs
 
 
 def build_trainer(model: Any, tokenizer: Any, rows: list[dict[str, Any]], args: PreferenceArgs, output_dir: Path, peft_config: Any, callbacks: list[Any]) -> Any:
     from trl import DPOConfig, DPOTrainer
 
-    config = DPOConfig(**trainer_kwargs(args, output_dir), beta=args.beta)
+    config = DPOConfig(**trainer_kwargs(args, output_dir), **reference_settings(args, len(rows)), beta=args.beta)
     return make_trainer(DPOTrainer, config, model, tokenizer, rows, peft_config, callbacks)

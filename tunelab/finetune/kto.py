@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tunelab.finetune.preference_args import PreferenceArgs, make_trainer, trainer_kwargs
+from tunelab.finetune.preference_args import PreferenceArgs, make_trainer, reference_settings, trainer_kwargs
 
 
 def balanced_weights(n_desirable: int, n_undesirable: int) -> tuple[float, float]:
@@ -29,6 +29,7 @@ def build_trainer(model: Any, tokenizer: Any, rows: list[dict[str, Any]], args: 
     desirable, undesirable = balanced_weights(n_up, len(rows) - n_up)
     config = KTOConfig(
         **trainer_kwargs(args, output_dir),
+        **reference_settings(args, len(rows)),
         beta=args.beta,
         desirable_weight=desirable,
         undesirable_weight=undesirable,

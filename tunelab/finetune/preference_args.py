@@ -99,6 +99,16 @@ def trainer_kwargs(args: PreferenceArgs, output_dir: Path) -> dict[str, Any]:
     }
 
 
+def reference_settings(args: PreferenceArgs, n_rows: int) -> dict[str, Any]:
+    """KTO / DPO: compute the reference policy's log-probabilities in one pass before training
+    (same weights, adapter disabled) when the run sees every row at least once.
+
+    The reference never changes, so the loss is the same; a step is then the policy's forward
+    and backward only, and every epoch after the first skips the reference entirely. A run
+    shorter than one epoch would pay for rows it never trains on, so it keeps the per-step pass."""
+    return {"precompute_ref_log_probs": args.max_steps * args.batch_size >= n_rows}
+
+
 def make_trainer(trainer_class: Any, config: Any, model: Any, tokenizer: Any, rows: list[dict[str, Any]],
                  peft_config: Any, callbacks: list[Any]) -> Any:
     """Build any of the three trl trainers: they take the same arguments apart from their config."""
