@@ -49,7 +49,7 @@ def command(app: AppContext, prompt: str, system: str | None, conversation: int 
     service = ChatService(app.settings, app.conn)
     existing = service.store.get(conversation) if conversation is not None else None
     params = sampler_from(kwargs, base=existing.params if existing else None)
-    pick = best_of_request(app, service, params, best_of, reward_model)  # refused options leave no empty conversation
+    pick = best_of_request(service, params, best_of, reward_model)  # refused options leave no empty conversation
     if adapter:
         service.use_adapter(adapter, adapter_scale)
     if icl is not None:
@@ -97,19 +97,13 @@ def command(app: AppContext, prompt: str, system: str | None, conversation: int 
     )
 
 
-def best_of_request(app: AppContext, service: ChatService, params: SamplerParams, n: int | None,
-                    reward_model: str | None) -> BestOfRequest | None:
+def best_of_request(service: ChatService, params: SamplerParams, n: int | None, reward_model: str | None) -> BestOfRequest | None:
     """--best-of N [--reward-model NAME], checked before the reward model is loaded."""
-    from tunelab.engine.best_of_n import BestOfRequest, check
-    from tunelab.finetune.feedback_runs import load_reward_model
-
     if n is None:
         if reward_model is not None:
             raise TunelabError("--reward-model scores --best-of N candidates: add --best-of N")
         return None
-    check(n, params)
-    name, scorer = load_reward_model(app.settings, app.conn, reward_model, service.models.resolve(service.settings.model))
-    return BestOfRequest(n, scorer, name)
+    return service.best_of(n, params, reward_model)
 
 
 def report_candidates(best_of: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from tunelab.config import Settings
 from tunelab.engine.arms import DEFAULT_K
-from tunelab.engine.best_of_n import BestOfRequest, sample_best
+from tunelab.engine.best_of_n import BestOfRequest, Scorer, check, sample_best
 from tunelab.engine.chat_template import ChatMessage
 from tunelab.engine.icl_prompt import build_icl_messages
 from tunelab.engine.llama_engine import LlamaEngine, Reply
@@ -81,6 +81,8 @@ class ChatService:
         self._engine: LlamaEngine | None = None
         self.model_sha256 = ""
         self._selectors: dict[tuple[int, str, str], Selector] = {}
+        self._scorers: dict[str | None, tuple[str, Scorer]] = {}
+        """Reward models loaded for best-of, by the name asked for (loading one takes seconds)."""
 
     @property
     def engine(self) -> LlamaEngine:
@@ -136,6 +138,18 @@ class ChatService:
         if key not in self._selectors:
             self._selectors[key] = make_selector(icl.selector, bank, self.conn, self.settings, progress=progress)
         return self._selectors[key]
+
+    def best_of(self, n: int, params: SamplerParams, reward_model: str | None) -> BestOfRequest:
+        """Best-of-`n` scored by `reward_model` (None: the newest for this model), checked before the
+        reward model is loaded; each reward model is loaded once per service."""
+        check(n, params)
+        if reward_model not in self._scorers:
+            from tunelab.finetune.feedback_runs import load_reward_model
+
+            self._scorers[reward_model] = load_reward_model(self.settings, self.conn, reward_model,
+                                                            self.models.resolve(self.settings.model))
+        name, scorer = self._scorers[reward_model]
+        return BestOfRequest(n, scorer, name)
 
     def send(self, conversation_id: int, prompt: str, params: SamplerParams, icl: IclRequest | None = None,
              best_of: BestOfRequest | None = None) -> ChatTurn:

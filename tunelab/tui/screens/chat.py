@@ -13,7 +13,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Markdown, Static
 from textual.worker import get_current_worker
 
-from tunelab.engine.best_of_n import BestOfRequest, Scorer, check
+from tunelab.engine.best_of_n import BestOfRequest
 from tunelab.engine.chat_service import ChatService, ChatTurn, IclRequest
 from tunelab.engine.llama_engine import ReplyStats
 from tunelab.engine.sampling import SamplerParams
@@ -56,8 +56,6 @@ class ChatScreen(Screen[None]):
         self.adapter: str | None = None
         """The adapter the engine serves now (the panel's choice is applied on the next reply)."""
         self._started = 0.0
-        self._scorers: dict[str, Scorer] = {}
-        """Reward models loaded for best-of, by name (loading one takes seconds)."""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -233,17 +231,10 @@ class ChatScreen(Screen[None]):
         app.call_from_thread(self._end_reply, "".join(pending), message, turn.reply.stats)
 
     def _best_of_request(self, choice: tuple[str, int], params: SamplerParams) -> BestOfRequest:
-        """Runs in the worker: loads the reward model once, then every candidate is sampled before the reply shows."""
+        """Runs in the worker: every candidate is sampled before the reply shows, so say what is happening."""
         name, n = choice
-        check(n, params)
-        if name not in self._scorers:
-            from tunelab.finetune.feedback_runs import load_reward_model
-
-            self.app.call_from_thread(self._status, f"loading reward model {name}…")
-            model_path = self.service.models.resolve(self.service.settings.model)
-            self._scorers[name] = load_reward_model(self.service.settings, self.service.conn, name, model_path)[1]
-        self.app.call_from_thread(self._status, f"sampling {n} replies for reward model {name}…")
-        return BestOfRequest(n, self._scorers[name], name)
+        self.app.call_from_thread(self._status, f"loading reward model {name}, sampling {n} replies…")
+        return self.service.best_of(n, params, name)
 
     def _status(self, text: str) -> None:
         self.query_one("#stats", Static).update(text)
