@@ -16,9 +16,12 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     if command -v nvidia-smi >/dev/null 2>&1; then
         pip_ "torch>=2.4"
     else
-        pip_ --no-index "torch>=2.4" 2>/dev/null \
-            || pip_ "torch>=2.4" --index-url https://download.pytorch.org/whl/cpu 2>/dev/null \
-            || pip_ "torch>=2.4"
+        # a local CPU wheel (pip's find-links) first, then its dependencies from the index
+        if pip_ --no-index --no-deps "torch>=2.4" 2>/dev/null; then
+            pip_ "torch==$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("torch"))')"
+        else
+            pip_ "torch>=2.4" --index-url https://download.pytorch.org/whl/cpu 2>/dev/null || pip_ "torch>=2.4"
+        fi
     fi
 fi
 

@@ -29,7 +29,7 @@ def test_send_stores_prompt_and_reply_with_provenance(settings, conn, bundled_mo
     assert reply.content == text and reply.role == "assistant"
     assert reply.model_path == str(bundled_model.resolve())
     assert reply.model_sha256 == sha256_file(bundled_model)
-    assert reply.params == GREEDY.to_dict() and reply.seed == 0
+    assert isinstance(reply.seed, int) and reply.params == {**GREEDY.to_dict(), "seed": reply.seed}  # the seed drawn is kept
     assert reply.prompt_tokens == turn.reply.stats.prompt_tokens > 0
     assert not reply.interrupted
     assert [m.role for m in service.history(conv.id)] == ["system", "user", "assistant"]
@@ -49,7 +49,8 @@ def test_regenerate_replaces_the_last_reply(service):
     new = new_turn.save()
     messages = service.store.messages(conv.id)
     assert [m.id for m in messages[:-1]] == [m.id for m in first] + [messages[-2].id]
-    assert messages[-1].id == new.id != old.id and messages[-1].seed == 5  # ids are never reused
+    assert messages[-1].id == new.id != old.id  # ids are never reused
+    assert messages[-1].seed not in (5, None) and messages[-1].params["seed"] == messages[-1].seed  # a new draw, stored
     assert messages[-2].content == "Another one."
 
 
@@ -64,3 +65,20 @@ def test_regenerate_without_reply_is_refused(service):
     conv = service.store.create("t")
     with pytest.raises(TunelabError, match="nothing to regenerate"):
         service.regenerate(conv.id, GREEDY)
+
+
+SAMPLED = SamplerParams(temperature=0.7, max_tokens=24)
+
+
+def test_each_sampled_reply_draws_a_new_seed_and_a_stored_seed_reproduces_it(service):
+    conv = service.store.create("t")
+    prompt = "Write one sentence about the sea."
+    replies = []
+    for _ in range(4):
+        turn = service.send(conv.id, prompt, SAMPLED)
+        turn.reply.text()
+        replies.append(turn.save())
+    assert len({r.seed for r in replies}) == 4
+    assert len({r.content for r in replies}) > 1  # not the same reply every time, as with a fixed seed
+    again = service.send(service.store.create("t2").id, prompt, SamplerParams.from_dict(replies[0].params))
+    assert again.reply.text() == replies[0].content  # the stored params (with their seed) give the reply back

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 @click.option("--best-of", type=int, default=None, metavar="N", help="Sample N replies, keep the one the reward model scores highest (scores on stderr).")
 @click.option("--reward-model", default=None, metavar="NAME", help="Reward model for --best-of (default: the newest trained for this model).")
 @engine_options
-@sampler_options
+@sampler_options(SamplerParams())
 @pass_app
 def command(app: AppContext, prompt: str, system: str | None, conversation: int | None, as_json: bool,
             adapter: str | None, adapter_scale: float, bank: str | None, selector: str | None, k: int | None,

@@ -27,15 +27,15 @@ from tunelab.stores.reports import REPORT_MD, load_report
 @click.option("--test-file", type=click.Path(path_type=Path), default=None, help="JSONL test items (same fields as a bank) instead of the bank's test split.")
 @click.option("--reward-model", default=None, metavar="NAME", help="Add a column of this reward model's scores (see `tunelab feedback train --method reward`).")
 @engine_options
-@sampler_options
+@sampler_options(cmp.greedy(cmp.default_max_tokens([])), {"max_tokens": "16 for a bank with labels, 256 otherwise"})
 @pass_app
 def command(app: AppContext, bank: str, adapters: tuple[str, ...], no_adapter: bool, selectors: str, k: int,
             limit: int | None, test_file: Path | None, reward_model: str | None, **kwargs: object) -> None:
     """Compare base, base+ICL, LoRA and LoRA+ICL on held-out items, with CIs and a report.
 
-    Sampling is greedy with seed 0 (the sampler flags' defaults below are chat's), and
-    --max-tokens defaults to 16 for banks with labels, 256 otherwise. Rerunning the same
-    command resumes an interrupted comparison and reuses every finished answer.
+    Sampling is greedy with a fixed seed, so arms differ by their setup and not by sampling
+    luck. Rerunning the same command resumes an interrupted comparison and reuses every
+    finished answer.
     """
     apply_engine_options(app, kwargs)
     if limit is not None and limit < 1:

@@ -16,13 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from tunelab.field_types import field_types
 from tunelab.finetune.args import field_docs
 
 if TYPE_CHECKING:  # transformers loads with it: not for `--help` or a refused command
     from tunelab.finetune.progress import TrainProgress
-
-KINDS = {"int": int, "float": float, "int | None": int}
-
 
 def dataclass_options(cls: type, flag_names: Mapping[str, tuple[str, ...]] = {}) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """One flag per field of `cls`, help from the field's docstring, so flags and dataclass can't drift.
@@ -31,19 +29,20 @@ def dataclass_options(cls: type, flag_names: Mapping[str, tuple[str, ...]] = {})
     Tuple fields take a comma-separated list; bool fields get `--x/--no-x`.
     """
     docs = field_docs(cls)
+    kinds = field_types(cls)
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         for f in reversed(fields(cls)):
             names = flag_names.get(f.name, ("--" + f.name.replace("_", "-"),))
             default = f.default if f.default is not MISSING else None
             help_text = f"{docs.get(f.name, '')} (default {default})"
-            kind = str(f.type)
-            if kind == "bool":
+            kind = kinds[f.name].base
+            if kind is bool:
                 func = click.option(f"{names[0]}/--no-{names[0][2:]}", f.name, default=None, help=help_text)(func)
-            elif kind.startswith("tuple"):
+            elif kind is tuple:
                 func = click.option(*names, f.name, default=None, help=f"{help_text}; comma-separated")(func)
             else:
-                func = click.option(*names, f.name, type=KINDS[kind], default=None, help=help_text)(func)
+                func = click.option(*names, f.name, type=kind, default=None, help=help_text)(func)
         return func
 
     return decorate
@@ -51,10 +50,11 @@ def dataclass_options(cls: type, flag_names: Mapping[str, tuple[str, ...]] = {})
 
 def args_from(cls: type, kwargs: dict[str, Any]) -> Any:
     """The dataclass from the flags that were given (comma lists split for tuple fields)."""
-    tuples = {f.name for f in fields(cls) if str(f.type).startswith("tuple")}
+    kinds = field_types(cls)
     values = {k: v for k, v in kwargs.items() if v is not None}
-    for name in tuples & set(values):
-        values[name] = tuple(m.strip() for m in values[name].split(",") if m.strip())
+    for name in values:
+        if kinds[name].base is tuple:
+            values[name] = kinds[name].parse(values[name])
     return cls(**values)
 
 

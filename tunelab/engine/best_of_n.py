@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from tunelab.engine.chat_template import ChatMessage
 from tunelab.engine.llama_engine import LlamaEngine, Reply
-from tunelab.engine.sampling import SamplerParams
+from tunelab.engine.sampling import SEED_RANGE, SamplerParams
 from tunelab.errors import TunelabError
 
 MAX_N = 16
@@ -71,9 +71,11 @@ class BestOfRequest:
 def sample_best(engine: LlamaEngine, messages: list[ChatMessage], params: SamplerParams, n: int, scorer: Scorer) -> BestOfN:
     """Generate `n` replies to `messages` (seeds seed, seed+1, ...) and score them all at once."""
     check(n, params)
+    first = params.seeded().seed
+    assert first is not None
     replies = []
     for i in range(n):
-        seeded = replace(params, seed=params.seed + i)
+        seeded = replace(params, seed=(first + i) % SEED_RANGE)
         reply = engine.chat(messages, seeded)
         reply.text()
         replies.append((seeded.seed, reply))

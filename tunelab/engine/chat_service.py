@@ -170,7 +170,8 @@ class ChatService:
         if len(messages) < 2 or messages[-1].role != "assistant":
             raise TunelabError("nothing to regenerate: the conversation has no reply yet")
         history = self.history(conversation_id)[:-2]
-        turn = self._start(conversation_id, history, messages[-2].content, params, icl, best_of)
+        # a new seed even when the user fixed one: the same seed would give back the same reply
+        turn = self._start(conversation_id, history, messages[-2].content, replace(params, seed=None), icl, best_of)
         self.store.delete_message(messages[-1].id)
         return turn
 
@@ -200,6 +201,7 @@ class ChatService:
 
     def _start(self, conversation_id: int, history: list[ChatMessage], prompt: str, params: SamplerParams,
                icl: IclRequest | None, best_of: BestOfRequest | None) -> ChatTurn:
+        params = params.seeded()
         prepared = self._prepare(history, prompt, params, icl)
         if best_of is None:
             return self._turn(conversation_id, prepared, self.engine.chat(prepared.messages, params), params)

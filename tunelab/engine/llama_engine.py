@@ -1,7 +1,8 @@
 """The one inference engine: a llama.cpp model kept loaded, streaming replies with their stats.
 
 The `Llama` instance lives as long as the engine, so llama.cpp reuses the KV cache of the
-common prompt prefix from one turn to the next (system prompt, earlier turns, ICL examples).
+common prompt prefix from one greedy reply to the next (system prompt, ICL examples); a sampled
+reply is computed from an empty cache, so that its stored seed reproduces it exactly.
 """
 
 from __future__ import annotations
@@ -192,7 +193,7 @@ class LlamaEngine:
 
     def chat(self, messages: list[ChatMessage], params: SamplerParams | None = None) -> Reply:
         """Stream a reply to `messages` (oldest turns dropped if they don't fit)."""
-        params = params or SamplerParams()
+        params = (params or SamplerParams()).seeded()
         if not messages or not messages[-1].content.strip():
             raise TunelabError("empty prompt: type something to send")
         fitted, dropped = self.fit(messages, params.max_tokens)
@@ -212,6 +213,12 @@ class LlamaEngine:
         hit = False
         stats.finish_reason = "cancelled"
         with self._lock:
+            if params.temperature > 0:
+                # Logits depend slightly on how the KV cache was filled (one batch, token by token,
+                # trimmed back): measured, the same prompt and seed gave another reply after a
+                # previous turn. A sampled reply starts from an empty cache so its seed reproduces
+                # it; greedy replies (compare) keep reusing the common prefix.
+                llama.reset()
             llama.set_seed(params.seed)
             generator = llama.generate(
                 tokens,

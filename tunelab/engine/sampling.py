@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import secrets
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from tunelab.errors import TunelabError
+from tunelab.field_types import field_types
+
+SEED_RANGE = 2**31
+"""Seeds drawn for a reply are below this (llama.cpp takes a uint32; JSON and SQLite keep it exact)."""
 
 
 @dataclass
@@ -22,8 +27,9 @@ class SamplerParams:
     """>1 discourages repeating recent tokens."""
     max_tokens: int = 512
     """Reply budget in tokens; also reserved in the context window."""
-    seed: int = 0
-    """Random seed, so a sampled reply can be reproduced."""
+    seed: int | None = None
+    """Random seed; None draws a new one per reply. The seed used is stored with the reply, so
+    any sampled reply can be reproduced by fixing it."""
     stop: list[str] = field(default_factory=list)
     """Extra stop strings (the model's end-of-turn token always stops)."""
 
@@ -39,6 +45,8 @@ class SamplerParams:
             problems.append("repeat_penalty must be > 0")
         if self.max_tokens < 1:
             problems.append("max_tokens must be >= 1")
+        if self.seed is not None and not 0 <= self.seed < SEED_RANGE:
+            problems.append(f"seed must be in [0, {SEED_RANGE})")
         if problems:
             raise TunelabError("bad sampler settings: " + "; ".join(problems))
 
@@ -52,14 +60,19 @@ class SamplerParams:
 
     @staticmethod
     def _coerce(name: str, value: Any) -> Any:
-        """Accept numbers typed as text (settings forms, config files) with a one-line error."""
-        kind = {"float": float, "int": int}.get(str(next(f.type for f in fields(SamplerParams) if f.name == name)))
-        if kind is None or not isinstance(value, str):
+        """Accept numbers typed as text (settings forms, config files) with a one-line error; a
+        blank seed means "random"."""
+        kind = field_types(SamplerParams)[name]
+        if not isinstance(value, str) or kind.base not in (int, float):
             return value
         try:
-            return kind(value.strip())
+            return kind.parse(value)
         except ValueError:
-            raise TunelabError(f"sampler setting {name} must be a number (got {value!r})") from None
+            raise TunelabError(f"sampler setting {name} must be {kind.expected} (got {value!r})") from None
+
+    def seeded(self) -> "SamplerParams":
+        """These settings with a concrete seed: a fresh random one unless the user fixed it."""
+        return self if self.seed is not None else replace(self, seed=secrets.randbelow(SEED_RANGE))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
