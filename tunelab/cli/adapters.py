@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from tunelab.cli.app_context import AppContext, pass_app
+from tunelab.cli.output import echo_json, json_option, limit_option, limited
 from tunelab.finetune.export_gguf import MODEL_TYPES
 from tunelab.stores.runs import RunStore
 
@@ -20,11 +21,16 @@ def command(ctx: click.Context) -> None:
 
 
 @command.command("list")
+@limit_option
+@json_option
 @pass_app
-def list_adapters(app: AppContext) -> None:
+def list_adapters(app: AppContext, limit: int | None, as_json: bool) -> None:
     """List trained adapters."""
     store = RunStore(app.conn)
-    adapters = store.adapters()
+    adapters = limited(store.adapters(), limit)
+    if as_json:
+        echo_json(adapters)
+        return
     if not adapters:
         click.echo("no adapters yet: train one with `tunelab train NAME --bank BANK`")
     for adapter in adapters:
@@ -38,10 +44,16 @@ def list_adapters(app: AppContext) -> None:
 
 
 @command.command("runs")
+@limit_option
+@json_option
 @pass_app
-def list_runs(app: AppContext) -> None:
+def list_runs(app: AppContext, limit: int | None, as_json: bool) -> None:
     """List training runs with their status (resume cancelled/failed ones with `tunelab train --resume`)."""
-    for run in RunStore(app.conn).list():
+    runs = limited(RunStore(app.conn).list(), limit)
+    if as_json:
+        echo_json(runs)
+        return
+    for run in runs:
         last = run.loss_history[-1]["loss"] if run.loss_history else None
         loss = f"loss {last:.4f}" if last is not None else ""
         click.echo(f"{run.id:<4} {run.name:<20} {run.status:<9} step {run.step}/{run.total_steps}  bank {run.bank}  {run.device}  {loss}"
