@@ -14,7 +14,7 @@ from tunelab.errors import TunelabError
 
 T = TypeVar("T")
 
-READERS = {"int": int, "int | None": int, "float": float}
+READERS = {"int": int, "int | None": int, "float": float, "str": str}
 TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
