@@ -48,7 +48,7 @@ def test_sft_run_logs_its_loss_to_tensorboard(settings, conn, base_pair) -> None
 
 @pytest.mark.slow
 def test_feedback_run_logs_its_loss_to_tensorboard(settings, conn, base_pair) -> None:
-    rate_sentiment(conn, 2)
+    rate_sentiment(conn, 4)  # 8 ratings: the fewest KTO trains on
     args = PreferenceArgs(max_steps=2, batch_size=2, max_length=96, save_steps=100, report_to="tensorboard")
     plan = feedback_runs.prepare(settings, conn, "kto", args, name="tb-kto", model=str(base_pair.gguf_path), hf_dir=base_pair.hf_dir)
     done = feedback_runs.train(plan)
