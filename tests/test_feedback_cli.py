@@ -30,7 +30,7 @@ def test_rate_a_real_reply_list_export_and_delete(home: Path, tmp_path: Path) ->
 
     assert run("rate", message_id, "up", "--reason", "correct").stdout.strip() == f"message {message_id}: up"
     assert run("rate", message_id, "down", "--comment", "meh").returncode == 0
-    listed = [json.loads(line) for line in run("feedback", "list", "--json").stdout.splitlines()]
+    listed = json.loads(run("feedback", "list", "--json").stdout)
     assert len(listed) == 1 and listed[0]["rating"] == "down" and listed[0]["comment"] == "meh"
     assert listed[0]["reply"] == record["text"]
     assert listed[0]["prompt"] == [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Name a colour."}]
@@ -46,10 +46,10 @@ def test_rate_a_real_reply_list_export_and_delete(home: Path, tmp_path: Path) ->
 
     history = run("history", "delete", str(record["conversation_id"]))
     assert history.returncode == 0
-    assert json.loads(run("feedback", "list", "--json").stdout)["reply"] == record["text"]  # the snapshot survives
+    assert json.loads(run("feedback", "list", "--json").stdout)[0]["reply"] == record["text"]  # the snapshot survives
 
     assert run("rate", message_id, "none").stdout.strip() == f"message {message_id}: rating removed"
-    assert run("feedback", "list", "--json").stdout == ""
+    assert json.loads(run("feedback", "list", "--json").stdout) == []
 
 
 def test_feedback_bad_input_is_one_line(home: Path, tmp_path: Path) -> None:

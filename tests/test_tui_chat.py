@@ -134,3 +134,31 @@ async def test_f1_shows_the_keys(settings, conn):
         await pilot.press("f1")
         await pilot.pause()
         assert app.screen.query("HelpPanel")
+
+
+async def test_filter_narrows_the_conversation_list_by_title_and_message_text(settings, conn):
+    store = ConversationStore(conn)
+    soup = store.create("Soup")
+    store.add_user(soup.id, "How long should lentils simmer?")
+    knots = store.create("Knots")
+    bikes = store.create("Bikes")
+    store.add_user(bikes.id, "Which chain lube for lentil-dusty roads?")
+    app = make_app(settings, conn)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        listed = lambda: [item.name for item in screen.query_one("#conversations").children]  # noqa: E731
+        assert len(listed()) == 3
+        screen.query_one("#conversation-filter").focus()
+        for key in "lentil":
+            await pilot.press(key)
+        await pilot.pause()
+        assert listed() == [str(bikes.id), str(soup.id)]  # message text (word prefix), newest first
+        await pilot.press(*["backspace"] * 6, "k", "n", "o")
+        await pilot.pause()
+        assert listed() == [str(knots.id)]  # the title
+        await pilot.press("enter")  # Enter in the filter sends nothing
+        await pilot.pause()
+        assert all(len(store.messages(c.id)) <= 1 for c in store.list())
+        await pilot.press(*["backspace"] * 3)
+        await pilot.pause()
+        assert len(listed()) == 3

@@ -108,6 +108,18 @@ async def test_no_bank_and_bad_settings_are_reported_without_starting(settings, 
         assert any("select a cancelled or failed SFT run" in n.message for n in app._notifications)
 
 
+async def test_report_to_choice_reaches_the_run_settings(settings, conn) -> None:
+    app = TrainApp(settings, conn)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f4")
+        screen = app.screen
+        assert screen.form_args().report_to == "none"
+        screen.query_one("#train-report-to", Select).value = "tensorboard"
+        await pilot.pause()
+        assert screen.form_args().report_to == "tensorboard"
+        assert screen.query_one("#train-name", Input).value == ""  # only the bank choice names the adapter
+
+
 def test_snapshot_train_screen_with_a_past_run(snap_compare, settings, conn, tmp_path) -> None:
     BankStore(conn).create("glorbix", [ExampleRow(q, a, i + 1) for i, (q, a) in enumerate(FACTS)], "Answer the question.", test_size=0.2)
     store = RunStore(conn)

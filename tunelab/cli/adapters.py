@@ -1,4 +1,4 @@
-"""`tunelab adapters`: trained adapters (run, bank, metrics, files), runs, and GGUF exports."""
+"""`tunelab adapters`: trained adapters (run, bank, metrics, files), runs, and GGUF / Ollama exports."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from pathlib import Path
 import click
 
 from tunelab.cli.app_context import AppContext, pass_app
+from tunelab.cli.output import echo_json, json_option, limit_option, limited
+from tunelab.errors import TunelabError
 from tunelab.finetune.export_gguf import MODEL_TYPES
 from tunelab.stores.runs import RunStore
 
@@ -20,11 +22,16 @@ def command(ctx: click.Context) -> None:
 
 
 @command.command("list")
+@limit_option
+@json_option
 @pass_app
-def list_adapters(app: AppContext) -> None:
+def list_adapters(app: AppContext, limit: int | None, as_json: bool) -> None:
     """List trained adapters."""
     store = RunStore(app.conn)
-    adapters = store.adapters()
+    adapters = limited(store.adapters(), limit)
+    if as_json:
+        echo_json(adapters)
+        return
     if not adapters:
         click.echo("no adapters yet: train one with `tunelab train NAME --bank BANK`")
     for adapter in adapters:
@@ -38,10 +45,16 @@ def list_adapters(app: AppContext) -> None:
 
 
 @command.command("runs")
+@limit_option
+@json_option
 @pass_app
-def list_runs(app: AppContext) -> None:
+def list_runs(app: AppContext, limit: int | None, as_json: bool) -> None:
     """List training runs with their status (resume cancelled/failed ones with `tunelab train --resume`)."""
-    for run in RunStore(app.conn).list():
+    runs = limited(RunStore(app.conn).list(), limit)
+    if as_json:
+        echo_json(runs)
+        return
+    for run in runs:
         last = run.loss_history[-1]["loss"] if run.loss_history else None
         loss = f"loss {last:.4f}" if last is not None else ""
         click.echo(f"{run.id:<4} {run.name:<20} {run.status:<9} step {run.step}/{run.total_steps}  bank {run.bank}  {run.device}  {loss}"
@@ -50,11 +63,27 @@ def list_runs(app: AppContext) -> None:
 
 @command.command("export")
 @click.argument("name")
-@click.option("--merged", "tensor_type", type=click.Choice(MODEL_TYPES), required=True, help="Write base + adapter as one standalone GGUF of this type.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Output file (default: beside the adapter).")
+@click.option("--merged", "tensor_type", type=click.Choice(MODEL_TYPES), default=None, help="Write base + adapter as one standalone GGUF of this type.")
+@click.option("--ollama", "ollama_dir", is_flag=False, flag_value="", default=None, metavar="[DIR]",
+              help="Write an Ollama model folder: the GGUF and a Modelfile (default DIR: ollama/ in the adapter's folder).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="--merged only: output file (default: beside the adapter).")
 @pass_app
-def export(app: AppContext, name: str, tensor_type: str, out: Path | None) -> None:
-    """Merge adapter NAME into its base and write a standalone GGUF (runs anywhere llama.cpp does)."""
+def export(app: AppContext, name: str, tensor_type: str | None, ollama_dir: str | None, out: Path | None) -> None:
+    """Export adapter NAME: merged into its base as a standalone GGUF (--merged), for Ollama (--ollama), or both."""
+    if ollama_dir is not None:
+        from tunelab.finetune.ollama import export_ollama
+
+        if out is not None:
+            raise TunelabError("--out is for --merged alone: with --ollama the files go in the --ollama folder")
+        done = export_ollama(app.conn, name, Path(ollama_dir) if ollama_dir else None, tensor_type)
+        for note in done.notes:
+            click.echo(f"note: {note}", err=True)
+        click.echo(f"wrote {done.modelfile} and {done.weights}")
+        click.echo(f"create the Ollama model: {done.create_command}")
+        click.echo(f"then chat with it: ollama run {done.model_name}")
+        return
+    if tensor_type is None:
+        raise TunelabError("give --merged TYPE (a standalone GGUF) and/or --ollama [DIR] (a Modelfile for Ollama)")
     from tunelab.finetune.export_gguf import export_model
 
     store = RunStore(app.conn)

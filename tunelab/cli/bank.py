@@ -5,11 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import click
 
 from tunelab.cli.app_context import AppContext, pass_app
+from tunelab.cli.output import echo_json, json_option, limit_option, limited
 from tunelab.errors import TunelabError
 from tunelab.stores import demo_banks
 from tunelab.stores.bank_files import ParsedFile, read_examples
@@ -102,10 +104,15 @@ def import_demo(app: AppContext, demo: str, name: str | None, size: int | None, 
 
 
 @command.command("list")
+@limit_option
+@json_option
 @pass_app
-def list_banks(app: AppContext) -> None:
+def list_banks(app: AppContext, limit: int | None, as_json: bool) -> None:
     """List banks with their split sizes."""
-    banks = BankStore(app.conn).list()
+    banks = limited(BankStore(app.conn).list(), limit)
+    if as_json:
+        echo_json(banks)
+        return
     if not banks:
         click.echo("no banks yet: `tunelab bank import NAME FILE` or `tunelab bank import-demo sentiment`")
     for bank in banks:
@@ -116,14 +123,18 @@ def list_banks(app: AppContext) -> None:
 @command.command("show")
 @click.argument("name")
 @click.option("--split", type=click.Choice(["train", "test"]), default=None, help="Only this split.")
-@click.option("--limit", type=int, default=10, show_default=True, help="Examples to print (0 = all).")
+@click.option("-n", "--limit", type=click.IntRange(min=0), default=10, show_default=True, help="Examples to print (0 = all).")
+@json_option
 @pass_app
-def show(app: AppContext, name: str, split: str | None, limit: int) -> None:
+def show(app: AppContext, name: str, split: str | None, limit: int, as_json: bool) -> None:
     """Print a bank's settings and its first examples."""
     store = BankStore(app.conn)
     bank = store.get(name)
-    click.echo(describe(bank))
     examples = store.examples(name, split)
+    if as_json:
+        echo_json({**asdict(bank), "examples": limited(examples, limit)})
+        return
+    click.echo(describe(bank))
     for example in examples[: limit or None]:
         click.echo(f"\n#{example.id} [{example.split}]\n  in:  {one_line(example.input)}\n  out: {one_line(example.output)}")
     if limit and len(examples) > limit:

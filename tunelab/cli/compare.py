@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import click
 
 from tunelab.cli.app_context import AppContext, apply_engine_options, engine_options, pass_app
 from tunelab.cli.options import sampler_from, sampler_options
+from tunelab.cli.output import echo_json, json_option, limit_option, limited
 from tunelab.engine import arena
 from tunelab.engine import compare as cmp
 from tunelab.engine.arms import DEFAULT_K, SELECTOR_KINDS, parse_selectors, standard_grid
@@ -87,26 +89,38 @@ def reports(ctx: click.Context) -> None:
 
 
 @reports.command("list")
+@limit_option
+@json_option
 @pass_app
-def list_reports(app: AppContext) -> None:
+def list_reports(app: AppContext, limit: int | None, as_json: bool) -> None:
     """One line per comparison, newest first."""
-    for c in ComparisonStore(app.conn).list():
-        line = f"{c.id:>4}  {c.updated_at[:19]}  {c.status:<7}  {c.bank:<16} {len(c.arms)} arms"
-        if c.report_dir:
-            report = load_report(Path(c.report_dir))
-            best = report["verdict"][0] if report["verdict"] else ""
-            line += f"  {len(report['items'])} items  {best}"
+    records = []
+    for c in limited(ComparisonStore(app.conn).list(), limit):
+        report = load_report(Path(c.report_dir)) if c.report_dir else None
+        records.append({**asdict(c), "n_items": len(report["items"]) if report else None,
+                        "verdict": report["verdict"] if report else []})
+    if as_json:
+        echo_json(records)
+        return
+    for r in records:
+        line = f"{r['id']:>4}  {r['updated_at'][:19]}  {r['status']:<7}  {r['bank']:<16} {len(r['arms'])} arms"
+        if r["report_dir"]:
+            line += f"  {r['n_items']} items  {r['verdict'][0] if r['verdict'] else ''}"
         click.echo(line)
 
 
 @reports.command("show")
 @click.argument("comparison_id", type=int)
+@json_option
 @pass_app
-def show_report(app: AppContext, comparison_id: int) -> None:
-    """Print a comparison's report.md (and where its files are)."""
+def show_report(app: AppContext, comparison_id: int, as_json: bool) -> None:
+    """Print a comparison's report.md (or, with --json, its report.json: every number) and where its files are."""
     comparison = ComparisonStore(app.conn).get(comparison_id)
     if not comparison.report_dir:
         raise TunelabError(f"comparison {comparison_id} is unfinished: run the same `tunelab compare` again to resume")
     path = Path(comparison.report_dir)
-    click.echo((path / REPORT_MD).read_text(encoding="utf-8"))
+    if as_json:
+        echo_json({"comparison": asdict(comparison), "report": load_report(path)})
+    else:
+        click.echo((path / REPORT_MD).read_text(encoding="utf-8"))
     click.echo(f"report: {path}", err=True)

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from tunelab.cli.app_context import AppContext, pass_app
+from tunelab.cli.output import echo_json, json_option, limit_option, limited
 from tunelab.cli.training import args_from, dataclass_options, given, train_until_done
 from tunelab.errors import TunelabError
 from tunelab.finetune import feedback_data
@@ -40,27 +41,34 @@ def command(ctx: click.Context) -> None:
 @click.option("--rating", type=click.Choice(["up", "down"]), default=None, help="Only this rating.")
 @click.option("--adapter", default=None, help="Only replies of this adapter ('' = the base model).")
 @click.option("--counts", is_flag=True, help="Counts per model and adapter instead of the ratings.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON record per line.")
+@limit_option
+@json_option
 @pass_app
-def list_feedback(app: AppContext, rating: str | None, adapter: str | None, counts: bool, as_json: bool) -> None:
-    """One line per rating (and a count of A/B votes)."""
+def list_feedback(app: AppContext, rating: str | None, adapter: str | None, counts: bool, limit: int | None, as_json: bool) -> None:
+    """One line per rating, newest first (and a count of A/B votes)."""
     store = FeedbackStore(app.conn)
     if counts:
-        for c in store.counts():
+        rows = limited(store.counts(), limit)
+        if as_json:
+            echo_json(rows)
+            return
+        for c in rows:
             click.echo(f"{(c.model_sha256 or '-')[:12]:<12}  {c.adapter or '(base)':<24}  👍 {c.up:>4}  👎 {c.down:>4}  pairs {c.pairs:>4}")
         return
-    for r in store.ratings(rating=rating, adapter=adapter):
-        if as_json:
-            click.echo(json.dumps({"id": r.id, "subject": r.subject, "rating": r.rating, "reason": r.reason,
-                                   "comment": r.comment, "prompt": r.snapshot.prompt, "reply": r.snapshot.reply,
-                                   "adapter": r.snapshot.adapter, "model_sha256": r.snapshot.model_sha256}, ensure_ascii=False))
-            continue
+    ratings = limited(store.ratings(rating=rating, adapter=adapter)[::-1], limit)
+    if as_json:
+        echo_json([{"id": r.id, "subject": r.subject, "rating": r.rating, "reason": r.reason, "comment": r.comment,
+                    "message_id": r.message_id, "conversation_id": r.conversation_id, "created_at": r.created_at,
+                    "prompt": r.snapshot.prompt, "reply": r.snapshot.reply, "adapter": r.snapshot.adapter,
+                    "arm": r.snapshot.arm, "model_sha256": r.snapshot.model_sha256} for r in ratings])
+        return
+    for r in ratings:
         prompt = r.snapshot.prompt[-1]["content"].replace("\n", " ")[:40]
         reply = r.snapshot.reply.replace("\n", " ")[:40]
         mark = "👍" if r.rating == "up" else "👎"
         click.echo(f"{r.id:>5}  {mark}  {r.subject:<14}  {prompt:<40}  → {reply}")
     votes = store.votes()
-    if votes and not as_json:
+    if votes:
         decisive = sum(1 for v in votes if v.choice in ("a", "b"))
         click.echo(f"{len(votes)} A/B vote(s), {decisive} with a winner")
 

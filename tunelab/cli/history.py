@@ -1,16 +1,19 @@
-"""`tunelab history`: list, show, export, rename and delete conversations."""
+"""`tunelab history`: list, search, show, export, rename and delete conversations."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import click
 
 from tunelab.cli.app_context import AppContext, pass_app
+from tunelab.cli.output import echo_json, json_option, limit_option, limited
 from tunelab.stores.conversations import ConversationStore
 from tunelab.stores.export import conversation_json, conversation_markdown
 from tunelab.stores.files import atomic_write_text
+from tunelab.text import one_line
 
 
 @click.group("history", invoke_without_command=True)
@@ -22,21 +25,49 @@ def command(ctx: click.Context) -> None:
 
 
 @command.command("list")
+@limit_option
+@json_option
 @pass_app
-def list_conversations(app: AppContext) -> None:
+def list_conversations(app: AppContext, limit: int | None, as_json: bool) -> None:
     """One line per conversation, newest first."""
     store = ConversationStore(app.conn)
-    for conv in store.list():
-        count = len(store.messages(conv.id))
+    rows = [(conv, len(store.messages(conv.id))) for conv in limited(store.list(), limit)]
+    if as_json:
+        echo_json([{**asdict(conv), "message_count": count} for conv, count in rows])
+        return
+    for conv, count in rows:
         click.echo(f"{conv.id:>5}  {conv.updated_at[:19]}  {count:>3} msgs  {conv.title}")
+
+
+@command.command("search")
+@click.argument("text")
+@limit_option
+@json_option
+@pass_app
+def search(app: AppContext, text: str, limit: int | None, as_json: bool) -> None:
+    """Messages containing every word of TEXT (full-text, word prefixes match), best match first."""
+    hits = ConversationStore(app.conn).search(text, limit)
+    if as_json:
+        echo_json(hits)
+        return
+    if not hits:
+        click.echo(f"no message matches {text!r}", err=True)
+    for hit in hits:
+        m = hit.message
+        click.echo(f"{m.conversation_id:>5}  #{m.id:<6} {m.role:<9} {hit.conversation_title[:30]:<30}  {one_line(hit.snippet)}")
 
 
 @command.command("show")
 @click.argument("conversation_id", type=int)
+@json_option
 @pass_app
-def show(app: AppContext, conversation_id: int) -> None:
-    """Print a conversation as Markdown."""
-    click.echo(conversation_markdown(ConversationStore(app.conn), conversation_id))
+def show(app: AppContext, conversation_id: int, as_json: bool) -> None:
+    """Print a conversation as Markdown (or JSON with every message's provenance)."""
+    store = ConversationStore(app.conn)
+    if as_json:
+        echo_json(conversation_json(store, conversation_id))
+        return
+    click.echo(conversation_markdown(store, conversation_id))
 
 
 @command.command("export")

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from tunelab.cli.app_context import AppContext, pass_app
+from tunelab.cli.output import echo_json, json_option, limit_option, limited
 from tunelab.stores.models import ModelRegistry
 
 
@@ -19,14 +20,22 @@ def command(ctx: click.Context) -> None:
 
 
 @command.command("list")
+@limit_option
+@json_option
 @pass_app
-def list_models(app: AppContext) -> None:
-    """List known models."""
+def list_models(app: AppContext, limit: int | None, as_json: bool) -> None:
+    """List known models (* = the default chat model)."""
     default = app.settings.model
-    for entry in ModelRegistry(app.conn).list():
-        mark = "*" if default in ("", entry.name) and (default or entry.source == "bundled") else " "
-        size = f"{entry.path.stat().st_size / 1e6:.0f} MB" if entry.path.exists() else "missing"
-        click.echo(f"{mark} {entry.name:<24} {entry.source:<10} {size:>8}  {entry.path}")
+    entries = limited(ModelRegistry(app.conn).list(), limit)
+    records = [{"name": e.name, "source": e.source, "path": str(e.path),
+                "size_bytes": e.path.stat().st_size if e.path.exists() else None,
+                "default": default in ("", e.name) and bool(default or e.source == "bundled")} for e in entries]
+    if as_json:
+        echo_json(records)
+        return
+    for r in records:
+        size = f"{r['size_bytes'] / 1e6:.0f} MB" if r["size_bytes"] is not None else "missing"
+        click.echo(f"{'*' if r['default'] else ' '} {r['name']:<24} {r['source']:<10} {size:>8}  {r['path']}")
 
 
 @command.command("add")

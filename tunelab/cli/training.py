@@ -26,7 +26,8 @@ def dataclass_options(cls: type, flag_names: Mapping[str, tuple[str, ...]] = {})
     """One flag per field of `cls`, help from the field's docstring, so flags and dataclass can't drift.
 
     Every flag defaults to None ("not given"): `args_from` then leaves the dataclass default.
-    Tuple fields take a comma-separated list; bool fields get `--x/--no-x`.
+    Tuple fields take a comma-separated list; bool fields get `--x/--no-x`; a field with
+    `metadata={"choices": ...}` takes one of them.
     """
     docs = field_docs(cls)
     kinds = field_types(cls)
@@ -37,7 +38,9 @@ def dataclass_options(cls: type, flag_names: Mapping[str, tuple[str, ...]] = {})
             default = f.default if f.default is not MISSING else None
             help_text = f"{docs.get(f.name, '')} (default {default})"
             kind = kinds[f.name].base
-            if kind is bool:
+            if choices := f.metadata.get("choices"):
+                func = click.option(*names, f.name, type=click.Choice(choices), default=None, help=help_text)(func)
+            elif kind is bool:
                 func = click.option(f"{names[0]}/--no-{names[0][2:]}", f.name, default=None, help=help_text)(func)
             elif kind is tuple:
                 func = click.option(*names, f.name, default=None, help=f"{help_text}; comma-separated")(func)

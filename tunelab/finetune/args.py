@@ -9,10 +9,11 @@ from __future__ import annotations
 import ast
 import inspect
 import textwrap
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from tunelab.errors import TunelabError
+from tunelab.finetune.report_to import REPORT_TO, report_to_problem
 
 
 class StoredArgs:
@@ -66,10 +67,14 @@ class SFTArgs(StoredArgs):
     """Recompute activations in the backward pass: less memory, ~30% slower (for long max_length on a GPU)."""
     save_steps: int = 10
     """Write a resumable checkpoint every this many steps (and on cancel)."""
+    report_to: str = field(default="none", metadata={"choices": REPORT_TO})
+    """Also send the training metrics to tensorboard (event files in the run's logs/ folder), wandb or mlflow."""
 
     def __post_init__(self) -> None:
         self.target_modules = tuple(self.target_modules)
         problems = []
+        if problem := report_to_problem(self.report_to):
+            problems.append(problem)
         if self.r < 1:
             problems.append(f"r must be >= 1 (got {self.r})")
         if self.alpha <= 0:

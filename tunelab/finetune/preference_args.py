@@ -6,12 +6,13 @@ One dataclass for the three methods because they differ in one or two knobs (`be
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tunelab.errors import TunelabError
 from tunelab.finetune.args import StoredArgs
+from tunelab.finetune.report_to import REPORT_TO, report_kwargs, report_to_problem
 
 
 @dataclass
@@ -42,10 +43,14 @@ class PreferenceArgs(StoredArgs):
     """Seed for the LoRA init, data order and held-out split."""
     save_steps: int = 10
     """Write a resumable checkpoint every this many steps (and on cancel)."""
+    report_to: str = field(default="none", metadata={"choices": REPORT_TO})
+    """Also send the training metrics to tensorboard (event files in the run's logs/ folder), wandb or mlflow."""
 
     def __post_init__(self) -> None:
         self.target_modules = tuple(self.target_modules)
         problems = []
+        if problem := report_to_problem(self.report_to):
+            problems.append(problem)
         if self.lora_r < 1:
             problems.append(f"lora_r must be >= 1 (got {self.lora_r})")
         if not 0 <= self.lora_dropout < 1:
@@ -90,7 +95,7 @@ def trainer_kwargs(args: PreferenceArgs, output_dir: Path) -> dict[str, Any]:
         "save_strategy": "steps",
         "save_steps": args.save_steps,
         "save_total_limit": 1,
-        "report_to": [],
+        **report_kwargs(args.report_to, output_dir.parent),  # output_dir is <run dir>/checkpoints
         "use_cpu": not cuda,
         "bf16": cuda and torch.cuda.is_bf16_supported(),
         "fp16": False,

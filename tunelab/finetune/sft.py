@@ -27,6 +27,7 @@ from tunelab.finetune.args import SFTArgs
 from tunelab.finetune.base_weights import BaseWeights, prepare_base
 from tunelab.finetune.export_gguf import export_adapter
 from tunelab.finetune.progress import Listener, ProgressCallback
+from tunelab.finetune.report_to import report_kwargs
 from tunelab.finetune.run_record import Recorder, status_on_error
 from tunelab.stores.files import atomic_dir, atomic_write_text
 from tunelab.stores.models import ModelRegistry
@@ -180,7 +181,7 @@ def sft_config(args: SFTArgs, output_dir: Path) -> Any:
         save_strategy="steps",
         save_steps=args.save_steps,
         save_total_limit=1,
-        report_to=[],
+        **report_kwargs(args.report_to, output_dir.parent),  # output_dir is <run dir>/checkpoints
         disable_tqdm=True,
         dataloader_pin_memory=cuda,
     )

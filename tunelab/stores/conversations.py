@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -67,6 +68,28 @@ class ReplyRecord:
     provenance: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class SearchHit:
+    """One message that matched `ConversationStore.search`, with where it sits and why it matched."""
+
+    message: Message
+    conversation_title: str
+    snippet: str
+    """The matching part of the message, matched words in [brackets]."""
+    rank: float
+    """FTS5 bm25 score: lower is a better match."""
+
+
+def fts_query(text: str) -> str:
+    """The user's words as an FTS5 query: every word must occur (as a word prefix, so a filter
+    matches while typing). Each word is quoted, so quotes, `-`, `*` or AND/OR in what the user
+    typed are searched for as text, never parsed as query syntax."""
+    words = re.findall(r"\w+", text)
+    if not words:
+        raise TunelabError(f"nothing to search for in {text!r}: give at least one word")
+    return " ".join(f'"{w}"*' for w in words)
+
+
 def _conversation(row: sqlite3.Row) -> Conversation:
     return Conversation(
         id=row["id"],
@@ -79,7 +102,10 @@ def _conversation(row: sqlite3.Row) -> Conversation:
 
 
 def _message(row: sqlite3.Row) -> Message:
-    data = dict(row)
+    return _message_from(dict(row))
+
+
+def _message_from(data: dict[str, Any]) -> Message:
     data["params"] = json.loads(data.pop("params_json") or "null")
     data["provenance"] = json.loads(data.pop("provenance_json") or "{}")
     data["interrupted"] = bool(data["interrupted"])
@@ -107,6 +133,37 @@ class ConversationStore:
 
     def list(self) -> list[Conversation]:
         rows = self.conn.execute("SELECT * FROM conversations ORDER BY updated_at DESC, id DESC")
+        return [_conversation(r) for r in rows]
+
+    def search(self, text: str, limit: int | None = None) -> list[SearchHit]:
+        """Messages containing every word of `text` (full-text index of m0007), best match first."""
+        rows = self.conn.execute(
+            "SELECT m.*, c.title AS conversation_title, bm25(messages_fts) AS rank,"
+            " snippet(messages_fts, 0, '[', ']', '…', 16) AS snippet"
+            " FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid JOIN conversations c ON c.id = m.conversation_id"
+            " WHERE messages_fts MATCH ? ORDER BY rank, m.id DESC LIMIT ?",
+            (fts_query(text), -1 if not limit else limit),
+        )
+        hits = []
+        for row in rows:
+            data = dict(row)
+            extra = {k: data.pop(k) for k in ("conversation_title", "rank", "snippet")}
+            hits.append(SearchHit(_message_from(data), extra["conversation_title"], extra["snippet"], extra["rank"]))
+        return hits
+
+    def matching(self, text: str) -> list[Conversation]:
+        """Conversations whose title or any message contains the words of `text`, newest first
+        (the conversation-list filter); blank text means all of them."""
+        if not re.search(r"\w", text):
+            return self.list()
+        words = re.findall(r"\w+", text.lower())
+        title_clause = " AND ".join("lower(title) LIKE ? ESCAPE '\\'" for _ in words)
+        rows = self.conn.execute(
+            "SELECT * FROM conversations WHERE id IN (SELECT m.conversation_id FROM messages_fts"
+            " JOIN messages m ON m.id = messages_fts.rowid WHERE messages_fts MATCH ?)"
+            f" OR ({title_clause}) ORDER BY updated_at DESC, id DESC",
+            (fts_query(text), *("%" + w.replace("_", "\\_") + "%" for w in words)),
+        )
         return [_conversation(r) for r in rows]
 
     def update(self, conversation_id: int, **changes: Any) -> Conversation:

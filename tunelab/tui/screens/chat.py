@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -60,7 +60,9 @@ class ChatScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal():
-            yield ConversationList(id="conversations")
+            with Vertical(id="sidebar"):
+                yield Input(placeholder="filter (words)", id="conversation-filter")
+                yield ConversationList(id="conversations")
             with Vertical(id="chat-main"):
                 yield VerticalScroll(id="messages")
                 yield Static("", id="stats")
@@ -81,7 +83,13 @@ class ChatScreen(Screen[None]):
 
     # -- conversations ---------------------------------------------------------------------
     def refresh_list(self) -> None:
-        self.query_one(ConversationList).show(self.store.list(), self.conversation_id)
+        """The conversation list, narrowed to those matching the filter (full-text search, m0007)."""
+        text = self.query_one("#conversation-filter", Input).value
+        self.query_one(ConversationList).show(self.store.matching(text), self.conversation_id)
+
+    @on(Input.Changed, "#conversation-filter")
+    def filter_changed(self) -> None:
+        self.refresh_list()
 
     def open_conversation(self, conversation_id: int | None) -> None:
         self.conversation_id = conversation_id
@@ -149,7 +157,8 @@ class ChatScreen(Screen[None]):
         return SamplerParams.from_dict(stored)
 
     # -- sending and streaming ---------------------------------------------------------------
-    def on_input_submitted(self, event: Input.Submitted) -> None:
+    @on(Input.Submitted, "#prompt")
+    def send_prompt(self, event: Input.Submitted) -> None:
         prompt = event.value
         if not prompt.strip():
             self.notify("empty prompt: type something to send", severity="warning")

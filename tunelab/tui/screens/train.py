@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -26,6 +26,7 @@ from tunelab.finetune import sft
 from tunelab.finetune.args import SFTArgs
 from tunelab.finetune.form_args import args_from_text
 from tunelab.finetune.progress import TrainProgress
+from tunelab.finetune.report_to import REPORT_TO
 from tunelab.stores.banks import BankStore
 from tunelab.stores.runs import Run, RunStore
 from tunelab.tui.widgets.train.loss_plot import LossPlot
@@ -67,6 +68,8 @@ class TrainScreen(Screen[None]):
                 kind = "integer" if name in ("max_steps", "r") else "number"
                 placeholder = "by epochs" if default is None else str(default)
                 yield Input(placeholder=placeholder, type=kind, id=f"train-{name}", classes="train-number")
+            yield Select([(c if c != "none" else "no log", c) for c in REPORT_TO], value=defaults.report_to,
+                         allow_blank=False, id="train-report-to", tooltip="also send metrics to (--report-to)")
             yield Button("Start", id="train-start", variant="primary")
         with Horizontal(id="train-body"):
             with Vertical(id="train-live"):
@@ -91,7 +94,8 @@ class TrainScreen(Screen[None]):
         self.query_one("#train-plot", LossPlot).show([], [], "loss")
 
     # -- form ------------------------------------------------------------------------------------
-    def on_select_changed(self, event: Select.Changed) -> None:
+    @on(Select.Changed, "#train-bank")
+    def bank_changed(self, event: Select.Changed) -> None:
         name = self.query_one("#train-name", Input)
         if event.value is not Select.NULL and not name.value:
             name.value = f"{event.value}-lora"
@@ -100,7 +104,8 @@ class TrainScreen(Screen[None]):
         self.query_one("#train-status", Static).update(text)
 
     def form_args(self) -> SFTArgs:
-        return args_from_text(SFTArgs, {name: self.query_one(f"#train-{name}", Input).value for name in FORM_FIELDS})
+        texts = {name: self.query_one(f"#train-{name}", Input).value for name in FORM_FIELDS}
+        return args_from_text(SFTArgs, {**texts, "report_to": str(self.query_one("#train-report-to", Select).value)})
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "train-start":
