@@ -117,3 +117,19 @@ def test_grid_eta_waits_for_a_measured_rate() -> None:
     clock.trained(5.0, 10.0)  # 2 s per example-epoch
     eta = clock.eta()
     assert eta is not None and eta == pytest.approx(2 * clock.answer_seconds + 5.0 * 2.0)
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--ks", "1,x"], "--ks must be comma-separated"),
+    (["--sizes", "1,all"], "n >= 2"),
+    (["--seeds", "0"], "seeds must be >= 1"),
+    (["--epochs", "0"], "epochs must be > 0"),
+    ([], "unknown bank 'nope'"),
+])
+def test_cli_refuses_bad_settings_with_one_line(flags: list[str], message: str) -> None:
+    from click.testing import CliRunner
+
+    from tunelab.cli import cli
+
+    result = CliRunner().invoke(cli, ["curve", "--bank", "nope", *flags])
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
