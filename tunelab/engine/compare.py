@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from tunelab.config import Settings
 from tunelab.engine.arms import DEFAULT_K, Arm, standard_grid
+from tunelab.engine.curve_summary import CurveArm, curve_summary
 from tunelab.engine.llama_engine import LlamaEngine, Reply, adapter_switching_supported
 from tunelab.engine.metrics import normalize, primary_metric, score
 from tunelab.engine.sampling import SamplerParams
@@ -339,22 +340,25 @@ def comparison_config(runner: ArmRunner, test_set: TestSet, params: SamplerParam
 
 def finish(
     settings: Settings, conn: sqlite3.Connection, comparison_id: int, labels: Sequence[str], warnings: Sequence[str] = (),
-    reward_model: tuple[str, Scorer] | None = None, votes: Sequence[WinRate] = (),
+    reward_model: tuple[str, Scorer] | None = None, votes: Sequence[WinRate] = (), curve: Sequence[CurveArm] = (),
 ) -> tuple[Comparison, Path]:
     """Summarise a fully answered comparison, write its report folder, and mark it done.
 
     With `reward_model` (name, scorer) the report adds its scores per arm and the blind `votes`
-    between the compared arms: the feedback loop's view next to the reference metrics.
+    between the compared arms: the feedback loop's view next to the reference metrics. With
+    `curve` (where each arm sits on a learning curve) it adds the curve, its plot and costs.
     """
     store = ComparisonStore(conn)
     comparison = store.get(comparison_id)
     items = store.items(comparison_id)
     summary = summarize(
         comparison, items, store.results(comparison_id, comparison.arms),
-        primary_metric(labels, [i.reference for i in items]), warnings,
+        primary_metric(labels, [i.reference for i in items]), warnings, labels=labels,
     )
     if reward_model is not None:
         name, scorer = reward_model
         summary.reward = reward_summary(summary.items, comparison.arms, comparison.config["instruction"], scorer, name, votes)
+    if curve:
+        summary.curve = curve_summary(summary, curve)
     path = write_report(settings, summary)
     return store.finish(comparison_id, str(path)), path

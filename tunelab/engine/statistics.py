@@ -123,6 +123,19 @@ def binomial_two_sided(k: int, n: int) -> float:
     return min(1.0, 2 * tail / 2**n)
 
 
+def binomial_greater(k: int, n: int, p0: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p0): the exact one-sided p-value of k successes against rate p0.
+
+    scipy's survival function (regularised incomplete beta) stays exact where summing
+    comb(n, i) p^i (1-p)^(n-i) by hand would overflow a float (n in the thousands).
+    """
+    if n <= 0 or k <= 0:
+        return 1.0
+    from scipy.stats import binom
+
+    return float(min(1.0, binom.sf(k - 1, n, p0)))
+
+
 def paired_test(a: Sequence[float], b: Sequence[float], binary: bool, seed: int = 0) -> PairedTest:
     """McNemar for right/wrong metrics, the paired bootstrap for graded ones."""
     return mcnemar(a, b, seed=seed) if binary else paired_bootstrap(a, b, seed=seed)

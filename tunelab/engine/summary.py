@@ -12,14 +12,18 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from itertools import combinations
 from statistics import fmean
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunelab.engine.arms import Arm
+from tunelab.engine.baselines import LabelBaselines, label_baselines, task_labels
 from tunelab.engine.metrics import ACCURACY, METRICS
 from tunelab.engine.reward_report import RewardSummary
 from tunelab.engine.statistics import Interval, PairedTest, bootstrap_ci, paired_test
 from tunelab.errors import TunelabError
 from tunelab.stores.comparisons import Comparison, ComparisonItem, ItemResult
+
+if TYPE_CHECKING:
+    from tunelab.engine.curve_summary import CurveSummary
 
 
 @dataclass
@@ -58,6 +62,10 @@ class Summary:
     warnings: list[str] = field(default_factory=list)
     reward: RewardSummary | None = None
     """The reward model's scores per arm (`compare --reward-model`), and blind votes between the arms."""
+    baselines: LabelBaselines | None = None
+    """Label tasks only: majority / chance reference rates, confusion matrices, the test against the majority."""
+    curve: CurveSummary | None = None
+    """`tunelab curve`: the metric against the number of examples for ICL and LoRA, crossover, cost."""
 
     def arm(self, name: str) -> ArmSummary:
         return next(a for a in self.arms if a.arm == name)
@@ -78,6 +86,13 @@ class Summary:
         data = asdict(self)
         for pair, original in zip(data["pairs"], self.pairs):
             pair["test"] = original.test.to_dict()
+        if self.baselines is not None:
+            data["baselines"]["balanced"] = self.baselines.balanced
+            for arm, original in zip(data["baselines"]["arms"], self.baselines.arms):
+                arm["above_majority"] = original.above_majority
+        if self.curve is not None:
+            for point, original in zip(data["curve"]["points"], self.curve.points):
+                point["seed_sd"] = original.seed_sd
         return data
 
 
@@ -93,8 +108,10 @@ def summarize(
     primary_metric: str,
     warnings: Sequence[str] = (),
     seed: int = 0,
+    labels: Sequence[str] | None = None,
 ) -> Summary:
-    """Intervals per arm for every metric, paired tests on the primary metric, and the verdict."""
+    """Intervals per arm for every metric, paired tests on the primary metric, label baselines
+    (accuracy tasks: `labels`, default the bank labels stored in the comparison's config), and the verdict."""
     by_arm: dict[str, dict[int, ItemResult]] = {}
     for r in results:
         by_arm.setdefault(r.arm, {})[r.position] = r
@@ -144,6 +161,9 @@ def summarize(
         for item in items
     ]
     summary = Summary(comparison.id, comparison.bank, primary_metric, comparison.config, arms, pairs, [], item_rows, list(warnings))
+    if primary_metric == ACCURACY:
+        chosen = task_labels(comparison.config.get("labels", []) if labels is None else labels, [i.reference for i in items])
+        summary.baselines = label_baselines(item_rows, comparison.arms, chosen)
     summary.verdict = verdict(summary)
     return summary
 
@@ -184,12 +204,16 @@ def verdict(summary: Summary) -> list[str]:
     metric = summary.primary_metric
     ranked = sorted(summary.arms, key=lambda a: (-a.metrics[metric].value, a.mean_prompt_tokens, a.arm))
     best = ranked[0]
+    baselines = summary.baselines
+    if baselines is not None and not baselines.arm(best.arm).above_majority:
+        return no_winner(summary, ranked, baselines)
+    above = f", significantly above {majority_phrase(baselines)}" if baselines is not None else ""
     lines = [
         f"Best arm on {metric}: **{best.arm}** with {fmt_interval(metric, best.metrics[metric])} over {best.n} items, "
-        f"at {best.mean_prompt_tokens:.0f} prompt tokens per item."
+        f"at {best.mean_prompt_tokens:.0f} prompt tokens per item{above}."
     ]
     if len(ranked) == 1:
-        return lines
+        return lines + (baseline_lines(summary, ranked, baselines) if baselines is not None else [])
     runner_up = ranked[1]
     lines.append("Margin over the runner-up: " + _vs(summary, best.arm, runner_up.arm))
     if not summary.pair(best.arm, runner_up.arm).test.significant:
@@ -206,4 +230,37 @@ def verdict(summary: Summary) -> list[str]:
             "Significance of accuracy differences is McNemar's exact test; at small n the bootstrap interval "
             "can exclude 0 while the exact test does not - trust the test."
         )
+    if baselines is not None:
+        lines += baseline_lines(summary, ranked, baselines)
+    return lines
+
+
+def majority_phrase(baselines: LabelBaselines) -> str:
+    return f"always answering **{baselines.majority_label}** ({baselines.majority_rate:.1%} of the test items)"
+
+
+def no_winner(summary: Summary, ranked: Sequence[ArmSummary], baselines: LabelBaselines) -> list[str]:
+    """No arm is significantly above the majority baseline: say so, and crown nobody."""
+    best = ranked[0]
+    metric = summary.primary_metric
+    return [
+        f"No arm is significantly above {majority_phrase(baselines)}: no arm wins. The highest, **{best.arm}**, has "
+        f"{fmt_interval(metric, best.metrics[metric])} (p={baselines.arm(best.arm).p_above_majority:.3g} against the majority rate).",
+        *baseline_lines(summary, ranked, baselines),
+    ]
+
+
+def baseline_lines(summary: Summary, ranked: Sequence[ArmSummary], baselines: LabelBaselines) -> list[str]:
+    """The arms the majority baseline calls out, and how they were tested."""
+    metric = summary.primary_metric
+    flagged = [a for a in ranked if not baselines.arm(a.arm).above_majority]
+    lines = []
+    if flagged:
+        shown = "; ".join(
+            f"{a.arm} {fmt_metric(metric, a.metrics[metric].value)} (p={baselines.arm(a.arm).p_above_majority:.3g}"
+            + (", below it" if a.metrics[metric].value < baselines.majority_rate else "") + ")"
+            for a in flagged
+        )
+        lines.append(f"Not significantly above {majority_phrase(baselines)}: {shown}.")
+    lines.append(f"Baseline test: {baselines.test}.")
     return lines

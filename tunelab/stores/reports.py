@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.config import Settings
+from tunelab.engine.baselines import NOT_A_LABEL, LabelBaselines
+from tunelab.engine.curve_summary import LORA, ZERO_SHOT, CurveSummary, seed_spread
 from tunelab.engine.reward_report import RewardSummary
 from tunelab.engine.summary import Summary, fmt_interval, fmt_points
 from tunelab.errors import TunelabError
 from tunelab.stores.files import atomic_dir, atomic_write_text
 
-REPORT_JSON, REPORT_MD, REPORT_PNG = "report.json", "report.md", "plot.png"
+REPORT_JSON, REPORT_MD, REPORT_PNG, CURVE_PNG = "report.json", "report.md", "plot.png", "curve.png"
 
 
 def report_dir(settings: Settings, comparison_id: int) -> Path:
@@ -29,6 +31,8 @@ def write_report(settings: Settings, summary: Summary) -> Path:
         atomic_write_text(tmp / REPORT_JSON, json.dumps(summary.to_dict(), indent=2, ensure_ascii=False))
         atomic_write_text(tmp / REPORT_MD, markdown(summary, final / REPORT_PNG))
         plot(summary, tmp / REPORT_PNG)
+        if summary.curve is not None:
+            plot_curve(summary, summary.curve, tmp / CURVE_PNG)
     return final
 
 
@@ -69,6 +73,10 @@ def markdown(summary: Summary, plot_path: Path) -> str:
             f"| {fmt_interval('rouge_l', a.metrics['rouge_l'])} | {a.mean_prompt_tokens:.0f} | {a.mean_completion_tokens:.1f} "
             f"| {whole_or_dash(a.mean_ttft_ms)} | {whole_or_dash(a.mean_total_ms)} | {whole_or_dash(a.mean_decode_tps)} | {a.wall_s:.1f} |"
         )
+    if summary.curve is not None:
+        lines += curve_markdown(summary.curve, plot_path.with_name(CURVE_PNG))
+    if summary.baselines is not None:
+        lines += baselines_markdown(summary.baselines, summary)
     lines += ["", f"## Paired differences on {metric} (row minus column arm)", "", "| a | b | a - b | p | verdict |", "|---|---|---|---|---|"]
     for p in summary.pairs:
         d = p.test.difference
@@ -81,6 +89,61 @@ def markdown(summary: Summary, plot_path: Path) -> str:
         lines += ["", "## Warnings", "", *[f"- {w}" for w in summary.warnings]]
     lines += ["", f"Plot: `{plot_path}`. Every item, output and score: `report.json`.", ""]
     return "\n".join(lines)
+
+
+def curve_markdown(curve: CurveSummary, plot_path: Path) -> list[str]:
+    """The learning curve as a table (one row per point), its verdict, and what each point costs."""
+    metric = curve.metric
+    lines = ["", f"## Learning curve ({metric} against the number of examples; 95% bootstrap CIs)", "",
+             *[f"- {line}" for line in curve.lines], "",
+             f"| family | examples | {metric} | seed spread (mean ± sd, min-max) | prompt tok | TTFT ms | train s | train tokens |",
+             "|---|---|---|---|---|---|---|---|"]
+    for p in curve.points:
+        kind = "n train" if p.family == LORA else "k in prompt"
+        lines.append(
+            f"| {p.family} | {kind} {p.x} | {fmt_interval(metric, p.value)} | {seed_spread(p, metric)} | {p.prompt_tokens:.0f} "
+            f"| {whole_or_dash(p.ttft_ms)} | {whole_or_dash(p.train_seconds)} | {whole_or_dash(p.train_tokens)} |"
+        )
+    if curve.ms_per_prompt_token is not None:
+        lines += ["", f"Prompt cost on this machine: {curve.ms_per_prompt_token:.2f} ms of TTFT per prompt token "
+                      "(least-squares fit over the base-model replies). Train tokens = the run's mean tokens/s x its training seconds."]
+    if curve.break_even:
+        lines += ["", "| LoRA n | against | prompt tokens saved / query | TTFT saved ms / query | train s | break-even queries |",
+                  "|---|---|---|---|---|---|"]
+        by_x = {p.x: p for p in curve.points if p.family == LORA}
+        for b in curve.break_even:
+            saved = f"{b.ttft_saved_ms:.0f}" if b.ttft_saved_ms is not None else "-"
+            queries = f"{b.queries:,.0f}" if b.queries is not None else "never"
+            lines.append(f"| {b.lora_x} | {b.versus} | {b.prompt_tokens_saved:.0f} | {saved} | {whole_or_dash(by_x[b.lora_x].train_seconds)} | {queries} |")
+    lines += ["", f"Curve plot: `{plot_path}`."]
+    return lines
+
+
+def baselines_markdown(baselines: LabelBaselines, summary: Summary) -> list[str]:
+    """Reference rows (majority label, uniform chance), each arm's test against the majority, its
+    non-label share and macro-F1 (when labels are unbalanced), and a confusion matrix per arm."""
+    n = sum(baselines.distribution.values())
+    spread = ", ".join(f"`{label}` {count} ({count / n:.1%})" for label, count in baselines.distribution.items())
+    f1 = not baselines.balanced
+    head = "| arm | accuracy |" + (" macro-F1 |" if f1 else "") + " not a label | p (accuracy > majority) | vs majority |"
+    lines = ["", "## Baselines and errors", "", f"Test split labels: {spread}.", "", head,
+             "|" + "---|" * (head.count("|") - 1)]
+    f1_cell = (lambda value: f" {value * 100:.1f} |") if f1 else (lambda value: "")
+    lines.append(f"| *majority: always `{baselines.majority_label}`* | {baselines.majority_rate:.1%} |"
+                 f"{f1_cell(baselines.majority_macro_f1)} 0.0% | - | - |")
+    lines.append(f"| *uniform chance (1/{len(baselines.labels) or 1})* | {baselines.uniform_rate:.1%} |" + (" - |" if f1 else "") + " - | - | - |")
+    for errors in baselines.arms:
+        accuracy = summary.arm(errors.arm).metrics["accuracy"].value
+        standing = "above" if errors.above_majority else ("**below**" if accuracy < baselines.majority_rate else "**not above**")
+        lines.append(f"| {errors.arm} | {accuracy:.1%} |{f1_cell(errors.macro_f1)} {errors.not_a_label:.1%} "
+                     f"| {errors.p_above_majority:.3g} | {standing} |")
+    lines += ["", f"Test: {baselines.test}." + ("" if f1 else " Labels are balanced, so macro-F1 is left to report.json."),
+              "", "### Confusion matrices (rows: reference, columns: reply)"]
+    for errors in baselines.arms:
+        columns = [*baselines.distribution, NOT_A_LABEL]
+        lines += ["", f"**{errors.arm}**", "", "| reference | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+        lines += [f"| {ref} | " + " | ".join(str(row[c]) for c in columns) + " |" for ref, row in errors.confusion.items()]
+    return lines
 
 
 def reward_markdown(reward: RewardSummary) -> list[str]:
@@ -128,3 +191,46 @@ def plot(summary: Summary, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_curve(summary: Summary, curve: CurveSummary, path: Path) -> None:
+    """ICL lines (one per selector, from the zero-shot point) and the LoRA seed-mean with its CI
+    and each seed's value, against the number of examples (symlog x: k = 0 fits), with the
+    majority and chance rates as reference lines for label tasks."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = curve.metric
+    fig, ax = plt.subplots(figsize=(8, 5))
+    zero = curve.family(ZERO_SHOT)
+    families = list(dict.fromkeys(p.family for p in curve.points if p.family not in (LORA, ZERO_SHOT)))
+    for family in families or ([ZERO_SHOT] if zero else []):
+        points = sorted(zero + ([] if family == ZERO_SHOT else curve.family(family)), key=lambda p: p.x)
+        _errorbar(ax, points, f"ICL {family} (k in prompt)" if family != ZERO_SHOT else ZERO_SHOT, "o-")
+    lora = sorted(curve.family(LORA), key=lambda p: p.x)
+    if lora:
+        _errorbar(ax, lora, "LoRA (n train, seed mean)", "s-", color="black")
+        for p in lora:
+            ax.scatter([p.x] * len(p.seed_values), [v * 100 for v in p.seed_values], marker="x", color="grey", zorder=3)
+    if summary.baselines is not None:
+        ax.axhline(summary.baselines.majority_rate * 100, linestyle="--", color="red", label=f"majority ({summary.baselines.majority_label})")
+        ax.axhline(summary.baselines.uniform_rate * 100, linestyle=":", color="grey", label="uniform chance")
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlabel("examples (k in the prompt for ICL, n trained on for LoRA)")
+    ax.set_ylabel(f"{metric} (%, 95% CI)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"{summary.bank}: learning curve (n={len(summary.items)} test items)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _errorbar(ax: Any, points: list[Any], label: str, fmt: str, color: str | None = None) -> None:
+    xs = [p.x for p in points]
+    ys = [p.value.value * 100 for p in points]
+    low = [y - p.value.low * 100 for y, p in zip(ys, points)]
+    high = [p.value.high * 100 - y for y, p in zip(ys, points)]
+    ax.errorbar(xs, ys, yerr=[low, high], fmt=fmt, capsize=3, label=label, color=color)

@@ -1,10 +1,13 @@
-"""The side-by-side screen: one prompt, two to four arms streamed in columns, blind votes, win-rates."""
+"""The side-by-side screen: one prompt, two to four arms streamed in columns, blind votes, win-rates;
+and (ctrl+l) a learning-curve run on the bank, in a worker, with the grid's progress and ETA."""
 
 from __future__ import annotations
 
 import random
 import sqlite3
+import threading
 import time
+from pathlib import Path
 
 from textual import work
 from textual.app import ComposeResult
@@ -17,7 +20,8 @@ from textual.worker import get_current_worker
 from tunelab.config import Settings
 from tunelab.engine import arena
 from tunelab.engine.arms import Arm
-from tunelab.engine.compare import ArmRunner, Engines, arm_choices, greedy, list_banks, open_bank
+from tunelab.engine.compare import ArmRunner, Engines, arm_choices, bank_test_set, default_max_tokens, greedy, list_banks, open_bank
+from tunelab.engine.curve import CurveProgress, CurveSpec, run_curve, spec_from_text
 from tunelab.errors import TunelabError
 from tunelab.stores.comparisons import ComparisonStore
 from tunelab.tui.widgets.compare.arm_column import ArmColumn
@@ -31,6 +35,7 @@ class CompareScreen(Screen[None]):
     BINDINGS = [
         Binding("ctrl+b", "toggle_blind", "Blind on/off", id="compare.blind"),
         Binding("ctrl+r", "open_report", "Last report", id="compare.report"),
+        Binding("ctrl+l", "start_curve", "Learning curve", id="compare.curve"),
         Binding("escape", "cancel", "Stop", id="compare.cancel"),
         Binding("f6", "vote('left')", "Vote left", id="compare.vote_left"),
         Binding("f7", "vote('right')", "Vote right", id="compare.vote_right"),
@@ -41,14 +46,19 @@ class CompareScreen(Screen[None]):
         Binding("0", "rate(None)", "Unrate column", id="compare.rate_clear", show=False),
     ]
 
-    def __init__(self, settings: Settings, conn: sqlite3.Connection, engines: Engines | None = None, seed: int | None = None) -> None:
+    def __init__(self, settings: Settings, conn: sqlite3.Connection, engines: Engines | None = None, seed: int | None = None,
+                 hf_dir: Path | None = None) -> None:
+        """`hf_dir`: an HF checkpoint paired with the chat model, for a curve's LoRA points (default: its dequantisation)."""
         super().__init__()
         self.settings = settings
         self.conn = conn
         self.engines = engines or Engines(settings, conn)
         self.rng = random.Random(seed)
+        self.hf_dir = hf_dir
         self.round: arena.ArenaRound | None = None
         self._runners: dict[str, ArmRunner] = {}
+        self.curve_cancel: threading.Event | None = None
+        """Set while a learning curve runs (Escape sets it); None when idle."""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -61,6 +71,8 @@ class CompareScreen(Screen[None]):
         yield Horizontal(id="compare-columns")
         yield VoteBar(id="compare-votes")
         yield Static("", id="compare-winrates")
+        yield Input(placeholder="learning curve (ctrl+l): e.g. ks=0,1,2,4,8 sizes=16,64,256,all seeds=3 epochs=3 limit=100", id="compare-curve")
+        yield Static("", id="compare-curve-status")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -107,6 +119,9 @@ class CompareScreen(Screen[None]):
 
     # -- a round ---------------------------------------------------------------------------------
     async def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "compare-curve":
+            self.action_start_curve()
+            return
         if event.input.id != "compare-prompt":
             return
         if self.round is not None and len(self.round.replies) < len(self.round.arms):
@@ -127,6 +142,62 @@ class CompareScreen(Screen[None]):
 
     def action_cancel(self) -> None:
         self.workers.cancel_group(self, "compare")
+        if self.curve_cancel is not None:
+            self.curve_cancel.set()
+            self.set_curve_status("stopping after the current step or answer (finished points are kept)…")
+
+    # -- a learning curve ------------------------------------------------------------------------
+    def set_curve_status(self, text: str) -> None:
+        self.query_one("#compare-curve-status", Static).update(text)
+
+    def action_start_curve(self) -> None:
+        if self.curve_cancel is not None:
+            self.notify("a learning curve is running: Escape stops it", severity="warning")
+            return
+        try:
+            bank = self.bank_name()
+            spec, limit = spec_from_text(self.query_one("#compare-curve", Input).value)
+        except TunelabError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        self.curve_cancel = threading.Event()
+        self.set_curve_status(f"learning curve on {bank!r}: starting (the first LoRA point dequantises the model)…")
+        self.curve(bank, spec, limit, self.curve_cancel)
+
+    @work(thread=True, exclusive=True, group="curve")
+    def curve(self, bank: str, spec: CurveSpec, limit: int | None, cancel: threading.Event) -> None:
+        """The whole grid off the UI thread through the CLI's `run_curve`; progress comes back per event."""
+        app = self.app
+        try:
+            found = open_bank(self.conn, bank)
+            runner = ArmRunner(self.settings, self.conn, found, self.engines)
+            result = run_curve(runner, bank_test_set(self.conn, found, limit), spec, greedy(default_max_tokens(found.labels)),
+                               self.hf_dir, lambda event: app.call_from_thread(self.curve_progressed, event), cancel)
+        except TunelabError as exc:
+            app.call_from_thread(self.curve_finished, None, str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - a failed training run is recorded as failed; say why and keep the app
+            app.call_from_thread(self.curve_finished, None, f"learning curve failed: {type(exc).__name__}: {exc}")
+            return
+        message = (f"learning curve done: trained {len(result.trained)}, reused {len(result.reused_adapters)} adapter(s); "
+                   f"generated {result.generated}, reused {result.reused_answers} answer(s)")
+        app.call_from_thread(self.curve_finished, result.report_dir, message)
+
+    def curve_progressed(self, event: CurveProgress) -> None:
+        self.set_curve_status(event.describe())
+
+    def curve_finished(self, report_dir: Path | None, message: str) -> None:
+        from tunelab.tui.screens.compare_report import ReportScreen
+
+        self.curve_cancel = None
+        self.set_curve_status(message)
+        self.notify(message, severity="information" if report_dir else "error")
+        if report_dir is not None:
+            self.app.push_screen(ReportScreen(report_dir))
+
+    def on_unmount(self) -> None:
+        if self.curve_cancel is not None:
+            self.curve_cancel.set()  # leaving mid-run keeps every finished point and a training checkpoint
 
     @work(thread=True, exclusive=True, group="compare")
     def generate(self, round_: arena.ArenaRound, bank: str, widgets: list[ArmColumn]) -> None:

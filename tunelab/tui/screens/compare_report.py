@@ -12,9 +12,11 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label, Static
 
+from tunelab.engine.baselines import NOT_A_LABEL
 from tunelab.engine.statistics import Interval
 from tunelab.engine.summary import fmt_interval
-from tunelab.stores.reports import REPORT_PNG, load_report, whole_or_dash
+from tunelab.stores.reports import CURVE_PNG, REPORT_PNG, load_report, whole_or_dash
+from tunelab.tui.widgets.compare.curve_plot import CurvePlot
 from tunelab.tui.widgets.compare.report_plot import ReportPlot
 
 
@@ -34,19 +36,33 @@ class ReportScreen(Screen[None]):
             with Horizontal(id="report-lower"):
                 yield DataTable(id="report-items", cursor_type="row")
                 with VerticalScroll(id="report-detail-scroll"):
+                    yield Static(id="report-baselines")
                     yield Static(id="report-detail")
-                yield ReportPlot(id="report-plot")
-            yield Label(f"PNG: {self.report_dir / REPORT_PNG}", id="report-png")
+                yield CurvePlot(id="report-plot") if self.report.get("curve") else ReportPlot(id="report-plot")
+            png = CURVE_PNG if self.report.get("curve") else REPORT_PNG
+            yield Label(f"PNG: {self.report_dir / png}", id="report-png")
         yield Footer()
 
     def on_mount(self) -> None:
         report = self.report
         self.sub_title = f"comparison {report['comparison_id']} · bank {report['bank']}"
         metric = report["primary_metric"]
+        baselines = report.get("baselines")
         arms = self.query_one("#report-arms", DataTable)
         arms.add_columns("arm", metric, "prompt tok", "TTFT ms", "tok/s", "wall s")
+        if baselines:
+            arms.add_columns("macro-F1", "not a label", "vs majority")
+            arms.add_row(f"majority: always {baselines['majority_label']}", f"{baselines['majority_rate']:.1%}", "", "", "", "",
+                         f"{baselines['majority_macro_f1'] * 100:.1f}", "0.0%", "")
+            arms.add_row(f"uniform chance (1/{len(baselines['labels']) or 1})", f"{baselines['uniform_rate']:.1%}", *[""] * 7)
+        errors = {e["arm"]: e for e in baselines["arms"]} if baselines else {}
         for a in report["arms"]:
             m = a["metrics"][metric]
+            extra = []
+            if baselines:
+                e = errors[a["arm"]]
+                standing = "above" if e["above_majority"] else ("BELOW" if m["value"] < baselines["majority_rate"] else "not above")
+                extra = [f"{e['macro_f1'] * 100:.1f}", f"{e['not_a_label']:.1%}", f"{standing} (p={e['p_above_majority']:.2g})"]
             arms.add_row(
                 a["arm"],
                 fmt_interval(metric, _interval(m)),
@@ -54,15 +70,18 @@ class ReportScreen(Screen[None]):
                 whole_or_dash(a["mean_ttft_ms"]),
                 whole_or_dash(a["mean_decode_tps"]),
                 f"{a['wall_s']:.1f}",
+                *extra,
             )
-        self.query_one("#report-verdict", Static).update(Text("\n".join(line.replace("**", "") for line in report["verdict"])))
+        verdict = list(report["verdict"]) + (report["curve"]["lines"] if report.get("curve") else [])
+        self.query_one("#report-verdict", Static).update(Text("\n".join(line.replace("**", "") for line in verdict)))
+        self.query_one("#report-baselines", Static).update(baselines_text(baselines) if baselines else Text())
         items = self.query_one("#report-items", DataTable)
         names = [a["arm"] for a in report["arms"]]
         items.add_columns("#", "input", *names)
         for item in report["items"]:
             marks = [_mark(item["outputs"][n]["scores"], metric) for n in names]
             items.add_row(str(item["position"]), item["input"][:40].replace("\n", " "), *marks, key=str(item["position"]))
-        self.query_one(ReportPlot).show(report)
+        self.query_one("#report-plot", CurvePlot if report.get("curve") else ReportPlot).show(report)
         if report["items"]:
             self.show_item(0)
 
@@ -83,6 +102,21 @@ class ReportScreen(Screen[None]):
             text.append(f"{metric} {out['scores'][metric]:.2f} · {out['prompt_tokens']} prompt tok\n", style="dim")
             text.append(out["output"] + "\n")
         self.query_one("#report-detail", Static).update(text)
+
+
+def baselines_text(baselines: dict[str, Any]) -> Text:
+    """The test split's label counts and each arm's confusion matrix (rows: reference, columns: reply)."""
+    n = sum(baselines["distribution"].values())
+    text = Text()
+    text.append("test labels  ", style="bold")
+    text.append(", ".join(f"{label} {count} ({count / n:.0%})" for label, count in baselines["distribution"].items()) + "\n")
+    columns = [*baselines["distribution"], NOT_A_LABEL]
+    for errors in baselines["arms"]:
+        text.append(f"\n{errors['arm']}", style="bold")
+        text.append("  reference → " + " | ".join(columns) + "\n", style="dim")
+        for ref, row in errors["confusion"].items():
+            text.append(f"  {ref}: " + " | ".join(str(row[c]) for c in columns) + "\n")
+    return text
 
 
 def _interval(data: dict[str, float]) -> Interval:
