@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -25,9 +27,9 @@ def ensure_dir(path: Path) -> Path:
     Created readable by its owner only (0700): it holds prompts, replies and ratings."""
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test.")  # one per process: several may start at once
+        os.close(fd)
+        os.unlink(probe)
     except OSError as exc:
         raise TunelabError(f"data dir {path} is not usable: {exc.strerror or exc}") from None
     return path
