@@ -36,9 +36,10 @@ def disk_full(exc: BaseException) -> TunelabError | None:
     """The one-line error for a write that ran out of space (OS write or SQLite), else None.
 
     Every write is atomic (temp file + rename, or one transaction), so the previous state is intact."""
-    if isinstance(exc, OSError) and exc.errno in FULL_ERRNOS:
+    short_write = isinstance(exc, OSError) and exc.errno is None and " requested and " in str(exc)  # numpy's tofile
+    if isinstance(exc, OSError) and (exc.errno in FULL_ERRNOS or short_write):
         where = f" writing {exc.filename}" if exc.filename else ""
-        return TunelabError(f"out of disk space{where} ({exc.strerror}): nothing was half-written; free some space and run it again")
+        return TunelabError(f"out of disk space{where} ({exc.strerror or exc}): nothing was half-written; free some space and run it again")
     if isinstance(exc, sqlite3.OperationalError) and getattr(exc, "sqlite_errorname", "") in SQLITE_WRITE_ERRORS:
         return TunelabError(f"could not write the database ({exc}: is the disk full?): the change was rolled back; "
                             "free some space and run it again")
