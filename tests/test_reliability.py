@@ -61,6 +61,26 @@ def test_a_running_row_whose_process_is_gone_reads_as_interrupted(conn, home: Pa
         store.restart(store.create("live", Path("b"), "s", Path("h"), "b", [], {}, home / "runs" / "live", "cpu").id)
 
 
+def test_adapters_runs_shows_a_killed_run_as_interrupted_with_its_step_and_checkpoint_and_deletes_it(conn, home: Path) -> None:
+    from tunelab.stores import liveness
+    from tunelab.stores.runs import RunStore
+
+    store = RunStore(conn)
+    ghost = store.create("ghost", Path("b.gguf"), "sha", Path("hf"), "bank", [1], {}, home / "runs" / "ghost", "cpu")
+    store.progress(ghost.id, 3, 8, [{"step": 3, "loss": 1.5, "lr": 0.0, "tokens_per_s": 0.0}])
+    (home / "runs" / "ghost" / "checkpoints" / "checkpoint-2").mkdir(parents=True)
+    child = subprocess.Popen(["sleep", "30"])
+    conn.execute("UPDATE runs SET pid = ?, proc_start = ? WHERE id = ?", (child.pid, liveness.start_time(child.pid), ghost.id))
+    assert "running" in ok("adapters", "runs").stdout
+    child.send_signal(signal.SIGKILL)  # what `kill -9` of `tunelab train` leaves: a running row, no process
+    child.wait()
+    (line,) = ok("adapters", "runs").stdout.splitlines()
+    assert "interrupted" in line and "step 3/8" in line and "last checkpoint checkpoint-2" in line
+    assert "deleted 'ghost'" in ok("adapters", "delete", "ghost").stdout
+    assert store.list() == [] and not (home / "runs" / "ghost").exists()
+    one_line_error(run("adapters", "delete", "ghost"), "no training run 'ghost'")
+
+
 def test_delete_refuses_a_live_run_and_removes_rows_and_files_of_a_stopped_one(conn, home: Path) -> None:
     from tunelab.stores.runs import Adapter, RunStore
 
