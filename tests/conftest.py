@@ -17,7 +17,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh data dir for each test (also seen by subprocesses through the environment)."""
     path = tmp_path / "tunelab-home"
     monkeypatch.setenv("TUNELAB_HOME", str(path))
-    for name in ("MODEL", "N_CTX", "N_GPU_LAYERS", "N_THREADS", "CHROMA_URL", "EMBEDDING_MODEL"):
+    for name in ("MODEL", "N_CTX", "N_GPU_LAYERS", "N_THREADS", "CHROMA_URL", "CHROMA_TOKEN", "EMBEDDING_MODEL"):
         monkeypatch.delenv(f"TUNELAB_{name}", raising=False)
     return path
 

@@ -41,6 +41,8 @@ class Settings:
     """sentence-transformers model dir for the embedding selector; empty = the bundled all-MiniLM-L6-v2."""
     chroma_url: str = ""
     """Chroma server URL (e.g. http://127.0.0.1:8000); empty = an embedded store under the data dir."""
+    chroma_token: str = ""
+    """Token for a Chroma server started with token auth (sent as `Authorization: Bearer`); empty = none."""
     keymap: dict[str, str] = field(default_factory=dict)
     """TUI key remapping, binding id -> keys, e.g. {"chat.regenerate" = "ctrl+r"} (config.toml only)."""
 
@@ -88,4 +90,8 @@ class Settings:
         return cls(**values)  # type: ignore[arg-type]
 
     def describe(self) -> dict[str, str]:
-        return {k: str(v) for k, v in dataclasses.asdict(self).items()}
+        """Every setting as text, secrets masked (this is printed by `tunelab doctor`)."""
+        values = {k: str(v) for k, v in dataclasses.asdict(self).items()}
+        if self.chroma_token:
+            values["chroma_token"] = "(set)"
+        return values

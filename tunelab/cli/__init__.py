@@ -5,6 +5,8 @@ User errors are `TunelabError`s: printed as one line (no traceback), exit status
 
 from __future__ import annotations
 
+import errno
+import sqlite3
 import sys
 
 import click
@@ -24,6 +26,26 @@ class UserError(click.ClickException):
         click.echo(f"error: {self.message}", err=True)
 
 
+FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+"""A full disk, a file-size limit or a quota: the user frees space, it is not a bug."""
+SQLITE_WRITE_ERRORS = {"SQLITE_FULL", "SQLITE_IOERR_WRITE", "SQLITE_IOERR_FSYNC", "SQLITE_IOERR_TRUNCATE", "SQLITE_IOERR_SHMSIZE"}
+"""What SQLite reports when the disk fills: FULL for ENOSPC, IOERR_WRITE for a file-size limit (EFBIG)."""
+
+
+def disk_full(exc: BaseException) -> TunelabError | None:
+    """The one-line error for a write that ran out of space (OS write or SQLite), else None.
+
+    Every write is atomic (temp file + rename, or one transaction), so the previous state is intact."""
+    short_write = isinstance(exc, OSError) and exc.errno is None and " requested and " in str(exc)  # numpy's tofile
+    if isinstance(exc, OSError) and (exc.errno in FULL_ERRNOS or short_write):
+        where = f" writing {exc.filename}" if exc.filename else ""
+        return TunelabError(f"out of disk space{where} ({exc.strerror or exc}): nothing was half-written; free some space and run it again")
+    if isinstance(exc, sqlite3.OperationalError) and getattr(exc, "sqlite_errorname", "") in SQLITE_WRITE_ERRORS:
+        return TunelabError(f"could not write the database ({exc}: is the disk full?): the change was rolled back; "
+                            "free some space and run it again")
+    return None
+
+
 class TunelabGroup(click.Group):
     """Turns user errors raised anywhere in a command into `UserError`, also under click's test runner."""
 
@@ -32,6 +54,10 @@ class TunelabGroup(click.Group):
             return super().invoke(ctx)
         except TunelabError as exc:
             raise UserError(exc) from None
+        except (OSError, sqlite3.OperationalError) as exc:
+            if (full := disk_full(exc)) is None:
+                raise
+            raise UserError(full) from None
 
 
 @click.group(cls=TunelabGroup, invoke_without_command=True)

@@ -49,7 +49,9 @@ def list_adapters(app: AppContext, limit: int | None, as_json: bool) -> None:
 @json_option
 @pass_app
 def list_runs(app: AppContext, limit: int | None, as_json: bool) -> None:
-    """List training runs with their status (resume cancelled/failed ones with `tunelab train --resume`)."""
+    """List training runs with their status; `interrupted` = its process is gone (killed, power cut).
+
+    Continue a stopped run with `--resume RUN`, start it over with `--restart RUN`, or delete it."""
     runs = limited(RunStore(app.conn).list(), limit)
     if as_json:
         echo_json(runs)
@@ -57,8 +59,23 @@ def list_runs(app: AppContext, limit: int | None, as_json: bool) -> None:
     for run in runs:
         last = run.loss_history[-1]["loss"] if run.loss_history else None
         loss = f"loss {last:.4f}" if last is not None else ""
-        click.echo(f"{run.id:<4} {run.name:<20} {run.status:<9} step {run.step}/{run.total_steps}  bank {run.bank}  {run.device}  {loss}"
-                   + (f"  ({run.error})" if run.error and run.status != "done" else ""))
+        stopped = ""
+        if run.status not in ("done", "running"):
+            checkpoint = run.last_checkpoint
+            stopped = f"  last checkpoint {checkpoint.name if checkpoint else '- (none: --restart it)'}"
+        click.echo(f"{run.id:<4} {run.name:<20} {run.status:<11} step {run.step}/{run.total_steps}  bank {run.bank or '-'}  {run.device}  {loss}"
+                   + stopped + (f"  ({run.error})" if run.error and run.status != "done" else ""))
+
+
+@command.command("delete")
+@click.argument("name")
+@pass_app
+def delete(app: AppContext, name: str) -> None:
+    """Delete NAME: an adapter, a reward model or an unfinished run, with its run and all its files.
+
+    Works for SFT, KTO/DPO and reward runs alike; a run still training is refused."""
+    removed = RunStore(app.conn).delete(name, app.settings.home)
+    click.echo(f"deleted {name!r}" + (f" and {len(removed)} file(s)/folder(s): {', '.join(map(str, removed))}" if removed else ""))
 
 
 @command.command("export")

@@ -9,6 +9,7 @@ import click
 
 from tunelab.config import Settings
 from tunelab.stores.db import connect
+from tunelab.stores.trash import sweep, sweep_temps
 
 
 class AppContext:
@@ -21,7 +22,12 @@ class AppContext:
 
     @cached_property
     def conn(self) -> sqlite3.Connection:
-        return connect(self.settings.db_path)
+        """The database, after finishing or undoing any deletion a killed process left half done
+        and removing the temp files killed writers left."""
+        conn = connect(self.settings.db_path)
+        sweep(conn, self.settings.home)
+        sweep_temps(self.settings.home)
+        return conn
 
 
 pass_app = click.make_pass_decorator(AppContext)

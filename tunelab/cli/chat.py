@@ -54,13 +54,10 @@ def command(app: AppContext, prompt: str, system: str | None, conversation: int 
         service.use_adapter(adapter, adapter_scale)
     if icl is not None:
         service.selector(icl, lambda done, total: click.echo(f"\r[embedding {icl.bank}: {done}/{total}]", nl=done == total, err=True))
-    if existing is None:
-        conv = service.store.create(title=prompt.strip().splitlines()[0][:60], system_prompt=system or "")
-    else:
-        conv = existing
-        if system is not None:
-            service.store.update(conv.id, system_prompt=system)
-    turn = service.send(conv.id, prompt, params, icl, pick)
+    if existing is not None and system is not None:
+        service.store.update(existing.id, system_prompt=system)
+    turn = service.send(existing.id if existing else None, prompt, params, icl, pick, system=system or "")
+    conv = service.store.get(turn.conversation_id)
     if pick is not None:
         report_candidates(turn.provenance["best_of"])
         if not as_json:

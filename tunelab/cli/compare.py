@@ -16,7 +16,7 @@ from tunelab.engine import compare as cmp
 from tunelab.engine.arms import DEFAULT_K, SELECTOR_KINDS, parse_selectors, standard_grid
 from tunelab.errors import TunelabError
 from tunelab.stores.comparisons import ComparisonStore
-from tunelab.stores.reports import REPORT_MD, load_report
+from tunelab.stores.reports import REPORT_MD, load_report, report_dir
 
 
 @click.command("compare")
@@ -124,3 +124,12 @@ def show_report(app: AppContext, comparison_id: int, as_json: bool) -> None:
     else:
         click.echo((path / REPORT_MD).read_text(encoding="utf-8"))
     click.echo(f"report: {path}", err=True)
+
+
+@reports.command("delete")
+@click.argument("comparison_id", type=int)
+@pass_app
+def delete_report(app: AppContext, comparison_id: int) -> None:
+    """Delete comparison COMPARISON_ID: its stored answers and its report folder."""
+    removed = ComparisonStore(app.conn).delete(comparison_id, [report_dir(app.settings, comparison_id)], app.settings.home)
+    click.echo(f"deleted comparison {comparison_id}" + (f" and {', '.join(map(str, removed))}" if removed else ""))

@@ -110,21 +110,22 @@ def delete(app: AppContext, rating_id: int | None, vote_id: int | None) -> None:
 @click.option("--method", type=click.Choice(feedback_data.METHODS), default=None, help="kto: 👍/👎 ratings; dpo: preference pairs; reward: a reward model.")
 @click.option("--on", "on", default=None, metavar="ADAPTER", help="Train this adapter further (kto/dpo; default: a fresh LoRA on the base).")
 @click.option("--name", default=None, help="Name of the new adapter / reward model (default: <on or feedback>-<method>).")
-@click.option("--resume", default=None, metavar="RUN", help="Continue a cancelled or failed feedback run from its last checkpoint.")
+@click.option("--resume", default=None, metavar="RUN", help="Continue a cancelled, failed or interrupted feedback run from its last checkpoint.")
+@click.option("--restart", default=None, metavar="RUN", help="Train a stopped feedback run again from step 0 (same name, settings and rows).")
 @click.option("--model", "-m", default=None, help="Base GGUF (path or registered name); default: the chat model.")
 @click.option("--hf-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="HF checkpoint of the same model (default: dequantise the GGUF).")
 @dataclass_options(PreferenceArgs, {"max_steps": ("--max-steps", "--steps")})
 @pass_app
-def train(app: AppContext, method: str | None, on: str | None, name: str | None, resume: str | None,
+def train(app: AppContext, method: str | None, on: str | None, name: str | None, resume: str | None, restart: str | None,
           model: str | None, hf_dir: Path | None, **kwargs: Any) -> None:
     """Train on the feedback: a KTO or DPO adapter (chat/compare with --adapter NAME) or a reward model."""
     from tunelab.finetune import feedback_runs
 
-    if resume:
-        if method or on or name or model or hf_dir or given(kwargs):
-            raise TunelabError("--resume continues a run with its own settings: give only --resume RUN")
-        plan = feedback_runs.prepare_resume(app.settings, app.conn, resume)
-        click.echo(f"resuming run {plan.run.name!r} from {plan.resume_from.name if plan.resume_from else '-'}", err=True)
+    if resume or restart:
+        if method or on or name or model or hf_dir or given(kwargs) or (resume and restart):
+            raise TunelabError("--resume / --restart continue a run with its own settings: give only --resume RUN or --restart RUN")
+        plan = feedback_runs.prepare_resume(app.settings, app.conn, resume or restart or "", restart=bool(restart))
+        click.echo(f"{'resuming' if resume else 'restarting'} run {plan.run.name!r} from {plan.resume_from.name if plan.resume_from else 'step 0'}", err=True)
     else:
         if method is None:
             raise TunelabError("give --method kto, dpo or reward (or --resume RUN)")

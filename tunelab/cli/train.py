@@ -18,20 +18,22 @@ FLAG_NAMES = {"r": ("--r",), "alpha": ("--alpha",), "dropout": ("--dropout",), "
 @click.command("train")
 @click.argument("name", required=False)
 @click.option("--bank", "-b", default=None, help="Example bank to train on (its train split only).")
-@click.option("--resume", "resume", default=None, metavar="RUN", help="Continue a cancelled or failed run from its last checkpoint.")
+@click.option("--resume", "resume", default=None, metavar="RUN", help="Continue a cancelled, failed or interrupted run from its last checkpoint.")
+@click.option("--restart", "restart", default=None, metavar="RUN", help="Train a stopped run again from step 0 (same name, settings and rows).")
 @click.option("--model", "-m", default=None, help="Base GGUF (path or registered name); default: the chat model.")
 @click.option("--hf-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="HF checkpoint of the same model (default: dequantise the GGUF).")
 @dataclass_options(SFTArgs, FLAG_NAMES)
 @pass_app
-def command(app: AppContext, name: str | None, bank: str | None, resume: str | None, model: str | None, hf_dir: Path | None, **kwargs: Any) -> None:
+def command(app: AppContext, name: str | None, bank: str | None, resume: str | None, restart: str | None, model: str | None,
+            hf_dir: Path | None, **kwargs: Any) -> None:
     """Fine-tune a LoRA adapter NAME on --bank BANK (Ctrl-C saves a checkpoint; --resume NAME continues)."""
     from tunelab.finetune import sft
 
-    if resume:
-        if name or bank or given(kwargs):
-            raise TunelabError("--resume continues a run with its own settings: give only --resume RUN")
-        plan = sft.prepare_resume(app.settings, app.conn, resume)
-        click.echo(f"resuming run {plan.run.name!r} from {plan.resume_from.name if plan.resume_from else '-'}", err=True)
+    if resume or restart:
+        if name or bank or model or hf_dir or given(kwargs) or (resume and restart):
+            raise TunelabError("--resume / --restart continue a run with its own settings: give only --resume RUN or --restart RUN")
+        plan = sft.prepare_resume(app.settings, app.conn, resume or restart or "", restart=bool(restart))
+        click.echo(f"{'resuming' if resume else 'restarting'} run {plan.run.name!r} from {plan.resume_from.name if plan.resume_from else 'step 0'}", err=True)
     else:
         if not name or not bank:
             raise TunelabError("give a NAME for the adapter and --bank BANK (or --resume RUN)")

@@ -151,13 +151,21 @@ class ChatService:
         name, scorer = self._scorers[reward_model]
         return BestOfRequest(n, scorer, name)
 
-    def send(self, conversation_id: int, prompt: str, params: SamplerParams, icl: IclRequest | None = None,
-             best_of: BestOfRequest | None = None) -> ChatTurn:
+    def send(self, conversation_id: int | None, prompt: str, params: SamplerParams, icl: IclRequest | None = None,
+             best_of: BestOfRequest | None = None, system: str = "") -> ChatTurn:
         """Store the user's prompt and start the reply (nothing is stored for an empty prompt).
 
+        `conversation_id` None starts a new conversation (with `system` as its system prompt); it is
+        stored, with the prompt, only once the prompt was accepted, so a refused first prompt (k
+        larger than the bank, a prompt that can never fit) leaves no empty conversation behind.
         With `best_of` the reply is already complete when this returns (all candidates sampled)."""
         if not prompt.strip():
             raise TunelabError("empty prompt: type something to send")
+        if conversation_id is None:
+            history = [ChatMessage("system", system)] if system else []
+            turn = self._start(0, history, prompt, params, icl, best_of)
+            turn.conversation_id = self.store.start(prompt.strip().splitlines()[0][:60], system, prompt).id
+            return turn
         # raises before storing anything if the prompt can never fit
         turn = self._start(conversation_id, self.history(conversation_id), prompt, params, icl, best_of)
         self.store.add_user(conversation_id, prompt)

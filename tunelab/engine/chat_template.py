@@ -3,14 +3,23 @@
 We render the template ourselves (rather than calling create_chat_completion) so that we know
 the exact prompt token count before generating: that is what context management, ICL token
 budgets and the stored provenance need.
+
+A GGUF's template is code from whoever made the file. llama-cpp-python renders it in jinja2's
+immutable sandbox, which raises `SecurityError` on any reach for Python internals
+(`''.__class__.__mro__`, `cycler.__init__.__globals__`...); the template is tried once when the
+model loads, so such a file is refused with one line before any prompt is sent.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+from jinja2.exceptions import SecurityError, TemplateError
 from llama_cpp import Llama
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+from tunelab.errors import TunelabError
 
 # Used for GGUFs that carry no template (old conversions).
 CHATML_TEMPLATE = (
@@ -39,9 +48,17 @@ class ChatTemplate:
         self.formatter = Jinja2ChatFormatter(
             template=self.template, eos_token=self.eos_token, bos_token=self.bos_token
         )
+        try:
+            self.render([ChatMessage("user", "hi")])  # a sandbox escape is refused here, at load
+        except TemplateError:
+            pass  # a template that rejects this conversation (e.g. raise_exception) says so when used
 
     def render(self, messages: list[ChatMessage]) -> str:
-        return self.formatter(messages=[m.as_dict() for m in messages]).prompt
+        try:
+            return self.formatter(messages=[m.as_dict() for m in messages]).prompt
+        except SecurityError as exc:
+            raise TunelabError(f"refused the chat template of {Path(self.llama.model_path).name}: it tries to reach "
+                               f"Python internals ({exc}); use a GGUF with a plain chat template") from None
 
     def tokens(self, messages: list[ChatMessage]) -> list[int]:
         # The template writes BOS itself where the model wants it (added_special), so don't add another.

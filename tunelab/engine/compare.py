@@ -27,6 +27,7 @@ from tunelab.engine.reward_report import Scorer, reward_summary
 from tunelab.engine.statistics import WinRate
 from tunelab.engine.summary import summarize
 from tunelab.errors import TunelabError
+from tunelab.faults import pause_point
 from tunelab.stores.bank_files import read_examples
 from tunelab.stores.comparisons import Comparison, ComparisonItem, ComparisonStore, ItemResult
 from tunelab.stores.files import cached_sha256
@@ -291,6 +292,7 @@ def run_comparison(
             reused = item.position in finished
             if not reused:
                 store.add_result(comparison.id, arm_key, answer(runner, arm, item, params))
+                pause_point("compare.result_stored")
             done += 1
             if progress is not None:
                 progress(Progress(arm.name, item.position, done, total, reused))

@@ -135,6 +135,8 @@ class LlamaEngine:
         # With the low-level adapter API the base loads once (memory-mapped) and adapters are
         # attached to it; without it, llama-cpp-python can only bake one adapter in at load time.
         baked = lora_path if lora_path and not adapter_switching_supported() else None
+        if baked:
+            check_gguf_complete(check_gguf(Path(baked)))  # a truncated adapter must never reach llama.cpp
         try:
             self.llama = Llama(
                 model_path=str(self.model_path),
@@ -167,6 +169,7 @@ class LlamaEngine:
             if path is not None:
                 adapter = self._adapters.get(path)
                 if adapter is None:
+                    check_gguf_complete(check_gguf(path))  # a truncated adapter must never reach llama.cpp
                     adapter = llama_cpp.llama_adapter_lora_init(self.llama._model.model, str(path).encode("utf-8"))
                     if not adapter:
                         raise TunelabError(f"llama.cpp could not load adapter {path} for {self.model_name} (made for another base?)")

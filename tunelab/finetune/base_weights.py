@@ -18,7 +18,7 @@ from typing import Any
 
 from tunelab.engine.models import check_gguf
 from tunelab.errors import TunelabError
-from tunelab.stores.files import atomic_dir, cached_sha256
+from tunelab.stores.files import atomic_dir, cached_sha256, file_lock
 
 CACHE_MARKER = "tunelab-base.json"
 """Written last into a cache dir: names the GGUF it came from (its presence means complete)."""
@@ -119,16 +119,19 @@ def prepare_base(conn: sqlite3.Connection, models_dir: Path, gguf_path: Path, hf
     """The checked training pair for `gguf_path`: the user's `hf_dir`, else the cached dequantisation.
 
     The cache lives in `models_dir/<first 16 hex of the GGUF's sha256>`, written atomically, so a
-    killed first run leaves nothing that looks usable.
+    killed first run leaves nothing that looks usable, and under a lock, so two first runs at once
+    dequantise once (the second waits, then reuses it).
     """
     gguf_path = check_gguf(Path(gguf_path)).resolve()
     sha = cached_sha256(conn, gguf_path)
     if hf_dir is None:
         hf_dir = models_dir / sha[:16]
         if not (hf_dir / CACHE_MARKER).is_file():
-            with atomic_dir(hf_dir) as tmp:
-                dequantise(gguf_path, tmp)
-                (tmp / CACHE_MARKER).write_text(json.dumps({"gguf": str(gguf_path), "sha256": sha}), encoding="utf-8")
+            with file_lock(models_dir / f"{sha[:16]}.lock"):  # two first runs at once: one writes, the other waits
+                if not (hf_dir / CACHE_MARKER).is_file():
+                    with atomic_dir(hf_dir) as tmp:
+                        dequantise(gguf_path, tmp)
+                        (tmp / CACHE_MARKER).write_text(json.dumps({"gguf": str(gguf_path), "sha256": sha}), encoding="utf-8")
     elif not (Path(hf_dir) / "config.json").is_file():
         raise TunelabError(f"not an HF model dir (no config.json): {hf_dir}")
     arch = check_pair(Path(hf_dir), gguf_path)

@@ -27,8 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from tunelab.engine.models import check_gguf
+from tunelab.engine.models import check_gguf, check_gguf_complete
 from tunelab.errors import TunelabError
+from tunelab.faults import pause_point
+from tunelab.finetune.safe_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, safetensors_adapter
+from tunelab.stores.files import TEMP_SUFFIX, temp_prefix
 
 PERMUTED_ARCHS = frozenset({"llama"})
 """GGUF architectures whose converter permutes q/k rows (llama.cpp's LlamaModel.permute)."""
@@ -101,10 +104,11 @@ def permute(weights: np.ndarray, n_head: int) -> np.ndarray:
 def atomic_file(path: Path) -> Iterator[Path]:
     """A temp path beside `path`, renamed onto it only if the block finishes (GGUFs are written in parts)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=TEMP_SUFFIX)
     os.close(fd)
     try:
         yield Path(tmp)
+        pause_point("export.gguf_written")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -115,9 +119,8 @@ def read_peft_adapter(adapter_dir: Path) -> tuple[dict[str, Any], dict[str, np.n
     """(adapter_config.json, tensors as float32 numpy) of a saved PEFT LoRA adapter."""
     from safetensors.numpy import load_file
 
-    config_file, weights_file = adapter_dir / "adapter_config.json", adapter_dir / "adapter_model.safetensors"
-    if not config_file.is_file() or not weights_file.is_file():
-        raise TunelabError(f"not a PEFT adapter dir (needs adapter_config.json and adapter_model.safetensors): {adapter_dir}")
+    safetensors_adapter(adapter_dir)
+    config_file, weights_file = adapter_dir / ADAPTER_CONFIG, adapter_dir / ADAPTER_WEIGHTS
     config = json.loads(config_file.read_text(encoding="utf-8"))
     if config.get("peft_type") != "LORA":
         raise TunelabError(f"only LoRA adapters can be exported (got {config.get('peft_type')})")
@@ -188,7 +191,8 @@ def check_adapter_fits(adapter_gguf: Path, base_gguf: Path) -> None:
     """Refuse a GGUF LoRA made for another base (architecture or tensor shapes differ)."""
     from gguf import GGUFReader
 
-    reader = GGUFReader(check_gguf(adapter_gguf))
+    check_gguf_complete(check_gguf(adapter_gguf))  # before reading any tensor of a damaged file
+    reader = GGUFReader(adapter_gguf)
     fields = {name: field.contents() for name, field in reader.fields.items()}
     if fields.get("general.type") != "adapter":
         raise TunelabError(f"not a GGUF LoRA adapter: {adapter_gguf}")
@@ -209,11 +213,11 @@ def hf_state_dict(hf_dir: Path, adapter_dir: Path | None = None) -> dict[str, np
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32, use_safetensors=True)
     if adapter_dir is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+        model = PeftModel.from_pretrained(model, safetensors_adapter(adapter_dir)).merge_and_unload()
     return {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
 
 

@@ -33,14 +33,12 @@ from tunelab.finetune.preference_args import PreferenceArgs
 from tunelab.finetune.progress import Listener, ProgressCallback
 from tunelab.finetune.run_record import Recorder, status_on_error
 from tunelab.finetune.reward import RewardModel
-from tunelab.finetune.sft import ADAPTER_GGUF, META_FILE, ROWS_FILE, device, last_checkpoint
+from tunelab.finetune.sft import ADAPTER_GGUF, META_FILE, ROWS_FILE, device, resume_point, stopped_run
 from tunelab.stores.files import atomic_dir, atomic_write_text, cached_sha256
 from tunelab.stores.models import ModelRegistry
-from tunelab.stores.runs import Adapter, Run, RunStore, reward_models
+from tunelab.stores.runs import REWARD_MODELS, Adapter, Run, RunStore, reward_models
 
 HELD_OUT_FILE = "held_out.jsonl"
-REWARD_MODELS = "reward_models"
-"""Folder (under the data dir) of the trained reward models, one per run name."""
 Rows = list[dict[str, Any]]
 
 
@@ -112,7 +110,8 @@ def prepare(
     runs = RunStore(conn)
     name = name or default_name(conn, method, on)
     if any(run.name == name for run in runs.list()):
-        raise TunelabError(f"a run named {name!r} exists: pick another --name, or continue it with `tunelab feedback train --resume {name}`")
+        raise TunelabError(f"a run named {name!r} exists: pick another --name, continue it with `tunelab feedback train --resume {name}`, "
+                           f"start it over with `--restart {name}`, or delete it (`tunelab adapters delete {name}`)")
     start = runs.adapter(on) if on else None
     if start is not None:
         if model or hf_dir:
@@ -132,25 +131,20 @@ def prepare(
     return FeedbackPlan(settings, conn, run, base, args, rows, held_out, start, data.skipped)
 
 
-def prepare_resume(settings: Settings, conn: sqlite3.Connection, key: str) -> FeedbackPlan:
-    """A cancelled or failed feedback run, set to continue from its last checkpoint on its own rows."""
+def prepare_resume(settings: Settings, conn: sqlite3.Connection, key: str, restart: bool = False) -> FeedbackPlan:
+    """A cancelled, failed or interrupted feedback run, set to continue from its last checkpoint
+    (or from step 0 with `restart`) on its own rows."""
     store = RunStore(conn)
-    run = store.get(key)
-    if run.method not in feedback_data.METHODS:
-        raise TunelabError(f"run {run.name!r} is an {run.method} run: continue it with `tunelab train --resume {run.name}`")
-    if run.status == "done":
-        raise TunelabError(f"run {run.name!r} is already done")
-    checkpoint = last_checkpoint(run)
-    if checkpoint is None:
-        raise TunelabError(f"run {run.name!r} has no checkpoint to resume from: start it again under a new --name")
+    run = stopped_run(store, key, store.get(key).method in feedback_data.METHODS, "tunelab train")
     rows = _read_rows(Path(run.run_dir) / ROWS_FILE)
     if not rows:
-        raise TunelabError(f"run {run.name!r} lost its training data ({Path(run.run_dir) / ROWS_FILE}): start it again under a new --name")
+        raise TunelabError(f"run {run.name!r} lost its training data ({Path(run.run_dir) / ROWS_FILE}): delete it "
+                           f"(`tunelab adapters delete {run.name}`) and train again")
     values = dict(run.args)
     on = values.pop("on", None)
     start = store.adapter(on) if on else None
     base = prepare_base(conn, settings.home / "models", Path(run.base_gguf), Path(run.hf_dir))
-    store.set_status(run.id, "running")
+    checkpoint = resume_point(store, run, restart, "tunelab feedback train")
     return FeedbackPlan(settings, conn, store.get(str(run.id)), base, PreferenceArgs.from_dict(values), rows,
                         _read_rows(Path(run.run_dir) / HELD_OUT_FILE), start, resume_from=checkpoint)
 

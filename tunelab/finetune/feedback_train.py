@@ -18,6 +18,7 @@ from typing import Any
 from tunelab.errors import TunelabError
 from tunelab.finetune import dpo, feedback_data, kto, reward
 from tunelab.finetune.preference_args import PreferenceArgs
+from tunelab.finetune.safe_files import safetensors_adapter
 from tunelab.stores.files import atomic_dir
 
 Messages = list[dict[str, str]]
@@ -72,9 +73,9 @@ def load_policy(base_dir: Path, start_adapter: Path | None) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, use_safetensors=True)
     if start_adapter is not None:
-        model = PeftModel.from_pretrained(model, start_adapter, is_trainable=True)
+        model = PeftModel.from_pretrained(model, safetensors_adapter(start_adapter), is_trainable=True)
     return model, tokenizer
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from tunelab.faults import pause_point
+
 
 @dataclass(frozen=True)
 class TrainProgress:
@@ -57,6 +59,9 @@ class ProgressCallback(TrainerCallback):
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         return self._stop_if_cancelled(control)
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        pause_point("train.checkpoint_saved")
 
     def _stop_if_cancelled(self, control: Any) -> Any:
         """Save and stop at this step; checked after the step and after its log (a listener may cancel there)."""

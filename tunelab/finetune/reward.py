@@ -18,6 +18,7 @@ from typing import Any
 
 from tunelab.errors import TunelabError
 from tunelab.finetune.preference_args import PreferenceArgs, make_trainer, trainer_kwargs
+from tunelab.finetune.safe_files import safetensors_adapter
 from tunelab.stores.files import atomic_write_text
 
 META_FILE = "tunelab.json"
@@ -57,7 +58,7 @@ def load_head_model(base_dir: Path) -> Any:
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=1)
+    model = AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=1, use_safetensors=True)
     model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
 
@@ -100,6 +101,7 @@ class RewardModel:
                 f"reward model {path.name} was trained on another base (sha256 {meta.base_sha256[:12]}, this model is"
                 f" {base_sha256[:12]}): retrain it on this model with `tunelab feedback train --method reward`"
             )
+        safetensors_adapter(path)  # before anything is loaded: a pickled adapter is refused outright
         with quiet_loading():
             model, tokenizer = load_head_model(base_dir)
         return cls(PeftModel.from_pretrained(model, path), tokenizer, meta)

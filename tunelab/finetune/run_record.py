@@ -5,10 +5,12 @@ progress event goes into the run row's loss history, and an error leaves the run
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from tunelab.errors import TunelabError
+from tunelab.faults import pause_point
 from tunelab.finetune.progress import Listener, TrainProgress
 from tunelab.stores.runs import Run, RunStore
 
@@ -27,6 +29,7 @@ class Recorder:
         self.history.append({"step": event.step, "loss": event.loss or 0.0, "lr": event.lr or 0.0,
                              "tokens_per_s": event.tokens_per_s or 0.0})
         self.store.progress(self.run.id, event.step, event.total, self.history)
+        pause_point("train.step_recorded")
         if self.listener is not None:
             self.listener(event)
 
@@ -41,6 +44,11 @@ def status_on_error(store: RunStore, run_id: int, oom_message: str) -> Iterator[
     except torch.OutOfMemoryError:
         store.set_status(run_id, "failed", oom_message)
         raise TunelabError(oom_message) from None
+    except pickle.UnpicklingError as exc:  # torch's weights_only loader refused an object in a checkpoint
+        message = (f"a checkpoint file holds pickled objects that are not plain weights, so it was not loaded "
+                   f"({str(exc).split('.')[0][:80]}): restart the run from step 0 with --restart")
+        store.set_status(run_id, "failed", message)
+        raise TunelabError(message) from None
     except BaseException as exc:
         status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
         store.set_status(run_id, status, f"{type(exc).__name__}: {exc}"[:500])

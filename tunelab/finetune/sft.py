@@ -123,34 +123,49 @@ def plan_for(settings: Settings, conn: sqlite3.Connection, name: str, bank: str,
     return Plan(settings, conn, run, base, args, rows, warnings)
 
 
-def last_checkpoint(run: Run) -> Path | None:
-    """The newest checkpoint in the run dir (the Trainer names them checkpoint-<step>)."""
-    checkpoints = sorted(run.checkpoints_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    return checkpoints[-1] if checkpoints else None
+STOPPED = ("cancelled", "failed", "interrupted")
+"""Statuses a run can be resumed or restarted from (`interrupted`: its process was killed)."""
 
 
 def resumable(run: Run) -> bool:
     """Whether `prepare_resume` can continue this run: an SFT run that stopped early with a checkpoint."""
-    return run.method == "sft" and run.status in ("cancelled", "failed") and last_checkpoint(run) is not None
+    return run.method == "sft" and run.status in STOPPED and run.last_checkpoint is not None
 
 
-def prepare_resume(settings: Settings, conn: sqlite3.Connection, key: str) -> Plan:
-    """A cancelled or failed run, set to continue from its last checkpoint."""
-    store = RunStore(conn)
+def stopped_run(store: RunStore, key: str, method_ok: bool, other_command: str) -> Run:
+    """The run `key`, checked to be stopped (not done, not still training) and of this command's kind."""
     run = store.get(key)
+    if not method_ok:
+        raise TunelabError(f"run {run.name!r} is a {run.method} run: continue it with `{other_command} --resume {run.name}`")
     if run.status == "done":
-        raise TunelabError(f"run {run.name!r} is already done (its adapter is {run.name!r})")
-    if run.method != "sft":
-        raise TunelabError(f"run {run.name!r} is a {run.method} run: continue it with `tunelab feedback train --resume {run.name}`")
-    checkpoint = last_checkpoint(run)
+        raise TunelabError(f"run {run.name!r} is already done (delete it with `tunelab adapters delete {run.name}` to train it again)")
+    store.check_stopped(run, "resume")
+    return run
+
+
+def resume_point(store: RunStore, run: Run, restart: bool, command: str) -> Path | None:
+    """The checkpoint to continue from, or None after resetting the run to step 0 (`restart`)."""
+    if restart:
+        store.restart(run.id)
+        return None
+    checkpoint = run.last_checkpoint
     if checkpoint is None:
-        raise TunelabError(f"run {run.name!r} has no checkpoint to resume from: start it again under a new name")
+        raise TunelabError(f"run {run.name!r} stopped at step {run.step} before its first checkpoint: start it again with "
+                           f"`{command} --restart {run.name}` (or delete it: `tunelab adapters delete {run.name}`)")
+    store.set_status(run.id, "running")
+    return checkpoint
+
+
+def prepare_resume(settings: Settings, conn: sqlite3.Connection, key: str, restart: bool = False) -> Plan:
+    """A cancelled, failed or interrupted run, set to continue from its last checkpoint (or from step 0)."""
+    store = RunStore(conn)
+    run = stopped_run(store, key, store.get(key).method == "sft", "tunelab feedback train")
     rows_file = Path(run.run_dir) / ROWS_FILE
     rows = [json.loads(line) for line in rows_file.read_text(encoding="utf-8").splitlines()] if rows_file.is_file() else []
     if not rows:
-        raise TunelabError(f"run {run.name!r} lost its training data ({rows_file}): start it again under a new name")
+        raise TunelabError(f"run {run.name!r} lost its training data ({rows_file}): delete it (`tunelab adapters delete {run.name}`) and train again")
     base = prepare_base(conn, settings.home / "models", Path(run.base_gguf), Path(run.hf_dir))
-    store.set_status(run.id, "running")
+    checkpoint = resume_point(store, run, restart, "tunelab train")
     return Plan(settings, conn, store.get(str(run.id)), base, SFTArgs.from_dict(run.args), rows, resume_from=checkpoint)
 
 
@@ -203,7 +218,7 @@ def build_trainer(plan: Plan, callbacks: list[Any]) -> Any:
     set_seed(plan.args.seed)  # the LoRA init happens inside SFTTrainer, before Trainer seeds
     config = sft_config(plan.args, plan.run.checkpoints_dir)
     dtype = torch.bfloat16 if config.bf16 else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(plan.base.hf_dir, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(plan.base.hf_dir, dtype=dtype, use_safetensors=True)
     tokenizer = AutoTokenizer.from_pretrained(plan.base.hf_dir)
     missing = [m for m in plan.args.target_modules if not any(n.endswith(f".{m}") for n, _ in model.named_modules())]
     if missing:

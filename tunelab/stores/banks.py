@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from tunelab.errors import TunelabError
 from tunelab.stores.bank_files import ExampleRow
+from tunelab.faults import pause_point
 from tunelab.stores.db import now, transaction
 
 SPLITS = ("train", "test")
@@ -116,7 +117,9 @@ class BankStore:
                 "INSERT INTO banks (name, instruction, test_size, seed, source, created_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (name, instruction.strip(), test_size, seed, source, now()),
             )
-            return self._insert(name, rows)
+            result = self._insert(name, rows)
+            pause_point("bank.import_inserted")
+            return result
 
     def add(self, name: str, rows: Sequence[ExampleRow]) -> ImportResult:
         """Add rows to an existing bank; existing examples keep their split."""

@@ -4,11 +4,16 @@ One collection per (bank, embedding model), so changing the model never mixes ve
 Syncing adds only examples that are not in the collection yet (and removes ones that left the
 pool), so re-indexing after `bank add` embeds just the new rows. Chroma is always given our
 own embedding function: it must never fall back to downloading its default ONNX model.
+
+The index is derived data (SQLite holds the examples): an embedded store that is damaged is moved
+aside to `chroma.damaged` and rebuilt by the next sync, whose progress line shows the re-embedding.
+A server started with token auth is reached with `chroma_token` (or TUNELAB_CHROMA_TOKEN).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +25,12 @@ from chromadb.utils.embedding_functions import register_embedding_function
 
 from tunelab.config import Settings
 from tunelab.errors import TunelabError
+from tunelab.faults import pause_point
 from tunelab.stores.banks import Bank, Example
+from tunelab.text import one_line
 
 ADD_BATCH = 256
+log = logging.getLogger(__name__)
 
 
 @register_embedding_function
@@ -60,24 +68,45 @@ class TunelabEmbeddingFunction(EmbeddingFunction[Documents]):
         return "cosine"
 
 
+TOKEN_PROVIDER = "chromadb.auth.token_authn.TokenAuthClientProvider"
+
+
 def client(settings: Settings) -> Any:
     """An embedded PersistentClient under the data dir, or an HttpClient for `chroma_url`."""
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
-    chroma_settings = ChromaSettings(anonymized_telemetry=False)
     if not settings.chroma_url:
-        return chromadb.PersistentClient(path=str(settings.home / "chroma"), settings=chroma_settings)
+        return chromadb.PersistentClient(path=str(settings.home / "chroma"), settings=ChromaSettings(anonymized_telemetry=False))
     url = urlparse(settings.chroma_url)
     if url.scheme not in ("http", "https") or not url.hostname:
         raise TunelabError(f"bad chroma_url {settings.chroma_url!r}: expected http://HOST:PORT")
+    auth = {"chroma_client_auth_provider": TOKEN_PROVIDER, "chroma_client_auth_credentials": settings.chroma_token} if settings.chroma_token else {}
     try:
         remote = chromadb.HttpClient(host=url.hostname, port=url.port or (443 if url.scheme == "https" else 8000),
-                                     ssl=url.scheme == "https", settings=chroma_settings)
+                                     ssl=url.scheme == "https", settings=ChromaSettings(anonymized_telemetry=False, **auth))
         remote.heartbeat()
+        remote.list_collections(limit=1)  # the heartbeat needs no auth; this does
     except Exception as exc:  # chromadb raises ValueError/ConnectError/... depending on the failure
+        if "auth" in str(exc).lower() or "401" in str(exc) or "403" in str(exc):
+            raise TunelabError(f"Chroma server at {settings.chroma_url} refused the request ({type(exc).__name__}): "
+                               "set chroma_token (or TUNELAB_CHROMA_TOKEN) to the server's token") from None
         raise TunelabError(f"Chroma server at {settings.chroma_url} is unreachable ({type(exc).__name__}): start `chroma run` or unset chroma_url") from None
     return remote
+
+
+def move_damaged_store(settings: Settings) -> Path:
+    """Put a damaged embedded store aside (`chroma.damaged`, replacing an older one) so it is rebuilt."""
+    import shutil
+
+    from chromadb.api.client import SharedSystemClient
+
+    SharedSystemClient.clear_system_cache()  # chromadb keeps one open system per path
+    store, aside = settings.home / "chroma", settings.home / "chroma.damaged"
+    shutil.rmtree(aside, ignore_errors=True)
+    if store.exists():
+        store.rename(aside)
+    return aside
 
 
 def bank_key(settings: Settings, bank: Bank) -> str:
@@ -97,12 +126,29 @@ class BankIndex:
         self.encode = encode
         model_key = hashlib.sha256(str(model_path).encode()).hexdigest()[:8]
         self.name = f"tunelab-{bank_key(settings, bank)}-{model_key}"
-        self.collection = client(settings).get_or_create_collection(
+        self.rebuilt_from: Path | None = None
+        """Where a damaged embedded store was moved before this index was rebuilt (None: it was fine)."""
+        try:
+            self.collection = self._open(settings, bank, model_path)
+        except TunelabError:
+            raise
+        except BaseException as exc:  # a damaged embedded store: chromadb raises sqlite, rust (panic) and value errors alike
+            if settings.chroma_url or not (isinstance(exc, Exception) or type(exc).__name__ == "PanicException"):
+                raise
+            self.rebuilt_from = move_damaged_store(settings)
+            log.warning("the Chroma store %s was damaged (%s): moved it to %s; rebuilding the index from the database",
+                        settings.home / "chroma", one_line(f"{type(exc).__name__}: {exc}", 80), self.rebuilt_from)
+            self.collection = self._open(settings, bank, model_path)
+
+    def _open(self, settings: Settings, bank: Bank, model_path: Path) -> Any:
+        collection = client(settings).get_or_create_collection(
             self.name,
             metadata={"bank": bank.name, "embedding_model": str(model_path)},
             configuration={"hnsw": {"space": "cosine"}},
-            embedding_function=TunelabEmbeddingFunction(encode, str(model_path)),
+            embedding_function=TunelabEmbeddingFunction(self.encode, str(model_path)),
         )
+        collection.get(include=[], limit=1)  # a damaged store often opens and fails on the first read
+        return collection
 
     def sync(self, pool: Sequence[Example], progress: Callable[[int, int], None] | None = None) -> int:
         """Embed and add the pool's examples missing from the collection; returns how many."""
@@ -120,6 +166,7 @@ class BankIndex:
                 documents=[e.input for e in batch],
             )
             done += len(batch)
+            pause_point("chroma.batch_added")
             if progress is not None:
                 progress(done, len(missing))
         return len(missing)

@@ -12,10 +12,12 @@ import json
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tunelab.errors import TunelabError
 from tunelab.stores.db import now, transaction
+from tunelab.stores.trash import delete_with_files
 
 
 @dataclass
@@ -132,6 +134,14 @@ class ComparisonStore:
 
     def list(self) -> list[Comparison]:
         return [_comparison(r) for r in self.conn.execute("SELECT * FROM comparisons ORDER BY id DESC")]
+
+    def delete(self, comparison_id: int, report_dirs: Sequence[Path], home: Path) -> list[Path]:
+        """Delete a comparison (items and answers with it) and its report folder(s); ratings of its
+        outputs stay (they are snapshots)."""
+        comparison = self.get(comparison_id)
+        paths = [*report_dirs, *([Path(comparison.report_dir)] if comparison.report_dir else [])]
+        return delete_with_files(self.conn, home, ("comparisons", "id", comparison_id), paths,
+                                 lambda conn: conn.execute("DELETE FROM comparisons WHERE id = ?", (comparison_id,)))
 
     def latest_done(self) -> Comparison | None:
         row = self.conn.execute("SELECT * FROM comparisons WHERE status = 'done' ORDER BY updated_at DESC, id DESC LIMIT 1").fetchone()

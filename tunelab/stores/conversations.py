@@ -125,6 +125,18 @@ class ConversationStore:
             )
         return self.get(cur.lastrowid)
 
+    def start(self, title: str, system_prompt: str, prompt: str) -> Conversation:
+        """A new conversation with its first user message, in one transaction: never an empty one."""
+        stamp = now()
+        with transaction(self.conn):
+            conversation_id = self.conn.execute(
+                "INSERT INTO conversations (title, system_prompt, params_json, created_at, updated_at) VALUES (?, ?, '{}', ?, ?)",
+                (title, system_prompt, stamp, stamp),
+            ).lastrowid
+            self.conn.execute("INSERT INTO messages (conversation_id, role, content, created_at) VALUES (?, 'user', ?, ?)",
+                              (conversation_id, prompt, stamp))
+        return self.get(conversation_id)
+
     def get(self, conversation_id: int) -> Conversation:
         row = self.conn.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
         if row is None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from tunelab.errors import TunelabError
 from tunelab.stores.conversations import ConversationStore, Message
+from tunelab.faults import pause_point
 from tunelab.stores.db import now, transaction
 
 RATINGS = ("up", "down")
@@ -219,6 +220,7 @@ class FeedbackStore:
                     stamp,
                 ),
             )
+            pause_point("feedback.rating_written")
         return self.get(subject)
 
     def get(self, subject: str) -> Rating:
@@ -275,6 +277,7 @@ class FeedbackStore:
                     stamp,
                 ),
             ).lastrowid
+            pause_point("feedback.vote_written")
         vote.created_at = stamp
         return vote
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -11,13 +12,37 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tunelab.stores import liveness
 from tunelab.stores.db import transaction
+
+
+TEMP_SUFFIX = ".tmp"
+
+
+def temp_prefix(final: Path) -> str:
+    """`.<name>.<pid>-<start time>.`: a temp file or folder names the process writing it, so
+    `stale_temps` can remove what a killed process left without touching a live writer's."""
+    me = liveness.current()
+    return f".{final.name}.{me.pid}-{me.start}."
+
+
+def stale_temps(folder: Path) -> list[Path]:
+    """Temp files/folders directly in `folder` whose writing process is gone."""
+    found = []
+    for path in folder.glob(f".*{TEMP_SUFFIX}"):
+        parts = path.name[: -len(TEMP_SUFFIX)].rsplit(".", 2)
+        if len(parts) != 3 or "-" not in parts[1] or not parts[1].split("-")[0].isdigit():
+            continue
+        pid, start = parts[1].split("-", 1)
+        if not liveness.alive(liveness.ProcessId(int(pid), start, liveness.current().host), None):
+            found.append(path)
+    return found
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temp file in the same folder and rename: readers see the old or the new file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
@@ -36,7 +61,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     Used for adapters and reports, which are registered only once completely written.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=temp_prefix(final), suffix=TEMP_SUFFIX))
     try:
         yield tmp
         if final.exists():
@@ -45,6 +70,20 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created if missing): a second process blocks here until the first is done.
+
+    The kernel drops the lock when its holder dies, so a killed process never leaves it stuck."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -1,22 +1,31 @@
 """Training runs and finished adapters (schema m0004).
 
 Runs move running -> done | failed | cancelled; `--resume` moves a failed or cancelled run back
-to running. Adapters are registered by `add_adapter` only after their files were renamed into
-place (`atomic_dir`), so every listed adapter is complete.
+to running. A `running` row whose process is gone (killed, power cut; see `liveness`) is read as
+`interrupted`: it can be resumed, restarted from step 0 (`restart`) or deleted (`delete`).
+Adapters are registered by `add_adapter` only after their files were renamed into place
+(`atomic_dir`), so every listed adapter is complete.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tunelab.errors import TunelabError
+from tunelab.stores import liveness
 from tunelab.stores.db import now, transaction
+from tunelab.stores.trash import delete_with_files
 
 STATUSES = ("running", "done", "failed", "cancelled")
+INTERRUPTED = "interrupted"
+"""Read-only status: stored as `running`, but the process that ran it is gone."""
+REWARD_MODELS = "reward_models"
+"""Folder (under the data dir) of the trained reward models, one per run name."""
 
 
 @dataclass
@@ -44,10 +53,24 @@ class Run:
     created_at: str
     updated_at: str
     finished_at: str | None
+    pid: int | None = None
+    proc_start: str = ""
+    host: str = ""
+    heartbeat_at: str | None = None
 
     @property
     def checkpoints_dir(self) -> Path:
         return Path(self.run_dir) / "checkpoints"
+
+    @property
+    def last_checkpoint(self) -> Path | None:
+        """The newest checkpoint in the run dir (the Trainer names them checkpoint-<step>)."""
+        found = [p for p in self.checkpoints_dir.glob("checkpoint-*") if p.name.split("-")[1].isdigit()]
+        return max(found, key=lambda p: int(p.name.split("-")[1])) if found else None
+
+    @property
+    def owner(self) -> str:
+        return f"pid {self.pid} on {self.host}" if self.pid else "another process"
 
 
 @dataclass
@@ -65,10 +88,15 @@ class Adapter:
 
 
 def _run(row: sqlite3.Row) -> Run:
+    """A run as users see it: a `running` row whose process is gone reads as `interrupted`."""
     values = dict(row)
     for key in ("example_ids", "args", "loss_history"):
         values[key] = json.loads(values.pop(f"{key}_json"))
-    return Run(**values)
+    run = Run(**values)
+    if run.status == "running" and run.pid is not None:
+        if not liveness.alive(liveness.ProcessId(run.pid, run.proc_start, run.host), run.heartbeat_at):
+            run.status = INTERRUPTED
+    return run
 
 
 def _adapter(row: sqlite3.Row) -> Adapter:
@@ -97,33 +125,72 @@ class RunStore:
     ) -> Run:
         if self.conn.execute("SELECT 1 FROM runs WHERE name = ?", (name,)).fetchone():
             command = "tunelab train" if method == "sft" else "tunelab feedback train"
-            raise TunelabError(f"a run named {name!r} exists: pick another name, or continue it with `{command} --resume {name}`")
+            raise TunelabError(f"a run named {name!r} exists: pick another name, continue it with `{command} --resume {name}`, "
+                               f"start it over with `{command} --restart {name}`, or delete it (`tunelab adapters delete {name}`)")
         stamp = now()
+        me = liveness.current()
         with transaction(self.conn):
             cur = self.conn.execute(
                 "INSERT INTO runs (name, method, base_gguf, base_sha256, hf_dir, bank, example_ids_json, args_json, status,"
-                " device, run_dir, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)",
+                " device, run_dir, created_at, updated_at, pid, proc_start, host, heartbeat_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
                 (name, method, str(base_gguf), base_sha256, str(hf_dir), bank, json.dumps(example_ids), json.dumps(args),
-                 device, str(run_dir), stamp, stamp),
+                 device, str(run_dir), stamp, stamp, me.pid, me.start, me.host, stamp),
             )
         return self.get(str(cur.lastrowid))
+
+    def check_stopped(self, run: Run, doing: str) -> None:
+        """Refuse to `doing` a run whose process still trains it."""
+        if run.status == "running":
+            raise TunelabError(f"run {run.name!r} is still training ({run.owner}): stop it first (Ctrl-C there), then {doing} it")
+
+    def restart(self, run_id: int) -> Run:
+        """Back to step 0 under the same name and settings: history, timings and checkpoints cleared."""
+        run = self.get(str(run_id))
+        self.check_stopped(run, "restart")
+        if run.status == "done":
+            raise TunelabError(f"run {run.name!r} is done: delete it first (`tunelab adapters delete {run.name}`) to train it again")
+        shutil.rmtree(run.checkpoints_dir, ignore_errors=True)
+        with transaction(self.conn):
+            self.conn.execute(
+                "UPDATE runs SET step = 0, total_steps = 0, loss_history_json = '[]', error = '', train_seconds = 0,"
+                " tokens_per_s = NULL, peak_memory_mb = NULL WHERE id = ?", (run_id,))
+        self.set_status(run_id, "running")
+        return self.get(str(run_id))
+
+    def delete(self, key: str, home: Path) -> list[Path]:
+        """Delete a run that is not training, its adapter or reward model, and all their files."""
+        run = self.get(key)
+        self.check_stopped(run, "delete")
+        paths = [Path(run.run_dir), Path(home) / "adapters" / run.name, Path(home) / REWARD_MODELS / run.name]
+        for adapter in self.conn.execute("SELECT * FROM adapters WHERE run_id = ?", (run.id,)):
+            found = _adapter(adapter)
+            paths += [Path(found.peft_dir), Path(found.gguf_path), *map(Path, found.exports.values())]
+
+        def rows(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM adapters WHERE run_id = ?", (run.id,))
+            conn.execute("DELETE FROM runs WHERE id = ?", (run.id,))
+
+        return delete_with_files(self.conn, home, ("runs", "id", run.id), paths, rows)
 
     def get(self, key: str) -> Run:
         """A run by name, or by id when `key` is all digits."""
         column = "id" if key.isdigit() else "name"
         row = self.conn.execute(f"SELECT * FROM runs WHERE {column} = ?", (int(key) if key.isdigit() else key,)).fetchone()
         if row is None:
-            raise TunelabError(f"no training run {key!r} (see `tunelab adapters --runs`)")
+            raise TunelabError(f"no training run {key!r} (see `tunelab adapters runs`)")
         return _run(row)
 
     def list(self) -> list[Run]:
         return [_run(r) for r in self.conn.execute("SELECT * FROM runs ORDER BY id DESC")]
 
     def progress(self, run_id: int, step: int, total: int, loss_history: list[dict[str, float]]) -> None:
+        """Record a step; also the run's heartbeat."""
+        stamp = now()
         with transaction(self.conn):
             self.conn.execute(
-                "UPDATE runs SET step = ?, total_steps = ?, loss_history_json = ?, updated_at = ? WHERE id = ?",
-                (step, total, json.dumps(loss_history), now(), run_id),
+                "UPDATE runs SET step = ?, total_steps = ?, loss_history_json = ?, updated_at = ?, heartbeat_at = ? WHERE id = ?",
+                (step, total, json.dumps(loss_history), stamp, stamp, run_id),
             )
 
     def set_status(self, run_id: int, status: str, error: str = "", **timings: float | None) -> None:
@@ -133,12 +200,16 @@ class RunStore:
         unknown = set(timings) - {"train_seconds", "tokens_per_s", "peak_memory_mb"}
         if unknown:
             raise ValueError(unknown)
-        sets = "".join(f", {k} = ?" for k in timings)
+        values: dict[str, Any] = dict(timings)
+        if status == "running":  # this process owns it now (a resumed run may have died in another)
+            me = liveness.current()
+            values.update(pid=me.pid, proc_start=me.start, host=me.host, heartbeat_at=now())
+        sets = "".join(f", {k} = ?" for k in values)
         finished = now() if status != "running" else None
         with transaction(self.conn):
             self.conn.execute(
                 f"UPDATE runs SET status = ?, error = ?, updated_at = ?, finished_at = ?{sets} WHERE id = ?",
-                (status, error, now(), finished, *timings.values(), run_id),
+                (status, error, now(), finished, *values.values(), run_id),
             )
 
     def add_adapter(self, adapter: Adapter) -> Adapter:

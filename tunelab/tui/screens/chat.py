@@ -167,16 +167,13 @@ class ChatScreen(Screen[None]):
             self.notify("a reply is still streaming (Esc stops it)", severity="warning")
             return
         event.input.value = ""
-        if self.conversation_id is None:
-            self.conversation_id = self.store.create(title=prompt.strip().splitlines()[0][:60]).id
-            self.refresh_list()
-        self.start(self.conversation_id, prompt)
+        self.start(self.conversation_id, prompt)  # None: the service stores a new conversation once the prompt is accepted
 
     def action_regenerate(self) -> None:
         if self.conversation_id is not None and self.streaming is None:
             self.start(self.conversation_id, None)
 
-    def start(self, conversation_id: int, prompt: str | None) -> None:
+    def start(self, conversation_id: int | None, prompt: str | None) -> None:
         """Read the ICL, adapter and best-of choice here (widgets belong to this thread), then generate."""
         panel = self.query_one(ContextPanel)
         try:
@@ -196,7 +193,7 @@ class ChatScreen(Screen[None]):
         self.workers.cancel_group(self, "generate")
 
     @work(thread=True, exclusive=True, group="generate")
-    def generate(self, conversation_id: int, prompt: str | None, icl: IclRequest | None, adapter: str | None,
+    def generate(self, conversation_id: int | None, prompt: str | None, icl: IclRequest | None, adapter: str | None,
                  best_of: tuple[str, int] | None) -> None:
         """Runs in a thread: llama.cpp blocks. Widgets are only touched through call_from_thread."""
         worker = get_current_worker()
@@ -214,12 +211,15 @@ class ChatScreen(Screen[None]):
                     self._status, f"embedding {icl.bank}: {done}/{total} examples…"))
             pick = self._best_of_request(best_of, params) if best_of else None
             if prompt is None:
+                assert conversation_id is not None
                 turn = self.service.regenerate(conversation_id, params, icl, pick)
             else:
                 turn = self.service.send(conversation_id, prompt, params, icl, pick)
         except TunelabError as exc:
             app.call_from_thread(self._failed, str(exc))
             return
+        if conversation_id is None:
+            app.call_from_thread(self._adopt, turn.conversation_id)
         app.call_from_thread(self._begin_reply, prompt)
         pending: list[str] = list(turn.reply.parts)  # a best-of reply is complete already
         last_flush = time.monotonic()
@@ -244,6 +244,11 @@ class ChatScreen(Screen[None]):
         name, n = choice
         self.app.call_from_thread(self._status, f"loading reward model {name}, sampling {n} replies…")
         return self.service.best_of(n, params, name)
+
+    def _adopt(self, conversation_id: int) -> None:
+        """The new conversation the first accepted prompt created becomes the current one."""
+        self.conversation_id = conversation_id
+        self.refresh_list()
 
     def _status(self, text: str) -> None:
         self.query_one("#stats", Static).update(text)

@@ -157,7 +157,7 @@ class TrainScreen(Screen[None]):
             self.notify("a run is training: Escape stops it", severity="warning")
             return
         if name is None or name not in self.resumable:
-            self.notify("select a cancelled or failed SFT run with a checkpoint to resume", severity="warning")
+            self.notify("select a cancelled, failed or interrupted SFT run with a checkpoint to resume", severity="warning")
             return
         run = RunStore(self.conn).get(name)
         self.begin(name, run.loss_history, f"resuming {name!r} from step {run.step}…")

@@ -21,7 +21,9 @@ class RunTable(DataTable[str]):
             losses = [h["loss"] for h in run.loss_history]
             loss = f"{losses[0]:.3f} → {losses[-1]:.3f}" if losses else "-"
             status = run.status + (" (resumable)" if run.name in resumable else "")
-            self.add_row(run.name, run.method, run.bank, status, f"{run.step}/{run.total_steps}", loss,
+            checkpoint = run.last_checkpoint if run.status not in ("done", "running") else None
+            step = f"{run.step}/{run.total_steps}" + (f" · saved {checkpoint.name.split('-')[1]}" if checkpoint else "")
+            self.add_row(run.name, run.method, run.bank, status, step, loss,
                          f"{run.tokens_per_s:.0f}" if run.tokens_per_s else "-", adapters.get(run.id, "-"), key=run.name)
 
     @property
