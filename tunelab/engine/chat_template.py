@@ -39,9 +39,14 @@ class ChatTemplate:
         self.formatter = Jinja2ChatFormatter(
             template=self.template, eos_token=self.eos_token, bos_token=self.bos_token
         )
+        self.prefix_formatter = Jinja2ChatFormatter(
+            template=self.template, eos_token=self.eos_token, bos_token=self.bos_token, add_generation_prompt=False
+        )
+        """Renders messages without the reply header: where each message ends in a prompt (the token view)."""
 
-    def render(self, messages: list[ChatMessage]) -> str:
-        return self.formatter(messages=[m.as_dict() for m in messages]).prompt
+    def render(self, messages: list[ChatMessage], add_generation_prompt: bool = True) -> str:
+        formatter = self.formatter if add_generation_prompt else self.prefix_formatter
+        return formatter(messages=[m.as_dict() for m in messages]).prompt
 
     def tokens(self, messages: list[ChatMessage]) -> list[int]:
         # The template writes BOS itself where the model wants it (added_special), so don't add another.
