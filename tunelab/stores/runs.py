@@ -96,7 +96,7 @@ class RunStore:
         method: str = "sft",
     ) -> Run:
         if self.conn.execute("SELECT 1 FROM runs WHERE name = ?", (name,)).fetchone():
-            command = "tunelab train" if method == "sft" else "tunelab feedback train"
+            command = "tunelab train" if method in ("sft", "pretrain") else "tunelab feedback train"
             raise TunelabError(f"a run named {name!r} exists: pick another name, or continue it with `{command} --resume {name}`")
         stamp = now()
         with transaction(self.conn):
