@@ -105,7 +105,30 @@ async def test_no_bank_and_bad_settings_are_reported_without_starting(settings, 
         assert any("no example bank" in m for m in messages) and any("r must be >= 1" in m for m in messages)
         await pilot.press("ctrl+r")
         await pilot.pause()
-        assert any("select a cancelled or failed SFT run" in n.message for n in app._notifications)
+        assert any("select a cancelled or failed run" in n.message for n in app._notifications)
+
+
+async def test_kind_picks_the_form_and_the_run_it_starts(settings, conn, tmp_path) -> None:
+    BankStore(conn).create("glorbix", [ExampleRow(q, a, i + 1) for i, (q, a) in enumerate(FACTS)], "Answer the question.", test_size=0.2)
+    app = TrainApp(settings, conn)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f4")
+        screen = app.screen
+        bank, path = screen.query_one("#train-bank", Select), screen.query_one("#train-corpus", Input)
+        assert screen.kind == "sft" and bank.display and not path.display
+        screen.query_one("#train-kind", Select).value = "grpo"
+        await pilot.pause()
+        assert bank.display and screen.query_one("#train-epochs", Input).disabled and "reward model" in status(screen)
+        screen.query_one("#train-kind", Select).value = "pretrain"
+        await pilot.pause()
+        assert path.display and not bank.display and not screen.query_one("#train-epochs", Input).disabled
+        await pilot.press("ctrl+t")
+        await pilot.pause()
+        assert any("give the corpus" in n.message for n in app._notifications)
+        path.value = str(tmp_path / "missing")
+        await pilot.press("ctrl+t")  # the pre-training prepare runs: it refuses the path before loading any model
+        await wait_for(pilot, lambda: screen.cancel is None and "no such file or directory" in status(screen))
+        assert RunStore(conn).list() == []
 
 
 async def test_report_to_choice_reaches_the_run_settings(settings, conn) -> None:

@@ -74,9 +74,9 @@ def cli(ctx: click.Context, home: str | None) -> None:
 
 
 def _register() -> None:
-    from tunelab.cli import adapters, bank, chat, compare, curve, doctor, feedback, history, models, train
+    from tunelab.cli import adapters, bank, chat, compare, curve, doctor, feedback, history, models, tokens, train
 
-    for module in (adapters, bank, chat, compare, curve, doctor, feedback, history, models, train):
+    for module in (adapters, bank, chat, compare, curve, doctor, feedback, history, models, tokens, train):
         cli.add_command(module.command)
     cli.add_command(feedback.rate)
     cli.add_command(compare.reports)

@@ -12,7 +12,7 @@ from tunelab.cli.app_context import AppContext, pass_app
 from tunelab.cli.output import echo_json, json_option, limit_option, limited
 from tunelab.cli.training import args_from, dataclass_options, given, train_until_done
 from tunelab.errors import TunelabError
-from tunelab.finetune import feedback_data
+from tunelab.finetune import feedback_data, rl
 from tunelab.finetune.preference_args import PreferenceArgs
 from tunelab.stores.feedback import FeedbackStore
 
@@ -107,7 +107,10 @@ def delete(app: AppContext, rating_id: int | None, vote_id: int | None) -> None:
 
 
 @command.command("train")
-@click.option("--method", type=click.Choice(feedback_data.METHODS), default=None, help="kto: 👍/👎 ratings; dpo: preference pairs; reward: a reward model.")
+@click.option("--method", type=click.Choice(feedback_data.METHODS + rl.METHODS), default=None,
+              help="kto: 👍/👎 ratings; dpo: preference pairs; reward: a reward model; grpo / rloo: RL against the reward model.")
+@click.option("--bank", "-b", default=None, help="grpo / rloo: prompts from this bank's train split (default: the rated prompts).")
+@click.option("--reward-model", default=None, metavar="NAME", help="grpo / rloo: the reward model (default: the newest for this model).")
 @click.option("--on", "on", default=None, metavar="ADAPTER", help="Train this adapter further (kto/dpo; default: a fresh LoRA on the base).")
 @click.option("--name", default=None, help="Name of the new adapter / reward model (default: <on or feedback>-<method>).")
 @click.option("--resume", default=None, metavar="RUN", help="Continue a cancelled, failed or interrupted feedback run from its last checkpoint.")
@@ -116,21 +119,25 @@ def delete(app: AppContext, rating_id: int | None, vote_id: int | None) -> None:
 @click.option("--hf-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="HF checkpoint of the same model (default: dequantise the GGUF).")
 @dataclass_options(PreferenceArgs, {"max_steps": ("--max-steps", "--steps")})
 @pass_app
-def train(app: AppContext, method: str | None, on: str | None, name: str | None, resume: str | None, restart: str | None,
-          model: str | None, hf_dir: Path | None, **kwargs: Any) -> None:
-    """Train on the feedback: a KTO or DPO adapter (chat/compare with --adapter NAME) or a reward model."""
+def train(app: AppContext, method: str | None, bank: str | None, reward_model: str | None, on: str | None, name: str | None,
+          resume: str | None, restart: str | None, model: str | None, hf_dir: Path | None, **kwargs: Any) -> None:
+    """Train on the feedback: a KTO, DPO, GRPO or RLOO adapter (chat/compare with --adapter NAME) or a reward model."""
     from tunelab.finetune import feedback_runs
 
     if resume or restart:
-        if method or on or name or model or hf_dir or given(kwargs) or (resume and restart):
+        if method or bank or reward_model or on or name or model or hf_dir or given(kwargs) or (resume and restart):
             raise TunelabError("--resume / --restart continue a run with its own settings: give only --resume RUN or --restart RUN")
         plan = feedback_runs.prepare_resume(app.settings, app.conn, resume or restart or "", restart=bool(restart))
         click.echo(f"{'resuming' if resume else 'restarting'} run {plan.run.name!r} from {plan.resume_from.name if plan.resume_from else 'step 0'}", err=True)
     else:
         if method is None:
-            raise TunelabError("give --method kto, dpo or reward (or --resume RUN)")
-        plan = feedback_runs.prepare(app.settings, app.conn, method, args_from(PreferenceArgs, kwargs), name, on, model, hf_dir)
-    what = f"{len(plan.rows)} ratings" if plan.method == "kto" else f"{len(plan.rows)} pairs"
+            raise TunelabError("give --method kto, dpo, reward, grpo or rloo (or --resume RUN)")
+        plan = feedback_runs.prepare(app.settings, app.conn, method, args_from(PreferenceArgs, kwargs), name, on, model, hf_dir,
+                                     bank, reward_model)
+    policy_rl = plan.method in rl.METHODS
+    what = {"kto": f"{len(plan.rows)} ratings"}.get(plan.method, f"{len(plan.rows)} {'prompts' if policy_rl else 'pairs'}")
+    if policy_rl:
+        what += f" against reward model {plan.run.args['reward_model']!r}"
     held = f" ({len(plan.held_out)} held out)" if plan.held_out else ""
     left_out = "".join(f", {n} {why} left out" for why, n in plan.skipped.items())
     start = f" on adapter {plan.start_adapter.name!r}" if plan.start_adapter else ""
@@ -143,7 +150,10 @@ def train(app: AppContext, method: str | None, on: str | None, name: str | None,
         click.echo(f"held-out pair accuracy {m['held_out_accuracy']:.2f} on {len(plan.held_out)} pairs; model in {result.reward_dir}")
         click.echo(f"use it: tunelab chat --best-of 4 --reward-model {run.name} 'your prompt'")
         return
-    click.echo(f"mean log p of the preferred replies {m['logp_preferred_before']:.2f} -> {m['logp_preferred_after']:.2f}")
+    if policy_rl:
+        click.echo(f"mean reward of sampled replies {m['mean_reward_before']:.3f} -> {m['mean_reward_after']:.3f}")
+    else:
+        click.echo(f"mean log p of the preferred replies {m['logp_preferred_before']:.2f} -> {m['logp_preferred_after']:.2f}")
     click.echo(f"chat with it: tunelab chat --adapter {run.name} 'your prompt'")
     rival = f" --adapter {m['on']}" if m["on"] else ""  # the predecessor; the base arm is always in
     click.echo(f"compare: tunelab compare --bank {run.bank or 'BANK'} --adapter {run.name}{rival}")

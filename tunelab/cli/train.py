@@ -1,4 +1,5 @@
-"""`tunelab train`: a LoRA SFT run on a bank's train split, with a live progress line; Ctrl-C checkpoints."""
+"""`tunelab train`: a LoRA SFT run on a bank's train split (or continued pre-training on raw text with
+--corpus), with a live progress line; Ctrl-C checkpoints."""
 
 from __future__ import annotations
 
@@ -18,29 +19,40 @@ FLAG_NAMES = {"r": ("--r",), "alpha": ("--alpha",), "dropout": ("--dropout",), "
 @click.command("train")
 @click.argument("name", required=False)
 @click.option("--bank", "-b", default=None, help="Example bank to train on (its train split only).")
+@click.option("--corpus", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Continued pre-training instead: a .txt/.md file or a folder of them (loss on every token).")
+@click.option("--held-out", type=float, default=0.1, show_default=True, help="--corpus: share of the text blocks kept out to measure perplexity.")
+@click.option("--train-embeddings", is_flag=True, help="--corpus: also train embeddings and LM head (refused: llama.cpp adapters cannot carry them).")
+@click.option("--on", "on", default=None, metavar="ADAPTER", help="Train this SFT / pre-training adapter further (e.g. SFT after --corpus).")
 @click.option("--resume", "resume", default=None, metavar="RUN", help="Continue a cancelled, failed or interrupted run from its last checkpoint.")
 @click.option("--restart", "restart", default=None, metavar="RUN", help="Train a stopped run again from step 0 (same name, settings and rows).")
 @click.option("--model", "-m", default=None, help="Base GGUF (path or registered name); default: the chat model.")
 @click.option("--hf-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="HF checkpoint of the same model (default: dequantise the GGUF).")
 @dataclass_options(SFTArgs, FLAG_NAMES)
 @pass_app
-def command(app: AppContext, name: str | None, bank: str | None, resume: str | None, restart: str | None, model: str | None,
-            hf_dir: Path | None, **kwargs: Any) -> None:
-    """Fine-tune a LoRA adapter NAME on --bank BANK (Ctrl-C saves a checkpoint; --resume NAME continues)."""
-    from tunelab.finetune import sft
+def command(app: AppContext, name: str | None, bank: str | None, corpus: Path | None, held_out: float, train_embeddings: bool,
+            on: str | None, resume: str | None, restart: str | None, model: str | None, hf_dir: Path | None, **kwargs: Any) -> None:
+    """Fine-tune a LoRA adapter NAME on --bank BANK, or pre-train it on --corpus TEXT (Ctrl-C saves a checkpoint; --resume NAME continues)."""
+    from tunelab.finetune import pretrain, sft
 
+    if train_embeddings:
+        raise TunelabError(pretrain.EMBEDDINGS_REFUSED)
     if resume or restart:
-        if name or bank or model or hf_dir or given(kwargs) or (resume and restart):
+        if name or bank or corpus or on or model or hf_dir or given(kwargs) or (resume and restart):
             raise TunelabError("--resume / --restart continue a run with its own settings: give only --resume RUN or --restart RUN")
         plan = sft.prepare_resume(app.settings, app.conn, resume or restart or "", restart=bool(restart))
         click.echo(f"{'resuming' if resume else 'restarting'} run {plan.run.name!r} from {plan.resume_from.name if plan.resume_from else 'step 0'}", err=True)
+    elif corpus is not None:
+        if not name or bank or on:
+            raise TunelabError("give a NAME and --corpus FILE|DIR (continued pre-training takes no --bank / --on)")
+        plan = pretrain.prepare(app.settings, app.conn, name, corpus, args_from(SFTArgs, kwargs), held_out, model, hf_dir)
     else:
         if not name or not bank:
-            raise TunelabError("give a NAME for the adapter and --bank BANK (or --resume RUN)")
-        plan = sft.prepare(app.settings, app.conn, name, bank, args_from(SFTArgs, kwargs), model, hf_dir)
+            raise TunelabError("give a NAME for the adapter and --bank BANK or --corpus FILE|DIR (or --resume RUN)")
+        plan = sft.prepare(app.settings, app.conn, name, bank, args_from(SFTArgs, kwargs), model, hf_dir, on)
     for warning in plan.warnings:
         click.echo(f"warning: {warning}", err=True)
-    click.echo(f"training {plan.run.name!r} on {len(plan.rows)} train examples of {plan.run.bank!r} ({sft.device()})", err=True)
+    click.echo(f"training {plan.run.name!r} on {describe(plan)} ({sft.device()})", err=True)
     result = train_until_done(lambda progress, cancel: sft.train(plan, progress, cancel), "tunelab train")
     run = result.run
     assert result.adapter is not None
@@ -49,4 +61,17 @@ def command(app: AppContext, name: str | None, bank: str | None, resume: str | N
         f"adapter {result.adapter.name!r}: loss {metrics['first_loss']:.3f} -> {metrics['final_loss']:.3f} in {metrics['steps']} steps, "
         f"{run.train_seconds:.0f}s, {run.tokens_per_s or 0:.0f} tok/s" + (f", peak {run.peak_memory_mb:.0f} MiB" if run.peak_memory_mb else "")
     )
+    if "held_out_ppl_before" in metrics:
+        click.echo(f"held-out perplexity {metrics['held_out_ppl_before']:.2f} -> {metrics['held_out_ppl_after']:.2f} "
+                   f"on {metrics['held_out_blocks']} block(s)")
+        click.echo(f"fine-tune on top: tunelab train NAME --bank BANK --on {result.adapter.name}")
     click.echo(f"chat with it: tunelab chat --adapter {result.adapter.name} 'your prompt'")
+
+
+def describe(plan: Any) -> str:
+    """What a run trains on, for its first line."""
+    on = f" on top of adapter {plan.start_adapter.name!r}" if plan.start_adapter else ""
+    if plan.method == "pretrain":
+        tokens = len(plan.rows) * plan.args.max_length
+        return f"{len(plan.rows)} text blocks ({tokens} tokens, {len(plan.held_out)} block(s) held out){on}"
+    return f"{len(plan.rows)} train examples of {plan.run.bank!r}{on}"

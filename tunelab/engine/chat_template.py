@@ -48,14 +48,19 @@ class ChatTemplate:
         self.formatter = Jinja2ChatFormatter(
             template=self.template, eos_token=self.eos_token, bos_token=self.bos_token
         )
+        self.prefix_formatter = Jinja2ChatFormatter(
+            template=self.template, eos_token=self.eos_token, bos_token=self.bos_token, add_generation_prompt=False
+        )
+        """Renders messages without the reply header: where each message ends in a prompt (the token view)."""
         try:
             self.render([ChatMessage("user", "hi")])  # a sandbox escape is refused here, at load
         except TemplateError:
             pass  # a template that rejects this conversation (e.g. raise_exception) says so when used
 
-    def render(self, messages: list[ChatMessage]) -> str:
+    def render(self, messages: list[ChatMessage], add_generation_prompt: bool = True) -> str:
+        formatter = self.formatter if add_generation_prompt else self.prefix_formatter
         try:
-            return self.formatter(messages=[m.as_dict() for m in messages]).prompt
+            return formatter(messages=[m.as_dict() for m in messages]).prompt
         except SecurityError as exc:
             raise TunelabError(f"refused the chat template of {Path(self.llama.model_path).name}: it tries to reach "
                                f"Python internals ({exc}); use a GGUF with a plain chat template") from None

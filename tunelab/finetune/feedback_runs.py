@@ -11,6 +11,8 @@ What a finished run leaves:
   adapter, so `chat --adapter NAME` and `compare --adapter NAME` serve it. With `--on` it
   inherits the starting adapter's bank and training ids (it contains that adapter), so the
   compare leakage guard still knows what it has seen.
+- GRPO / RLOO (`rl.py`): a policy adapter like KTO / DPO, trained against a finished reward
+  model (its name is kept in the run's args) on prompts from the feedback or a bank (`--bank`).
 - reward: a sequence-classification LoRA under `reward_models/NAME`; the done run is its
   registration (`stores.runs.reward_models`), and `load_reward_model` is how best-of-n and compare find it.
 """
@@ -27,18 +29,17 @@ from typing import Any
 
 from tunelab.config import Settings
 from tunelab.errors import TunelabError
-from tunelab.finetune import feedback_data, feedback_train
+from tunelab.finetune import feedback_data, feedback_train, rl
 from tunelab.finetune.base_weights import BaseWeights, prepare_base
 from tunelab.finetune.preference_args import PreferenceArgs
 from tunelab.finetune.progress import Listener, ProgressCallback
 from tunelab.finetune.run_record import Recorder, status_on_error
 from tunelab.finetune.reward import RewardModel
-from tunelab.finetune.sft import ADAPTER_GGUF, META_FILE, ROWS_FILE, device, resume_point, stopped_run
-from tunelab.stores.files import atomic_dir, atomic_write_text, cached_sha256
+from tunelab.finetune.sft import ADAPTER_GGUF, HELD_OUT_FILE, META_FILE, ROWS_FILE, STOPPED, device, resume_point, stopped_run
+from tunelab.stores.files import atomic_dir, atomic_write_text, cached_sha256, read_jsonl, write_jsonl
 from tunelab.stores.models import ModelRegistry
 from tunelab.stores.runs import REWARD_MODELS, Adapter, Run, RunStore, reward_models
 
-HELD_OUT_FILE = "held_out.jsonl"
 Rows = list[dict[str, Any]]
 
 
@@ -58,6 +59,8 @@ class FeedbackPlan:
     skipped: dict[str, int] = field(default_factory=dict)
     """Feedback left out of the rows and why (ties, identical pair texts)."""
     resume_from: Path | None = None
+    scorer: RewardModel | None = None
+    """GRPO / RLOO: the reward model the policy is trained against."""
 
     @property
     def method(self) -> str:
@@ -84,12 +87,20 @@ def default_name(conn: sqlite3.Connection, method: str, on: str | None) -> str:
     return next(f"{stem}-{i}" for i in range(2, len(taken) + 3) if f"{stem}-{i}" not in taken)
 
 
-def _write_rows(path: Path, rows: Rows) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+METHODS = feedback_data.METHODS + rl.METHODS
+"""Everything `tunelab feedback train --method` trains."""
 
 
-def _read_rows(path: Path) -> Rows:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.is_file() else []
+def rl_rows(conn: sqlite3.Connection, bank: str | None) -> tuple[Rows, list[Any]]:
+    """(prompt rows, bank example ids) for GRPO / RLOO: the bank's train split, or the rated prompts."""
+    if bank:
+        from tunelab.stores.banks import BankStore
+
+        rows, ids = rl.bank_prompts(conn, bank), [e.id for e in BankStore(conn).examples(bank, split="train")]
+    else:
+        rows, ids = rl.feedback_prompts(conn), []
+    rl.check_prompts(rows, f"bank {bank!r}" if bank else "feedback")
+    return rows, ids
 
 
 def prepare(
@@ -101,12 +112,25 @@ def prepare(
     on: str | None = None,
     model: str | None = None,
     hf_dir: Path | None = None,
+    bank: str | None = None,
+    reward_model: str | None = None,
 ) -> FeedbackPlan:
-    """Check the feedback, resolve the base (the `--on` adapter's own base), record the run."""
+    """Check the feedback (or prompts), resolve the base (the `--on` adapter's own base), record the run.
+
+    GRPO / RLOO also load the reward model here (`reward_model`, default the newest for the base),
+    so a missing one is refused before the run is recorded."""
     if method == "reward" and on:
         raise TunelabError("a reward model starts from the base (--on applies to kto and dpo)")
+    if method not in rl.METHODS and (bank or reward_model):
+        raise TunelabError("--bank and --reward-model apply to --method grpo / rloo")
     data = feedback_data.collect(conn)
-    rows, held_out = feedback_train.method_rows(data, method, args)
+    rl_ids: list[Any] = []
+    if method in rl.METHODS:
+        rows, rl_ids = rl_rows(conn, bank)
+        held_out: Rows = []
+        data.skipped = {}
+    else:
+        rows, held_out = feedback_train.method_rows(data, method, args)
     runs = RunStore(conn)
     name = name or default_name(conn, method, on)
     if any(run.name == name for run in runs.list()):
@@ -118,35 +142,46 @@ def prepare(
             raise TunelabError(f"--on {on} trains on that adapter's own base: drop --model / --hf-dir")
         parent = runs.get(str(start.run_id))
         base = prepare_base(conn, settings.home / "models", Path(parent.base_gguf), Path(parent.hf_dir))
-        bank, example_ids = parent.bank, parent.example_ids
+        run_bank, example_ids = parent.bank, parent.example_ids
     else:
         gguf = ModelRegistry(conn).resolve(model or settings.model)
         base = prepare_base(conn, settings.home / "models", gguf, hf_dir)
-        bank, example_ids = "", []
+        run_bank, example_ids = bank or "", rl_ids
+    scorer = None
+    extras: dict[str, Any] = {"on": on}
+    if method in rl.METHODS:
+        extras["reward_model"], scorer = load_reward_model(settings, conn, reward_model, base.gguf_path)
     run_dir = settings.home / "runs" / name
-    run = runs.create(name, base.gguf_path, base.gguf_sha256, base.hf_dir, bank, example_ids,
-                      {**args.to_dict(), "on": on}, run_dir, device(), method=method)
-    _write_rows(run_dir / ROWS_FILE, rows)
-    _write_rows(run_dir / HELD_OUT_FILE, held_out)
-    return FeedbackPlan(settings, conn, run, base, args, rows, held_out, start, data.skipped)
+    run = runs.create(name, base.gguf_path, base.gguf_sha256, base.hf_dir, run_bank, example_ids,
+                      {**args.to_dict(), **extras}, run_dir, device(), method=method)
+    write_jsonl(run_dir / ROWS_FILE, rows)
+    write_jsonl(run_dir / HELD_OUT_FILE, held_out)
+    return FeedbackPlan(settings, conn, run, base, args, rows, held_out, start, data.skipped, scorer=scorer)
+
+
+def resumable(run: Run) -> bool:
+    """Whether `prepare_resume` can continue this run: a feedback run that stopped early with a checkpoint."""
+    return run.method in METHODS and run.status in STOPPED and run.last_checkpoint is not None
 
 
 def prepare_resume(settings: Settings, conn: sqlite3.Connection, key: str, restart: bool = False) -> FeedbackPlan:
     """A cancelled, failed or interrupted feedback run, set to continue from its last checkpoint
     (or from step 0 with `restart`) on its own rows."""
     store = RunStore(conn)
-    run = stopped_run(store, key, store.get(key).method in feedback_data.METHODS, "tunelab train")
-    rows = _read_rows(Path(run.run_dir) / ROWS_FILE)
+    run = stopped_run(store, key, store.get(key).method in METHODS, "tunelab train")
+    rows = read_jsonl(Path(run.run_dir) / ROWS_FILE)
     if not rows:
         raise TunelabError(f"run {run.name!r} lost its training data ({Path(run.run_dir) / ROWS_FILE}): delete it "
                            f"(`tunelab adapters delete {run.name}`) and train again")
     values = dict(run.args)
     on = values.pop("on", None)
+    reward_model = values.pop("reward_model", None)
     start = store.adapter(on) if on else None
     base = prepare_base(conn, settings.home / "models", Path(run.base_gguf), Path(run.hf_dir))
+    scorer = load_reward_model(settings, conn, reward_model, base.gguf_path)[1] if run.method in rl.METHODS else None
     checkpoint = resume_point(store, run, restart, "tunelab feedback train")
     return FeedbackPlan(settings, conn, store.get(str(run.id)), base, PreferenceArgs.from_dict(values), rows,
-                        _read_rows(Path(run.run_dir) / HELD_OUT_FILE), start, resume_from=checkpoint)
+                        read_jsonl(Path(run.run_dir) / HELD_OUT_FILE), start, resume_from=checkpoint, scorer=scorer)
 
 
 def oom_message(args: PreferenceArgs) -> str:
@@ -162,7 +197,7 @@ def train(plan: FeedbackPlan, listener: Listener | None = None, cancel: threadin
     start_dir = Path(plan.start_adapter.peft_dir) if plan.start_adapter else None
     with status_on_error(store, run.id, oom_message(plan.args)):
         fitted = feedback_train.fit(plan.method, plan.rows, plan.base.hf_dir, plan.args, run.checkpoints_dir,
-                                    start_dir, [progress], plan.resume_from)
+                                    start_dir, [progress], plan.resume_from, plan.scorer)
     seconds = run.train_seconds + fitted.seconds
     if progress.cancelled:
         store.set_status(run.id, "cancelled", "cancelled by the user", train_seconds=seconds)

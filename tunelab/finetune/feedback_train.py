@@ -1,9 +1,10 @@
 """One feedback run, whatever the method: collect -> check -> train -> write the adapter atomically.
 
-KTO, DPO and the reward model share this skeleton (litgpt keeps one skeleton per method file;
+KTO, DPO, the reward model and RL against it (GRPO / RLOO, `rl.py`) share this skeleton (litgpt keeps one skeleton per method file;
 here the three method modules only build their trl trainer, and everything around it lives
 once). The policy runs also report how the log-probability of the preferred replies moved,
-measured on the same feedback before and after: the number that says the run did something.
+measured on the same feedback before and after: the number that says the run did something;
+the RL runs report the mean reward of replies sampled on their prompts before and after.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.errors import TunelabError
-from tunelab.finetune import dpo, feedback_data, kto, reward
+from tunelab.finetune import dpo, feedback_data, kto, reward, rl
 from tunelab.finetune.preference_args import PreferenceArgs
 from tunelab.finetune.safe_files import safetensors_adapter
 from tunelab.stores.files import atomic_dir
@@ -111,6 +112,11 @@ class Fitted:
     metrics: dict[str, float]
     targets: list[tuple[Messages, str]]
     n_rows: int
+    scorer: Any = None
+    """GRPO / RLOO: the reward model the policy was trained against."""
+    prompts: list[dict[str, Any]] = field(default_factory=list)
+    """GRPO / RLOO: the prompt rows (the before/after mean reward is measured on them)."""
+    args: PreferenceArgs | None = None
 
 
 def fit(
@@ -122,8 +128,11 @@ def fit(
     start_adapter: Path | None = None,
     callbacks: list[Any] | None = None,
     resume_from: Path | None = None,
+    scorer: Any = None,
 ) -> Fitted:
-    """Load the model for `method` and train it; checkpoints land in `checkpoints_dir`."""
+    """Load the model for `method` and train it; checkpoints land in `checkpoints_dir`.
+
+    `scorer`: the reward model GRPO / RLOO train against."""
     from transformers import PrinterCallback
 
     if method == "reward" and start_adapter is not None:
@@ -133,16 +142,22 @@ def fit(
     if method == "reward":
         model, tokenizer = reward.load_head_model(base_dir)
         peft_config = lora_config(args, "SEQ_CLS")
+    elif method in rl.METHODS:
+        model, tokenizer = load_policy(base_dir, start_adapter)
+        peft_config = None if start_adapter is not None else lora_config(args, "CAUSAL_LM")
+        metrics["mean_reward_before"] = rl.mean_reward(model, tokenizer, scorer, rows, args)
+        trainer = rl.build_trainer(model, tokenizer, rows, args, checkpoints_dir, peft_config, callbacks or [], method, scorer)
     else:
         model, tokenizer = load_policy(base_dir, start_adapter)
         peft_config = None if start_adapter is not None else lora_config(args, "CAUSAL_LM")
         targets = preferred(rows, method)
         metrics["logp_preferred_before"] = mean_logprob(model, tokenizer, targets)
-    trainer = BUILDERS[method](model, tokenizer, rows, args, checkpoints_dir, peft_config, callbacks or [])
+    if method not in rl.METHODS:
+        trainer = BUILDERS[method](model, tokenizer, rows, args, checkpoints_dir, peft_config, callbacks or [])
     trainer.remove_callback(PrinterCallback)  # progress goes to the callbacks, not to stdout
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    return Fitted(method, trainer, tokenizer, time.perf_counter() - started, metrics, targets, len(rows))
+    return Fitted(method, trainer, tokenizer, time.perf_counter() - started, metrics, targets, len(rows), scorer, rows, args)
 
 
 def write_output(
@@ -155,6 +170,8 @@ def write_output(
         metrics["held_out_accuracy"] = reward.RewardModel(policy, fitted.tokenizer).pair_accuracy(held_out)
         meta = reward.RewardMeta(base_sha256, str(base_dir), fitted.n_rows, len(held_out), metrics["held_out_accuracy"])
         reward.write_meta(out, meta)
+    elif fitted.method in rl.METHODS:
+        metrics["mean_reward_after"] = rl.mean_reward(policy, fitted.tokenizer, fitted.scorer, fitted.prompts, fitted.args)
     else:
         metrics["logp_preferred_after"] = mean_logprob(policy, fitted.tokenizer, fitted.targets)
     policy.save_pretrained(out, selected_adapters=["default"])

@@ -1,4 +1,4 @@
-"""Arguments shared by the feedback trainers (KTO, DPO, reward model) and the bits they share.
+"""Arguments shared by the feedback trainers (KTO, DPO, reward model, GRPO / RLOO) and the bits they share.
 
 One dataclass for the three methods because they differ in one or two knobs (`beta`,
 `held_out`) and a user switching between them should not have to relearn flags.
@@ -36,9 +36,15 @@ class PreferenceArgs(StoredArgs):
     max_length: int = 256
     """Prompt + reply tokens; longer examples are truncated (the prompt's start goes first)."""
     beta: float = 0.1
-    """KTO / DPO: strength of the pull towards the reference policy."""
+    """KTO / DPO / GRPO / RLOO: strength of the pull towards the reference policy (the base, adapter off)."""
     held_out: float = 0.25
     """Reward model: fraction of the pairs kept out of training to measure accuracy."""
+    num_generations: int = 4
+    """GRPO / RLOO: replies sampled per prompt and compared with each other (batch_size must be a multiple)."""
+    max_completion_length: int = 48
+    """GRPO / RLOO: tokens per sampled reply."""
+    temperature: float = 1.0
+    """GRPO / RLOO: sampling temperature of the replies (diverse replies give the reward something to compare)."""
     seed: int = 0
     """Seed for the LoRA init, data order and held-out split."""
     save_steps: int = 10
@@ -67,6 +73,12 @@ class PreferenceArgs(StoredArgs):
             problems.append(f"beta must be > 0 (got {self.beta})")
         if not 0 < self.held_out < 1:
             problems.append(f"held_out must be in (0, 1) (got {self.held_out})")
+        if self.num_generations < 2:
+            problems.append(f"num_generations must be >= 2 (got {self.num_generations})")
+        if self.max_completion_length < 1:
+            problems.append(f"max_completion_length must be >= 1 (got {self.max_completion_length})")
+        if self.temperature <= 0:
+            problems.append(f"temperature must be > 0 (got {self.temperature})")
         if self.save_steps < 1:
             problems.append(f"save_steps must be >= 1 (got {self.save_steps})")
         if "lm_head" in self.target_modules:
@@ -115,8 +127,8 @@ def reference_settings(args: PreferenceArgs, n_rows: int) -> dict[str, Any]:
 
 
 def make_trainer(trainer_class: Any, config: Any, model: Any, tokenizer: Any, rows: list[dict[str, Any]],
-                 peft_config: Any, callbacks: list[Any]) -> Any:
-    """Build any of the three trl trainers: they take the same arguments apart from their config."""
+                 peft_config: Any, callbacks: list[Any], **extra: Any) -> Any:
+    """Build any of the trl trainers: they take the same arguments apart from their config (and GRPO / RLOO's reward)."""
     from datasets import Dataset
 
     return trainer_class(
@@ -126,4 +138,5 @@ def make_trainer(trainer_class: Any, config: Any, model: Any, tokenizer: Any, ro
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=callbacks,
+        **extra,
     )

@@ -1,5 +1,8 @@
 """LoRA SFT on a bank's train split with trl's SFTTrainer, ending in a llama.cpp adapter.
 
+Continued pre-training (`pretrain.py`) is the same run on raw-text blocks, with the loss on
+every token; `--on ADAPTER` trains an existing adapter further (SFT on top of pre-training).
+
 The prompt is built exactly as at inference (the bank's instruction as system prompt, the
 example's input as the user turn, rendered by the model's own chat template), and the loss
 covers only the answer tokens, so the adapter learns to answer, not to echo prompts.
@@ -26,10 +29,11 @@ from tunelab.errors import TunelabError
 from tunelab.finetune.args import SFTArgs
 from tunelab.finetune.base_weights import BaseWeights, prepare_base
 from tunelab.finetune.export_gguf import export_adapter
+from tunelab.finetune.pretrain import perplexity
 from tunelab.finetune.progress import Listener, ProgressCallback
 from tunelab.finetune.report_to import report_kwargs
 from tunelab.finetune.run_record import Recorder, status_on_error
-from tunelab.stores.files import atomic_dir, atomic_write_text
+from tunelab.stores.files import atomic_dir, read_jsonl, write_jsonl
 from tunelab.stores.models import ModelRegistry
 from tunelab.stores.runs import Adapter, Run, RunStore
 
@@ -37,6 +41,12 @@ ADAPTER_GGUF = "adapter.gguf"
 META_FILE = "tunelab.json"
 ROWS_FILE = "train.jsonl"
 """The exact training rows, kept in the run dir: a resumed run trains on what it started with."""
+HELD_OUT_FILE = "held_out.jsonl"
+"""Rows kept out of training to measure the run on (pre-training blocks, reward-model pairs)."""
+METHODS = ("sft", "pretrain")
+"""The run methods this module trains (the feedback methods live in feedback_runs)."""
+RUN_EXTRAS = ("on", "corpus", "held_out")
+"""Run settings stored beside the SFTArgs in the run row: the adapter continued, the pre-training corpus."""
 Messages = list[dict[str, str]]
 
 
@@ -57,6 +67,14 @@ class Plan:
     rows: list[dict[str, Any]]
     warnings: list[str] = field(default_factory=list)
     resume_from: Path | None = None
+    held_out: list[list[int]] = field(default_factory=list)
+    """Pre-training: token blocks the held-out perplexity is measured on, before and after."""
+    start_adapter: Adapter | None = None
+    """`--on`: the adapter trained further (its LoRA shape wins over r / alpha / targets); None = a fresh LoRA."""
+
+    @property
+    def method(self) -> str:
+        return self.run.method
 
 
 @dataclass
@@ -98,14 +116,30 @@ def length_warnings(tokenizer: Any, rows: list[dict[str, Any]], max_length: int)
 
 
 def prepare(settings: Settings, conn: sqlite3.Connection, name: str, bank: str, args: SFTArgs,
-            model: str | None = None, hf_dir: Path | None = None) -> Plan:
+            model: str | None = None, hf_dir: Path | None = None, on: str | None = None) -> Plan:
     """Check everything and record the run (status running); nothing is trained yet."""
     ids, rows = training_rows(conn, bank)
-    return plan_for(settings, conn, name, bank, ids, rows, args, model, hf_dir)
+    return plan_for(settings, conn, name, bank, ids, rows, args, model, hf_dir, on)
+
+
+def start_base(settings: Settings, conn: sqlite3.Connection, on: str | None, model: str | None,
+               hf_dir: Path | None) -> tuple[BaseWeights, Adapter | None]:
+    """The base weights to train on: the chosen model's, or with `--on` the adapter's own base (and the adapter)."""
+    if on is None:
+        gguf_path = ModelRegistry(conn).resolve(settings.model if model is None else model)
+        return prepare_base(conn, settings.home / "models", gguf_path, hf_dir), None
+    if model or hf_dir:
+        raise TunelabError(f"--on {on} trains on that adapter's own base: drop --model / --hf-dir")
+    store = RunStore(conn)
+    start = store.adapter(on)
+    parent = store.get(str(start.run_id))
+    if parent.method not in METHODS:
+        raise TunelabError(f"--on takes an SFT or pre-training adapter; {on!r} is a {parent.method} adapter")
+    return prepare_base(conn, settings.home / "models", Path(parent.base_gguf), Path(parent.hf_dir)), start
 
 
 def plan_for(settings: Settings, conn: sqlite3.Connection, name: str, bank: str, ids: list[Any], rows: list[dict[str, Any]],
-             args: SFTArgs, model: str | None = None, hf_dir: Path | None = None) -> Plan:
+             args: SFTArgs, model: str | None = None, hf_dir: Path | None = None, on: str | None = None) -> Plan:
     """`prepare` once the bank's train rows are read: checks, base weights, warnings, the run row."""
     from transformers import AutoTokenizer
 
@@ -113,14 +147,14 @@ def plan_for(settings: Settings, conn: sqlite3.Connection, name: str, bank: str,
         raise TunelabError(f"bank {bank!r} has no train examples: import examples or re-split it")
     if len(rows) < 2:
         raise TunelabError(f"bank {bank!r} has only one train example: a LoRA needs at least 2 (add examples)")
-    gguf_path = ModelRegistry(conn).resolve(settings.model if model is None else model)
-    base = prepare_base(conn, settings.home / "models", gguf_path, hf_dir)
+    base, start = start_base(settings, conn, on, model, hf_dir)
     tokenizer = AutoTokenizer.from_pretrained(base.hf_dir)
     warnings = length_warnings(tokenizer, rows, args.max_length)
     run_dir = settings.home / "runs" / name
-    run = RunStore(conn).create(name, base.gguf_path, base.gguf_sha256, base.hf_dir, bank, ids, args.to_dict(), run_dir, device())
-    atomic_write_text(run_dir / ROWS_FILE, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    return Plan(settings, conn, run, base, args, rows, warnings)
+    run_args = {**args.to_dict(), "on": on}
+    run = RunStore(conn).create(name, base.gguf_path, base.gguf_sha256, base.hf_dir, bank, ids, run_args, run_dir, device())
+    write_jsonl(run_dir / ROWS_FILE, rows)
+    return Plan(settings, conn, run, base, args, rows, warnings, start_adapter=start)
 
 
 STOPPED = ("cancelled", "failed", "interrupted")
@@ -129,7 +163,7 @@ STOPPED = ("cancelled", "failed", "interrupted")
 
 def resumable(run: Run) -> bool:
     """Whether `prepare_resume` can continue this run: an SFT run that stopped early with a checkpoint."""
-    return run.method == "sft" and run.status in STOPPED and run.last_checkpoint is not None
+    return run.method in METHODS and run.status in STOPPED and run.last_checkpoint is not None
 
 
 def stopped_run(store: RunStore, key: str, method_ok: bool, other_command: str) -> Run:
@@ -159,18 +193,27 @@ def resume_point(store: RunStore, run: Run, restart: bool, command: str) -> Path
 def prepare_resume(settings: Settings, conn: sqlite3.Connection, key: str, restart: bool = False) -> Plan:
     """A cancelled, failed or interrupted run, set to continue from its last checkpoint (or from step 0)."""
     store = RunStore(conn)
-    run = stopped_run(store, key, store.get(key).method == "sft", "tunelab feedback train")
+    run = stopped_run(store, key, store.get(key).method in METHODS, "tunelab feedback train")
     rows_file = Path(run.run_dir) / ROWS_FILE
-    rows = [json.loads(line) for line in rows_file.read_text(encoding="utf-8").splitlines()] if rows_file.is_file() else []
-    if not rows:
-        raise TunelabError(f"run {run.name!r} lost its training data ({rows_file}): delete it (`tunelab adapters delete {run.name}`) and train again")
+    rows = read_jsonl(rows_file)
+    held_out = read_jsonl(Path(run.run_dir) / HELD_OUT_FILE)
+    if not rows or (run.method == "pretrain" and not held_out):
+        raise TunelabError(f"run {run.name!r} lost its training data ({rows_file.parent}): delete it "
+                           f"(`tunelab adapters delete {run.name}`) and train again")
+    if run.method == "pretrain":
+        rows = [{"input_ids": block} for block in rows]
+    values = {k: v for k, v in run.args.items() if k not in RUN_EXTRAS}
+    on = run.args.get("on")
     base = prepare_base(conn, settings.home / "models", Path(run.base_gguf), Path(run.hf_dir))
     checkpoint = resume_point(store, run, restart, "tunelab train")
-    return Plan(settings, conn, store.get(str(run.id)), base, SFTArgs.from_dict(run.args), rows, resume_from=checkpoint)
+    return Plan(settings, conn, store.get(str(run.id)), base, SFTArgs.from_dict(values), rows, resume_from=checkpoint,
+                held_out=held_out, start_adapter=store.adapter(on) if on else None)
 
 
-def sft_config(args: SFTArgs, output_dir: Path) -> Any:
-    """trl settings: CUDA (bf16 where supported) whenever present, fp32 on CPU (bf16 emulation is slow)."""
+def sft_config(args: SFTArgs, output_dir: Path, method: str = "sft") -> Any:
+    """trl settings: CUDA (bf16 where supported) whenever present, fp32 on CPU (bf16 emulation is slow).
+
+    Pre-training blocks are full already (no packing) and every token is a target (no completion mask)."""
     import torch
     from trl import SFTConfig
 
@@ -183,9 +226,9 @@ def sft_config(args: SFTArgs, output_dir: Path) -> Any:
         gradient_accumulation_steps=args.grad_accum,
         learning_rate=args.lr,
         max_length=args.max_length,
-        packing=args.packing,
+        packing=args.packing and method == "sft",
         packing_strategy="bfd",
-        completion_only_loss=True,
+        completion_only_loss=method == "sft",
         gradient_checkpointing=args.gradient_checkpointing,
         bf16=cuda and torch.cuda.is_bf16_supported(),
         fp16=False,
@@ -216,19 +259,25 @@ def build_trainer(plan: Plan, callbacks: list[Any]) -> Any:
     from trl import SFTTrainer
 
     set_seed(plan.args.seed)  # the LoRA init happens inside SFTTrainer, before Trainer seeds
-    config = sft_config(plan.args, plan.run.checkpoints_dir)
+    config = sft_config(plan.args, plan.run.checkpoints_dir, plan.method)
     dtype = torch.bfloat16 if config.bf16 else torch.float32
     model = AutoModelForCausalLM.from_pretrained(plan.base.hf_dir, dtype=dtype, use_safetensors=True)
     tokenizer = AutoTokenizer.from_pretrained(plan.base.hf_dir)
     missing = [m for m in plan.args.target_modules if not any(n.endswith(f".{m}") for n, _ in model.named_modules())]
     if missing:
         raise TunelabError(f"the model has no module(s) named {', '.join(missing)}: check --target-modules")
+    peft_config = lora_config(plan.args)
+    if plan.start_adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, plan.start_adapter.peft_dir, is_trainable=True)
+        peft_config = None
     trainer = SFTTrainer(
         model=model,
         args=config,
         train_dataset=Dataset.from_list(plan.rows),
         processing_class=tokenizer,
-        peft_config=lora_config(plan.args),
+        peft_config=peft_config,
         callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # progress goes to our listener, not to stdout
@@ -254,8 +303,11 @@ def train(plan: Plan, listener: Listener | None = None, cancel: threading.Event 
     started = time.perf_counter()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
+    held_out: dict[str, float] = {}
     with status_on_error(store, run.id, oom_message(plan.args)):
         trainer = build_trainer(plan, [progress])
+        if plan.held_out:
+            held_out["held_out_ppl_before"] = perplexity(trainer.model, plan.held_out, plan.args.batch_size)
         trainer.train(resume_from_checkpoint=str(plan.resume_from) if plan.resume_from else None)
     seconds = time.perf_counter() - started
     rates = [h["tokens_per_s"] for h in history if h["tokens_per_s"]]
@@ -268,23 +320,27 @@ def train(plan: Plan, listener: Listener | None = None, cancel: threading.Event 
         store.set_status(run.id, "cancelled", "cancelled by the user", **timings)
         return TrainResult(store.get(str(run.id)), None, True)
     store.set_status(run.id, "running", **timings)
-    adapter = write_adapter(plan, trainer, history)
+    if plan.held_out:
+        held_out["held_out_ppl_after"] = perplexity(trainer.model, plan.held_out, plan.args.batch_size)
+    adapter = write_adapter(plan, trainer, history, held_out)
     shutil.rmtree(run.checkpoints_dir, ignore_errors=True)
     return TrainResult(store.get(str(run.id)), adapter, False)
 
 
-def write_adapter(plan: Plan, trainer: Any, history: list[dict[str, float]]) -> Adapter:
+def write_adapter(plan: Plan, trainer: Any, history: list[dict[str, float]], held_out: dict[str, float]) -> Adapter:
     """PEFT dir + GGUF adapter, renamed into place as one folder, then registered (run -> done)."""
     run = plan.run
     final = plan.settings.home / "adapters" / run.name
     losses = [h["loss"] for h in history]
-    metrics = {"steps": trainer.state.global_step, "first_loss": losses[0] if losses else None,
-               "final_loss": losses[-1] if losses else None, "train_examples": len(plan.rows)}
+    metrics = {"method": plan.method, "on": plan.start_adapter.name if plan.start_adapter else None,
+               "steps": trainer.state.global_step, "first_loss": losses[0] if losses else None,
+               "final_loss": losses[-1] if losses else None, "train_examples": len(plan.rows),
+               **({"held_out_blocks": len(plan.held_out), **held_out} if plan.held_out else {})}
     with atomic_dir(final) as tmp:
-        trainer.model.save_pretrained(tmp)
+        trainer.model.save_pretrained(tmp, selected_adapters=["default"])
         export_adapter(tmp, plan.base.gguf_path, tmp / ADAPTER_GGUF)
-        meta = {"run": run.name, "bank": run.bank, "base_gguf": str(plan.base.gguf_path),
-                "base_sha256": plan.base.gguf_sha256, "args": plan.args.to_dict(), "metrics": metrics}
+        meta = {"run": run.name, "method": plan.method, "bank": run.bank, "base_gguf": str(plan.base.gguf_path),
+                "base_sha256": plan.base.gguf_sha256, "args": run.args, "metrics": metrics}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
     adapter = Adapter(run.name, run.id, run.bank, plan.base.gguf_sha256, str(final), str(final / ADAPTER_GGUF), metrics)
     return RunStore(plan.conn).add_adapter(adapter)

@@ -124,7 +124,7 @@ class RunStore:
         method: str = "sft",
     ) -> Run:
         if self.conn.execute("SELECT 1 FROM runs WHERE name = ?", (name,)).fetchone():
-            command = "tunelab train" if method == "sft" else "tunelab feedback train"
+            command = "tunelab train" if method in ("sft", "pretrain") else "tunelab feedback train"
             raise TunelabError(f"a run named {name!r} exists: pick another name, continue it with `{command} --resume {name}`, "
                                f"start it over with `{command} --restart {name}`, or delete it (`tunelab adapters delete {name}`)")
         stamp = now()

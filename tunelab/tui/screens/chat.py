@@ -17,6 +17,7 @@ from tunelab.engine.best_of_n import BestOfRequest
 from tunelab.engine.chat_service import ChatService, ChatTurn, IclRequest
 from tunelab.engine.llama_engine import ReplyStats
 from tunelab.engine.sampling import SamplerParams
+from tunelab.engine.tokens import prompt_view
 from tunelab.errors import TunelabError
 from tunelab.stores.banks import BankStore
 from tunelab.stores.runs import RunStore, reward_models
@@ -24,6 +25,7 @@ from tunelab.stores.conversations import Message
 from tunelab.stores.feedback import FeedbackStore
 from tunelab.tui.screens.chat_settings import ChatSettingsScreen
 from tunelab.tui.screens.text_prompt import TextPromptScreen
+from tunelab.tui.screens.tokens import TokensScreen
 from tunelab.tui.widgets.chat.context_panel import ContextPanel
 from tunelab.tui.widgets.chat.conversation_list import ConversationList
 from tunelab.tui.widgets.chat.message_view import MessageView
@@ -43,6 +45,7 @@ class ChatScreen(Screen[None]):
         Binding("plus", "rate('up')", "👍", id="chat.rate_up"),
         Binding("minus", "rate('down')", "👎", id="chat.rate_down"),
         Binding("0", "rate(None)", "Unrate", id="chat.rate_clear", show=False),
+        Binding("t", "tokens", "Tokens", id="chat.tokens"),
     ]
 
     def __init__(self, service: ChatService) -> None:
@@ -323,3 +326,22 @@ class ChatScreen(Screen[None]):
             return
         self.app.copy_to_clipboard(target.text)
         self.notify(f"copied {len(target.text)} characters")
+
+    # -- tokens ---------------------------------------------------------------------------------
+    def action_tokens(self) -> None:
+        """t: the focused (or last) reply's prompt as sent, with its token boundaries and each part's cost."""
+        view = self.target_reply()
+        if view is None or view.role != "assistant" or view.message is None:
+            self.notify("no finished reply to show the tokens of", severity="warning")
+            return
+        self.show_tokens(view.message.id)
+
+    @work(thread=True, group="tokens")
+    def show_tokens(self, message_id: int) -> None:
+        """In a thread: the first use loads the model."""
+        try:
+            view = prompt_view(self.service.conn, self.service.engine, message_id)
+        except TunelabError as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error")
+            return
+        self.app.call_from_thread(self.app.push_screen, TokensScreen(view))

@@ -1,6 +1,8 @@
-"""The Train screen (F4): pick a bank, name the adapter, start a LoRA SFT run and watch it train.
+"""The Train screen (F4): pick the kind of run (SFT on a bank, continued pre-training on a text corpus,
+GRPO against the reward model on a bank's prompts), name the adapter, start it and watch it train.
 
-The run goes through the same `sft.prepare` / `sft.train` the CLI uses, in a thread worker; its
+The run goes through the same prepare / train functions the CLI uses (`sft`, `pretrain`,
+`feedback_runs`), in a thread worker; its
 progress events come back with `call_from_thread` and drive the progress bar, the status line
 and the loss plot. Escape sets the run's cancel event: the trainer saves a checkpoint after the
 current step and stops, and the run can be resumed from the table of runs.
@@ -12,6 +14,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -22,9 +25,10 @@ from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Pro
 
 from tunelab.config import Settings
 from tunelab.errors import TunelabError
-from tunelab.finetune import sft
+from tunelab.finetune import feedback_runs, pretrain, sft
 from tunelab.finetune.args import SFTArgs
 from tunelab.finetune.form_args import args_from_text
+from tunelab.finetune.preference_args import PreferenceArgs
 from tunelab.finetune.progress import TrainProgress
 from tunelab.finetune.report_to import REPORT_TO
 from tunelab.stores.banks import BankStore
@@ -34,6 +38,10 @@ from tunelab.tui.widgets.train.run_table import RunTable
 
 FORM_FIELDS = {"max_steps": "steps", "epochs": "epochs", "lr": "lr", "r": "r"}
 """The SFTArgs fields the form shows (label after each); the others keep their defaults."""
+KINDS = [("SFT", "sft"), ("pre-train", "pretrain"), ("GRPO", "grpo")]
+"""The kinds of run the screen starts: SFT and GRPO take a bank, continued pre-training a corpus path."""
+GRPO_FIELDS = {"max_steps": "max_steps", "lr": "learning_rate", "r": "lora_r"}
+"""The form's fields as PreferenceArgs names (epochs does not apply: GRPO runs a number of steps)."""
 
 
 class TrainScreen(Screen[None]):
@@ -55,12 +63,16 @@ class TrainScreen(Screen[None]):
         self.run_name = ""
         self.steps: list[int] = []
         self.losses: list[float] = []
+        self.shown_kind = "sft"
+        """The kind of run the form is laid out for."""
 
     def compose(self) -> ComposeResult:
         defaults = SFTArgs()
         yield Header()
         with Horizontal(id="train-form"):
+            yield Select(KINDS, allow_blank=False, id="train-kind")  # without a blank the first kind (SFT) is chosen
             yield Select([], prompt="bank", id="train-bank")
+            yield Input(placeholder="corpus: .txt/.md file or folder", id="train-corpus")
             yield Input(placeholder="adapter name", id="train-name")
             for name, label in FORM_FIELDS.items():
                 default = getattr(defaults, name)
@@ -90,10 +102,29 @@ class TrainScreen(Screen[None]):
         else:
             self.set_status("no example bank yet: import one with `tunelab bank import-demo sentiment`")
             self.notify("no example bank yet: try `tunelab bank import-demo sentiment`", severity="warning")
+        self.query_one("#train-corpus", Input).display = False
         self.show_runs()
         self.query_one("#train-plot", LossPlot).show([], [], "loss")
 
     # -- form ------------------------------------------------------------------------------------
+    @property
+    def kind(self) -> str:
+        return str(self.query_one("#train-kind", Select).value)
+
+    @on(Select.Changed, "#train-kind")
+    def kind_changed(self, event: Select.Changed) -> None:
+        if self.kind == self.shown_kind:  # the initial value, not a change
+            return
+        self.shown_kind = self.kind
+        corpus = self.kind == "pretrain"
+        self.query_one("#train-bank", Select).display = not corpus
+        self.query_one("#train-corpus", Input).display = corpus
+        self.query_one("#train-epochs", Input).disabled = self.kind == "grpo"
+        hints = {"sft": "pick a bank, name the adapter, then Start (ctrl+t)",
+                 "pretrain": "give a .txt/.md file or folder of raw text, name the adapter, then Start (ctrl+t)",
+                 "grpo": "pick a bank for the prompts (the newest reward model scores the replies), then Start (ctrl+t)"}
+        self.set_status(hints[self.kind])
+
     @on(Select.Changed, "#train-bank")
     def bank_changed(self, event: Select.Changed) -> None:
         name = self.query_one("#train-name", Input)
@@ -107,6 +138,9 @@ class TrainScreen(Screen[None]):
         texts = {name: self.query_one(f"#train-{name}", Input).value for name in FORM_FIELDS}
         return args_from_text(SFTArgs, {**texts, "report_to": str(self.query_one("#train-report-to", Select).value)})
 
+    def grpo_args(self) -> PreferenceArgs:
+        return args_from_text(PreferenceArgs, {arg: self.query_one(f"#train-{name}", Input).value for name, arg in GRPO_FIELDS.items()})
+
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "train-start":
             self.action_start()
@@ -115,7 +149,7 @@ class TrainScreen(Screen[None]):
     def show_runs(self) -> None:
         store = RunStore(self.conn)
         runs = store.list()
-        self.resumable = {run.name for run in runs if sft.resumable(run)}
+        self.resumable = {run.name for run in runs if sft.resumable(run) or feedback_runs.resumable(run)}
         adapters = {adapter.run_id: adapter.name for adapter in store.adapters()}
         self.query_one("#train-runs", RunTable).show(runs, adapters, self.resumable)
 
@@ -137,19 +171,31 @@ class TrainScreen(Screen[None]):
         if self.cancel is not None:
             self.notify("a run is training: Escape stops it", severity="warning")
             return
+        kind = self.kind
         try:
-            bank = self.query_one("#train-bank", Select).value
-            if bank is Select.NULL:
-                raise TunelabError("pick an example bank first (or import one: `tunelab bank import-demo sentiment`)")
             name = self.query_one("#train-name", Input).value.strip()
+            corpus = self.query_one("#train-corpus", Input).value.strip()
+            bank = self.query_one("#train-bank", Select).value
+            if kind == "pretrain" and not corpus:
+                raise TunelabError("give the corpus: a .txt/.md file or a folder of them")
+            if kind != "pretrain" and bank is Select.NULL:
+                raise TunelabError("pick an example bank first (or import one: `tunelab bank import-demo sentiment`)")
             if not name:
                 raise TunelabError("give the adapter a name")
-            args = self.form_args()
+            args = self.form_args() if kind != "grpo" else self.grpo_args()
         except TunelabError as exc:
             self.notify(str(exc), severity="error")
             return
-        self.begin(name, [], f"preparing {name!r} on bank {bank!r} (the first run dequantises the model)…")
-        self.train(lambda: sft.prepare(self.settings, self.conn, name, str(bank), args, hf_dir=self.hf_dir))
+        source = f"corpus {corpus}" if kind == "pretrain" else f"bank {bank!r}"
+        self.begin(name, [], f"preparing {name!r} on {source} (the first run dequantises the model)…")
+        hf_dir = self.hf_dir
+        if kind == "pretrain":
+            self.train(lambda: pretrain.prepare(self.settings, self.conn, name, Path(corpus).expanduser(), args, hf_dir=hf_dir), sft.train)
+        elif kind == "grpo":
+            self.train(lambda: feedback_runs.prepare(self.settings, self.conn, "grpo", args, name, hf_dir=hf_dir, bank=str(bank)),
+                       feedback_runs.train)
+        else:
+            self.train(lambda: sft.prepare(self.settings, self.conn, name, str(bank), args, hf_dir=hf_dir), sft.train)
 
     def action_resume(self) -> None:
         name = self.query_one("#train-runs", RunTable).selected_run
@@ -157,11 +203,14 @@ class TrainScreen(Screen[None]):
             self.notify("a run is training: Escape stops it", severity="warning")
             return
         if name is None or name not in self.resumable:
-            self.notify("select a cancelled, failed or interrupted SFT run with a checkpoint to resume", severity="warning")
+            self.notify("select a cancelled, failed or interrupted run with a checkpoint to resume", severity="warning")
             return
         run = RunStore(self.conn).get(name)
         self.begin(name, run.loss_history, f"resuming {name!r} from step {run.step}…")
-        self.train(lambda: sft.prepare_resume(self.settings, self.conn, name))
+        if run.method in sft.METHODS:
+            self.train(lambda: sft.prepare_resume(self.settings, self.conn, name), sft.train)
+        else:
+            self.train(lambda: feedback_runs.prepare_resume(self.settings, self.conn, name), feedback_runs.train)
 
     def action_stop_or_back(self) -> None:
         if self.cancel is None:
@@ -185,18 +234,20 @@ class TrainScreen(Screen[None]):
         self.set_status(status)
 
     @work(thread=True, exclusive=True, group="train")
-    def train(self, start: Callable[[], sft.Plan]) -> None:
-        """Prepare (slow the first time: dequantisation) and train off the UI thread."""
+    def train(self, start: Callable[[], Any], run_plan: Callable[..., Any]) -> None:
+        """Prepare (slow the first time: dequantisation) and train off the UI thread.
+
+        `start` makes the plan (sft / pretrain / feedback_runs), `run_plan(plan, listener, cancel)` trains it."""
         app = self.app
         cancel = self.cancel
         try:
             plan = start()
             app.call_from_thread(self.started, plan)
-            result = sft.train(plan, lambda event: app.call_from_thread(self.progressed, event), cancel)
+            result = run_plan(plan, lambda event: app.call_from_thread(self.progressed, event), cancel)
         except TunelabError as exc:
             app.call_from_thread(self.finished, str(exc), "error")
             return
-        except Exception as exc:  # noqa: BLE001 - sft.train recorded the run as failed; say why and keep the app
+        except Exception as exc:  # noqa: BLE001 - the run was recorded as failed; say why and keep the app
             app.call_from_thread(self.finished, f"training failed: {type(exc).__name__}: {exc}", "error")
             return
         run = result.run
@@ -205,13 +256,22 @@ class TrainScreen(Screen[None]):
             app.call_from_thread(self.finished, message, "warning")
         else:
             assert result.adapter is not None
-            message = f"adapter {result.adapter.name!r} is ready ({run.step} steps): chat with it via `tunelab chat --adapter {result.adapter.name}`"
+            metrics = result.adapter.metrics
+            measured = ""
+            if "held_out_ppl_before" in metrics:
+                measured = f", held-out perplexity {metrics['held_out_ppl_before']:.2f} -> {metrics['held_out_ppl_after']:.2f}"
+            if "mean_reward_before" in metrics:
+                measured = f", mean reward {metrics['mean_reward_before']:.3f} -> {metrics['mean_reward_after']:.3f}"
+            message = (f"adapter {result.adapter.name!r} is ready ({run.step} steps{measured}): "
+                       f"chat with it via `tunelab chat --adapter {result.adapter.name}`")
             app.call_from_thread(self.finished, message, "information")
 
-    def started(self, plan: sft.Plan) -> None:
-        for warning in plan.warnings:
+    def started(self, plan: Any) -> None:
+        for warning in getattr(plan, "warnings", []):
             self.notify(warning, severity="warning")
-        self.set_status(f"training {plan.run.name!r} on {len(plan.rows)} train examples of {plan.run.bank!r} ({plan.run.device})…")
+        what = {"pretrain": "text blocks", "grpo": "prompts"}.get(plan.method, "train examples")
+        source = f" of {plan.run.bank!r}" if plan.run.bank else ""
+        self.set_status(f"training {plan.run.name!r} ({plan.method}) on {len(plan.rows)} {what}{source} ({plan.run.device})…")
         self.show_runs()
 
     def progressed(self, event: TrainProgress) -> None:

@@ -1,0 +1,58 @@
+"""RL against tunelab's reward model (GRPO / RLOO): where the prompts come from, the refusals that
+need no model, and a real GRPO run: a reward model trained on a small constructed preference
+(helpful vs rude), then 8 GRPO steps that raise the mean reward of replies sampled on the same
+fixed prompts; the run's life cycle (run row, registry, a GGUF that llama.cpp loads)."""
+
+from __future__ import annotations
+
+import pytest
+from feedback_support import rate_helpful_vs_rude
+from finetune_support import base_pair  # noqa: F401
+
+from tunelab.errors import TunelabError
+from tunelab.finetune import feedback_runs, rl
+from tunelab.finetune.preference_args import PreferenceArgs
+from tunelab.stores.runs import RunStore, adapter_gguf
+
+SEED = 0
+MARGIN = 0.2
+"""Mean reward after minus before, at least. Seen with seed 0: 2.618 -> 3.018 (+0.40); other seeds not yet run."""
+
+
+def test_rl_needs_prompts_and_whole_groups(settings, conn):
+    with pytest.raises(TunelabError, match="only 0 prompt"):
+        feedback_runs.prepare(settings, conn, "grpo", PreferenceArgs())
+    with pytest.raises(TunelabError, match="apply to --method grpo"):
+        feedback_runs.prepare(settings, conn, "kto", PreferenceArgs(), bank="x")
+    with pytest.raises(TunelabError, match="num_generations must be >= 2"):
+        PreferenceArgs(num_generations=1)
+
+
+def test_rl_prompts_come_from_the_rated_prompts_once_each(conn):
+    rate_helpful_vs_rude(conn, 3)
+    rows = rl.feedback_prompts(conn)
+    assert [r["prompt"][-1]["content"] for r in rows] == [f"What is {i} plus {i + 3}?" for i in range(3)]
+
+
+
+@pytest.mark.slow
+def test_grpo_raises_the_mean_reward_of_sampled_replies(settings, conn, base_pair):
+    rate_helpful_vs_rude(conn, 12)
+    reward_plan = feedback_runs.prepare(settings, conn, "reward", PreferenceArgs(max_steps=12, learning_rate=1e-3, seed=SEED),
+                                        hf_dir=base_pair.hf_dir)
+    feedback_runs.train(reward_plan)
+    args = PreferenceArgs(max_steps=8, learning_rate=2e-3, batch_size=4, num_generations=4, max_completion_length=24,
+                          beta=0.01, seed=SEED)
+    plan = feedback_runs.prepare(settings, conn, "grpo", args, "rude-grpo", hf_dir=base_pair.hf_dir)
+    assert plan.run.args["reward_model"] == reward_plan.run.name and len(plan.rows) == 12
+    result = feedback_runs.train(plan)
+    m = result.metrics
+    print(f"mean reward {m['mean_reward_before']:.3f} -> {m['mean_reward_after']:.3f}")
+    assert m["mean_reward_after"] - m["mean_reward_before"] >= MARGIN
+    run = RunStore(conn).get("rude-grpo")
+    assert run.status == "done" and run.step == 8 and len(run.loss_history) == 8
+
+    from tunelab.engine.llama_engine import LlamaEngine
+
+    engine = LlamaEngine(base_pair.gguf_path, n_ctx=256, lora_path=adapter_gguf(conn, "rude-grpo"))  # llama.cpp loads it
+    assert engine.lora_path is not None
