@@ -105,7 +105,7 @@ async def test_no_bank_and_bad_settings_are_reported_without_starting(settings, 
         assert any("no example bank" in m for m in messages) and any("r must be >= 1" in m for m in messages)
         await pilot.press("ctrl+r")
         await pilot.pause()
-        assert any("select a cancelled or failed run" in n.message for n in app._notifications)
+        assert any("select a cancelled, failed or interrupted run" in n.message for n in app._notifications)
 
 
 async def test_kind_picks_the_form_and_the_run_it_starts(settings, conn, tmp_path) -> None:
