@@ -95,7 +95,7 @@ async def best_of_in_the_tui(settings, conn, model: Path) -> None:
 
 
 def test_feedback_train_bad_input_is_one_line(conn) -> None:
-    assert_clean_error(run("feedback", "train"), "give --method kto, dpo or reward")
+    assert_clean_error(run("feedback", "train"), "give --method kto, dpo, reward, grpo or rloo")
     assert_clean_error(run("feedback", "train", "--method", "kto"), "no ratings yet")
     rate(conn, "Say hi", "Hi!", "up")
     assert_clean_error(run("feedback", "train", "--method", "kto"), "only 1 rating(s): rate 7 more replies")
