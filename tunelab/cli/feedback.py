@@ -123,6 +123,7 @@ def train(app: AppContext, method: str | None, bank: str | None, reward_model: s
           resume: str | None, restart: str | None, model: str | None, hf_dir: Path | None, **kwargs: Any) -> None:
     """Train on the feedback: a KTO, DPO, GRPO or RLOO adapter (chat/compare with --adapter NAME) or a reward model."""
     from tunelab.finetune import feedback_runs
+    from tunelab.finetune.progress import measured_change
 
     if resume or restart:
         if method or bank or reward_model or on or name or model or hf_dir or given(kwargs) or (resume and restart):
@@ -150,10 +151,7 @@ def train(app: AppContext, method: str | None, bank: str | None, reward_model: s
         click.echo(f"held-out pair accuracy {m['held_out_accuracy']:.2f} on {len(plan.held_out)} pairs; model in {result.reward_dir}")
         click.echo(f"use it: tunelab chat --best-of 4 --reward-model {run.name} 'your prompt'")
         return
-    if policy_rl:
-        click.echo(f"mean reward of sampled replies {m['mean_reward_before']:.3f} -> {m['mean_reward_after']:.3f}")
-    else:
-        click.echo(f"mean log p of the preferred replies {m['logp_preferred_before']:.2f} -> {m['logp_preferred_after']:.2f}")
+    click.echo(measured_change(m))
     click.echo(f"chat with it: tunelab chat --adapter {run.name} 'your prompt'")
     rival = f" --adapter {m['on']}" if m["on"] else ""  # the predecessor; the base arm is always in
     click.echo(f"compare: tunelab compare --bank {run.bank or 'BANK'} --adapter {run.name}{rival}")

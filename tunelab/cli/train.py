@@ -34,6 +34,7 @@ def command(app: AppContext, name: str | None, bank: str | None, corpus: Path | 
             on: str | None, resume: str | None, restart: str | None, model: str | None, hf_dir: Path | None, **kwargs: Any) -> None:
     """Fine-tune a LoRA adapter NAME on --bank BANK, or pre-train it on --corpus TEXT (Ctrl-C saves a checkpoint; --resume NAME continues)."""
     from tunelab.finetune import pretrain, sft
+    from tunelab.finetune.progress import measured_change
 
     if train_embeddings:
         raise TunelabError(pretrain.EMBEDDINGS_REFUSED)
@@ -62,8 +63,7 @@ def command(app: AppContext, name: str | None, bank: str | None, corpus: Path | 
         f"{run.train_seconds:.0f}s, {run.tokens_per_s or 0:.0f} tok/s" + (f", peak {run.peak_memory_mb:.0f} MiB" if run.peak_memory_mb else "")
     )
     if "held_out_ppl_before" in metrics:
-        click.echo(f"held-out perplexity {metrics['held_out_ppl_before']:.2f} -> {metrics['held_out_ppl_after']:.2f} "
-                   f"on {metrics['held_out_blocks']} block(s)")
+        click.echo(f"{measured_change(metrics)} on {metrics['held_out_blocks']} block(s)")
         click.echo(f"fine-tune on top: tunelab train NAME --bank BANK --on {result.adapter.name}")
     click.echo(f"chat with it: tunelab chat --adapter {result.adapter.name} 'your prompt'")
 

@@ -85,3 +85,19 @@ class ProgressCallback(TrainerCallback):
         if self.listener is not None:
             self.listener(event)
         self._stop_if_cancelled(control)
+
+
+MEASURED = (
+    ("held_out_ppl", "held-out perplexity", ".2f"),
+    ("mean_reward", "mean reward of sampled replies", ".3f"),
+    ("logp_preferred", "mean log p of the preferred replies", ".2f"),
+)
+"""Before/after measures a finished run's metrics may carry (pre-training, RL, KTO/DPO), as shown."""
+
+
+def measured_change(metrics: dict[str, Any]) -> str | None:
+    """What the run measured before and after training, in one phrase (CLI and Train screen alike)."""
+    for key, label, fmt in MEASURED:
+        if f"{key}_before" in metrics:
+            return f"{label} {metrics[f'{key}_before']:{fmt}} -> {metrics[f'{key}_after']:{fmt}}"
+    return None

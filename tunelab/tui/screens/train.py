@@ -25,11 +25,11 @@ from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Pro
 
 from tunelab.config import Settings
 from tunelab.errors import TunelabError
-from tunelab.finetune import feedback_runs, pretrain, sft
+from tunelab.finetune import feedback_runs, pretrain, resume, sft
 from tunelab.finetune.args import SFTArgs
 from tunelab.finetune.form_args import args_from_text
 from tunelab.finetune.preference_args import PreferenceArgs
-from tunelab.finetune.progress import TrainProgress
+from tunelab.finetune.progress import TrainProgress, measured_change
 from tunelab.finetune.report_to import REPORT_TO
 from tunelab.stores.banks import BankStore
 from tunelab.stores.runs import Run, RunStore
@@ -149,7 +149,7 @@ class TrainScreen(Screen[None]):
     def show_runs(self) -> None:
         store = RunStore(self.conn)
         runs = store.list()
-        self.resumable = {run.name for run in runs if sft.resumable(run) or feedback_runs.resumable(run)}
+        self.resumable = {run.name for run in runs if resume.resumable(run)}
         adapters = {adapter.run_id: adapter.name for adapter in store.adapters()}
         self.query_one("#train-runs", RunTable).show(runs, adapters, self.resumable)
 
@@ -207,10 +207,7 @@ class TrainScreen(Screen[None]):
             return
         run = RunStore(self.conn).get(name)
         self.begin(name, run.loss_history, f"resuming {name!r} from step {run.step}…")
-        if run.method in sft.METHODS:
-            self.train(lambda: sft.prepare_resume(self.settings, self.conn, name), sft.train)
-        else:
-            self.train(lambda: feedback_runs.prepare_resume(self.settings, self.conn, name), feedback_runs.train)
+        self.train(*resume.resume(self.settings, self.conn, run))
 
     def action_stop_or_back(self) -> None:
         if self.cancel is None:
@@ -256,12 +253,8 @@ class TrainScreen(Screen[None]):
             app.call_from_thread(self.finished, message, "warning")
         else:
             assert result.adapter is not None
-            metrics = result.adapter.metrics
-            measured = ""
-            if "held_out_ppl_before" in metrics:
-                measured = f", held-out perplexity {metrics['held_out_ppl_before']:.2f} -> {metrics['held_out_ppl_after']:.2f}"
-            if "mean_reward_before" in metrics:
-                measured = f", mean reward {metrics['mean_reward_before']:.3f} -> {metrics['mean_reward_after']:.3f}"
+            change = measured_change(result.adapter.metrics)
+            measured = f", {change}" if change else ""
             message = (f"adapter {result.adapter.name!r} is ready ({run.step} steps{measured}): "
                        f"chat with it via `tunelab chat --adapter {result.adapter.name}`")
             app.call_from_thread(self.finished, message, "information")
