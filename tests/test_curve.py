@@ -113,10 +113,13 @@ def test_grid_eta_waits_for_a_measured_rate() -> None:
     clock.answered(Progress("base", 0, 1, 4, reused=True))
     assert clock.eta() is None  # a reused answer measures nothing
     clock.answered(Progress("base", 1, 2, 4, reused=False))
-    assert clock.eta() is None  # training not measured yet
+    partial = clock.eta()  # training not measured yet: the answers left, shown as a lower bound
+    assert partial is not None and not partial.complete and partial.seconds == pytest.approx(2 * clock.answer_seconds)
+    assert partial.describe().startswith("ETA >= ") and "not timed yet" in partial.describe()
     clock.trained(5.0, 10.0)  # 2 s per example-epoch
     eta = clock.eta()
-    assert eta is not None and eta == pytest.approx(2 * clock.answer_seconds + 5.0 * 2.0)
+    assert eta is not None and eta.complete and eta.seconds == pytest.approx(2 * clock.answer_seconds + 5.0 * 2.0)
+    assert eta.describe() == f"ETA {eta.seconds:.0f}s"
 
 
 @pytest.mark.parametrize(("flags", "message"), [

@@ -34,7 +34,7 @@ def test_curve_run_writes_report_and_plot_and_a_rerun_reuses_every_point(setting
         assert len(first.trained) == 2 and first.reused_adapters == [] and first.generated == 4 * 4 and first.reused_answers == 0
         assert events[-1].answers_done == events[-1].answers_total == 16 and events[-1].adapters_done == 2
         assert any(e.phase == "training" and e.step is not None for e in events)
-        assert any(e.eta_s is not None for e in events if e.phase == "training")
+        assert any(e.eta is not None and e.eta.complete for e in events if e.phase == "training")
         report = json.loads((first.report_dir / REPORT_JSON).read_text())
         points = {(p["family"], p["x"]): p for p in report["curve"]["points"]}
         assert set(points) == {("zero-shot", 0), ("jaccard", 1), ("lora", 4), ("lora", 8)}

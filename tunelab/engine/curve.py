@@ -182,15 +182,28 @@ class CurveProgress:
     answers_total: int
     adapters_done: int
     adapters_total: int
-    eta_s: float | None
+    eta: GridEta | None
     step: TrainProgress | None = None
 
     def describe(self) -> str:
         step = f" step {self.step.step}/{self.step.total}" if self.step is not None else ""
         loss = f" loss {self.step.loss:.3f}" if self.step is not None and self.step.loss is not None else ""
-        eta = f"ETA {self.eta_s:.0f}s" if self.eta_s is not None else "ETA -"
+        eta = self.eta.describe() if self.eta is not None else "ETA -"
         return (f"{self.phase} {self.label}{step}{loss} · answers {self.answers_done}/{self.answers_total} · "
                 f"adapters {self.adapters_done}/{self.adapters_total} · grid {eta}")
+
+
+@dataclass(frozen=True)
+class GridEta:
+    """Seconds left for the whole grid, and whether every part of what is left has a measured rate."""
+
+    seconds: float
+    complete: bool
+    """False while the training (or the answering) left has no rate measured yet: `seconds` then
+    counts only the parts that have one - a lower bound, shown as such rather than hidden."""
+
+    def describe(self) -> str:
+        return f"ETA {self.seconds:.0f}s" if self.complete else f"ETA >= {self.seconds:.0f}s (training not timed yet)"
 
 
 class GridClock:
@@ -221,15 +234,17 @@ class GridClock:
         self.unit_seconds += seconds
         self._last = time.perf_counter()
 
-    def eta(self, current_units: float = 0.0, current_seconds: float = 0.0) -> float | None:
+    def eta(self, current_units: float = 0.0, current_seconds: float = 0.0) -> GridEta | None:
+        """None until a new answer is timed; a lower bound (answers only) until training is timed too."""
         answers_left = self.answers_total - len(self.seen)
         units_left = self.train_units - self.units_done - current_units
         units, seconds = self.units_done + current_units, self.unit_seconds + current_seconds
-        if (answers_left and not self.answers_new) or (units_left > 1e-9 and units <= 0):
+        if answers_left and not self.answers_new:
             return None
         answer_rate = self.answer_seconds / self.answers_new if self.answers_new else 0.0
+        untimed = units_left > 1e-9 and units <= 0
         unit_rate = seconds / units if units > 0 else 0.0
-        return answers_left * answer_rate + max(0.0, units_left) * unit_rate
+        return GridEta(answers_left * answer_rate + max(0.0, units_left) * unit_rate, complete=not untimed)
 
 
 @dataclass
@@ -280,7 +295,7 @@ def run_curve(runner: ArmRunner, test_set: TestSet, spec: CurveSpec, params: Sam
     adapters_done = len(jobs) - len(to_train)
     counts = {"generated": 0, "reused": 0}
 
-    def emit(phase: str, label: str, step: TrainProgress | None = None, eta: float | None = None) -> None:
+    def emit(phase: str, label: str, step: TrainProgress | None = None, eta: GridEta | None = None) -> None:
         if listener is not None:
             listener(CurveProgress(phase, label, len(clock.seen), clock.answers_total, adapters_done, len(jobs), eta, step))
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import tempfile
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -35,18 +36,47 @@ def ensure_dir(path: Path) -> Path:
     return path
 
 
+class SharedConnection(sqlite3.Connection):
+    """A connection several threads of one process use, with one re-entrant lock around every
+    statement and every transaction.
+
+    The TUI saves a reply from a worker thread while the UI thread rates another. One SQLite
+    connection has one transaction: without the lock, the UI thread's statement would run inside
+    the worker's open `BEGIN IMMEDIATE` (committed or rolled back with it), or its own BEGIN would
+    fail with "cannot start a transaction within a transaction". A thread holding the lock for a
+    transaction makes the others wait until it commits; its own statements re-enter the lock."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]  # sqlite3.connect's own arguments
+        super().__init__(*args, **kwargs)
+        self.lock = threading.RLock()
+
+    def execute(self, sql: str, parameters=(), /) -> sqlite3.Cursor:  # type: ignore[no-untyped-def,override]  # as sqlite3's
+        with self.lock:
+            return super().execute(sql, parameters)
+
+    def executemany(self, sql: str, parameters, /) -> sqlite3.Cursor:  # type: ignore[no-untyped-def,override]  # as sqlite3's
+        with self.lock:
+            return super().executemany(sql, parameters)
+
+    def executescript(self, script: str, /) -> sqlite3.Cursor:  # type: ignore[override]  # as sqlite3's
+        with self.lock:
+            return super().executescript(script)
+
+
 def connect(path: Path, migrations: list[Migration] | None = None) -> sqlite3.Connection:
     """Open (creating if needed) the database and apply pending migrations.
 
-    `check_same_thread=False` because the TUI writes replies from a worker thread; every write
-    goes through `transaction`, and SQLite serialises them. Several processes (8 `tunelab chat`s,
+    `check_same_thread=False` because the TUI writes replies from a worker thread; the
+    connection is a `SharedConnection`, whose lock keeps one thread's transaction from taking in
+    another's statements. Several processes (8 `tunelab chat`s,
     the TUI and the CLI) share one file: WAL lets readers run beside the writer, and a writer
     waits up to `BUSY_TIMEOUT_S` for another's transaction instead of failing with "locked".
     A damaged file is never written to: the error says to move it aside.
     """
     ensure_dir(path.parent)
     try:
-        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S,
+                               factory=SharedConnection)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA foreign_keys=ON")
@@ -59,17 +89,25 @@ def connect(path: Path, migrations: list[Migration] | None = None) -> sqlite3.Co
     return conn
 
 
-@contextmanager
+NO_LOCK = contextlib.nullcontext()
+"""A plain sqlite3 connection (opened without `connect`) is used by one thread: nothing to hold."""
+
+
+@contextlib.contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error: nothing is half-written."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        if conn.in_transaction:  # SQLite already rolled back after some errors (a full disk, an I/O error)
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error: nothing is half-written.
+
+    On a `SharedConnection` the calling thread holds the connection's lock from BEGIN to COMMIT,
+    so no other thread's statement lands inside this transaction."""
+    with getattr(conn, "lock", NO_LOCK):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction:  # SQLite already rolled back after some errors (a full disk, an I/O error)
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
 
 def applied_migrations(conn: sqlite3.Connection) -> list[str]:
