@@ -100,7 +100,8 @@ def test_delete_refuses_a_live_run_and_removes_rows_and_files_of_a_stopped_one(c
 
 
 def test_sweep_puts_back_the_files_of_a_deletion_killed_before_its_rows_went(conn, home: Path) -> None:
-    from tunelab.stores.trash import TRASH_DIR, sweep
+    from tunelab.config import DataDir
+    from tunelab.stores.trash import sweep
 
     folder = home / "reports" / "7"
     folder.mkdir(parents=True)
@@ -109,17 +110,18 @@ def test_sweep_puts_back_the_files_of_a_deletion_killed_before_its_rows_went(con
     conn.execute("INSERT INTO things VALUES (7), (8)")
     trashed = folder.with_name(".7.trash-abc")
     folder.rename(trashed)  # what a deletion killed between its rename and its transaction leaves
-    (home / TRASH_DIR).mkdir()
-    (home / TRASH_DIR / "abc.json").write_text(json.dumps({"table": "things", "column": "id", "key": 7,
+    trash = DataDir(home).trash
+    trash.mkdir()
+    (trash / "abc.json").write_text(json.dumps({"table": "things", "column": "id", "key": 7,
                                                            "moves": [[str(folder), str(trashed)]]}))
     other = home / "reports" / "8"
     other.with_name(".8.trash-def").mkdir()
-    (home / TRASH_DIR / "def.json").write_text(json.dumps({"table": "things", "column": "id", "key": 9,
+    (trash / "def.json").write_text(json.dumps({"table": "things", "column": "id", "key": 9,
                                                            "moves": [[str(other), str(other.with_name(".8.trash-def"))]]}))
     assert sweep(conn, home) == 2
     assert (folder / "report.md").read_text() == "kept" and not trashed.exists()  # row still there: restored
     assert not other.with_name(".8.trash-def").exists() and not other.exists()  # row gone: trash removed
-    assert not list((home / TRASH_DIR).iterdir())
+    assert not list(trash.iterdir())
 
 
 def test_a_refused_first_prompt_leaves_no_empty_conversation(home: Path, tmp_path: Path) -> None:

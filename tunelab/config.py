@@ -23,6 +23,59 @@ def default_home() -> Path:
     return Path(xdg) / "tunelab"
 
 
+@dataclass(frozen=True)
+class DataDir:
+    """The data dir's layout: every module asks for a folder here, so each is named in one place
+    (a second spelling of `home / "adapters"` would be a second place to forget when it moves)."""
+
+    root: Path
+
+    @property
+    def db(self) -> Path:
+        return self.root / "tunelab.db"
+
+    @property
+    def adapters(self) -> Path:
+        """One folder per finished adapter: the PEFT weights, adapter.gguf and exports."""
+        return self.root / "adapters"
+
+    @property
+    def reward_models(self) -> Path:
+        return self.root / "reward_models"
+
+    @property
+    def runs(self) -> Path:
+        """One folder per training run: its rows, checkpoints and logs."""
+        return self.root / "runs"
+
+    @property
+    def models(self) -> Path:
+        """Caches of base models: dequantised HF weights, exact-weight GGUFs."""
+        return self.root / "models"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def exports(self) -> Path:
+        return self.root / "exports"
+
+    @property
+    def chroma(self) -> Path:
+        return self.root / "chroma"
+
+    @property
+    def chroma_damaged(self) -> Path:
+        """Where a Chroma store that would not open is moved before it is rebuilt from SQLite."""
+        return self.root / "chroma.damaged"
+
+    @property
+    def trash(self) -> Path:
+        """Files of a deletion in progress, put back or removed by the next command."""
+        return self.root / ".trash"
+
+
 @dataclass
 class Settings:
     """Everything a user can configure. Each field is also `TUNELAB_<FIELD>` and a key in config.toml."""
@@ -57,8 +110,12 @@ class Settings:
             raise TunelabError("bad settings: " + "; ".join(problems))
 
     @property
+    def dirs(self) -> DataDir:
+        return DataDir(self.home)
+
+    @property
     def db_path(self) -> Path:
-        return self.home / "tunelab.db"
+        return self.dirs.db
 
     @classmethod
     def load(cls, **overrides: object) -> "Settings":

@@ -125,7 +125,7 @@ def export_base(app: AppContext, model: str | None, tensor_type: str, name: str 
 
     registry = ModelRegistry(app.conn)
     gguf_path = registry.resolve(app.settings.model if model is None else model)
-    base = prepare_base(app.conn, app.settings.home / "models", gguf_path)
+    base = prepare_base(app.conn, app.settings.dirs.models, gguf_path)
     out = base.hf_dir / f"base-{tensor_type}.gguf"
     export_model(base.hf_dir, base.gguf_path, out, tensor_type)
     name = name or f"{gguf_path.stem.split('.')[0].lower()}-{tensor_type}"

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from tunelab.config import DataDir
 from tunelab.errors import TunelabError
 from tunelab.stores.feedback import FeedbackStore, PreferenceVote
 from tunelab.stores.files import atomic_write_text
@@ -196,7 +197,7 @@ def rows_for(data: FeedbackData, fmt: str) -> list[dict[str, Any]]:
 def export_path(home: Path, fmt: str) -> Path:
     """Where the TUI exports to: `exports/feedback-<format>-<UTC time>.jsonl` under the data dir."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return home / "exports" / f"feedback-{fmt}-{stamp}.jsonl"
+    return DataDir(home).exports / f"feedback-{fmt}-{stamp}.jsonl"
 
 
 def export(conn: sqlite3.Connection, fmt: str, path: Path) -> int:

@@ -38,7 +38,7 @@ from tunelab.finetune.reward import RewardModel
 from tunelab.finetune.sft import ADAPTER_GGUF, HELD_OUT_FILE, META_FILE, ROWS_FILE, STOPPED, device, resume_point, stopped_run
 from tunelab.stores.files import atomic_dir, atomic_write_text, cached_sha256, read_jsonl, write_jsonl
 from tunelab.stores.models import ModelRegistry
-from tunelab.stores.runs import REWARD_MODELS, Adapter, Run, RunStore, reward_models
+from tunelab.stores.runs import Adapter, Run, RunStore, reward_models
 
 Rows = list[dict[str, Any]]
 
@@ -141,17 +141,17 @@ def prepare(
         if model or hf_dir:
             raise TunelabError(f"--on {on} trains on that adapter's own base: drop --model / --hf-dir")
         parent = runs.get(str(start.run_id))
-        base = prepare_base(conn, settings.home / "models", Path(parent.base_gguf), Path(parent.hf_dir))
+        base = prepare_base(conn, settings.dirs.models, Path(parent.base_gguf), Path(parent.hf_dir))
         run_bank, example_ids = parent.bank, parent.example_ids
     else:
         gguf = ModelRegistry(conn).resolve(model or settings.model)
-        base = prepare_base(conn, settings.home / "models", gguf, hf_dir)
+        base = prepare_base(conn, settings.dirs.models, gguf, hf_dir)
         run_bank, example_ids = bank or "", rl_ids
     scorer = None
     extras: dict[str, Any] = {"on": on}
     if method in rl.METHODS:
         extras["reward_model"], scorer = load_reward_model(settings, conn, reward_model, base.gguf_path)
-    run_dir = settings.home / "runs" / name
+    run_dir = settings.dirs.runs / name
     run = runs.create(name, base.gguf_path, base.gguf_sha256, base.hf_dir, run_bank, example_ids,
                       {**args.to_dict(), **extras}, run_dir, device(), method=method)
     write_jsonl(run_dir / ROWS_FILE, rows)
@@ -177,7 +177,7 @@ def prepare_resume(settings: Settings, conn: sqlite3.Connection, key: str, resta
     on = values.pop("on", None)
     reward_model = values.pop("reward_model", None)
     start = store.adapter(on) if on else None
-    base = prepare_base(conn, settings.home / "models", Path(run.base_gguf), Path(run.hf_dir))
+    base = prepare_base(conn, settings.dirs.models, Path(run.base_gguf), Path(run.hf_dir))
     scorer = load_reward_model(settings, conn, reward_model, base.gguf_path)[1] if run.method in rl.METHODS else None
     checkpoint = resume_point(store, run, restart, "tunelab feedback train")
     return FeedbackPlan(settings, conn, store.get(str(run.id)), base, PreferenceArgs.from_dict(values), rows,
@@ -208,13 +208,13 @@ def train(plan: FeedbackPlan, listener: Listener | None = None, cancel: threadin
                                "steps": fitted.trainer.state.global_step, "first_loss": losses[0] if losses else None,
                                "final_loss": losses[-1] if losses else None, "train_examples": len(plan.rows)}
     if plan.method == "reward":
-        final = plan.settings.home / REWARD_MODELS / run.name
+        final = plan.settings.dirs.reward_models / run.name
         with atomic_dir(final) as tmp:
             metrics.update(feedback_train.write_output(fitted, tmp, plan.base.hf_dir, plan.base.gguf_sha256, plan.held_out))
         store.set_status(run.id, "done")
         shutil.rmtree(run.checkpoints_dir, ignore_errors=True)
         return FeedbackResult(store.get(str(run.id)), False, metrics, reward_dir=final)
-    final = plan.settings.home / "adapters" / run.name
+    final = plan.settings.dirs.adapters / run.name
     with atomic_dir(final) as tmp:
         metrics.update(feedback_train.write_output(fitted, tmp, plan.base.hf_dir, plan.base.gguf_sha256, [], plan.base.gguf_path))
         meta = {"run": run.name, "method": plan.method, "on": metrics["on"], "bank": run.bank,
@@ -240,4 +240,4 @@ def load_reward_model(settings: Settings, conn: sqlite3.Connection, name: str | 
             raise TunelabError(f"{name!r} is a {run.method} run, not a reward model (see `tunelab adapters runs`)")
         if run.status != "done":
             raise TunelabError(f"reward model {name!r} is not finished ({run.status}): `tunelab feedback train --resume {name}`")
-    return run.name, RewardModel.load(settings.home / REWARD_MODELS / run.name, Path(run.hf_dir), sha)
+    return run.name, RewardModel.load(settings.dirs.reward_models / run.name, Path(run.hf_dir), sha)

@@ -114,7 +114,7 @@ def prepare(settings: Settings, conn: sqlite3.Connection, name: str, corpus: Pat
     if not 0 < held_out < 1:
         raise TunelabError(f"--held-out must be in (0, 1) (got {held_out})")
     gguf_path = ModelRegistry(conn).resolve(settings.model if model is None else model)
-    base = prepare_base(conn, settings.home / "models", gguf_path, hf_dir)
+    base = prepare_base(conn, settings.dirs.models, gguf_path, hf_dir)
     tokenizer = AutoTokenizer.from_pretrained(base.hf_dir)
     all_blocks = blocks(tokenizer, docs, args.max_length)
     if len(all_blocks) < 2:
@@ -122,7 +122,7 @@ def prepare(settings: Settings, conn: sqlite3.Connection, name: str, corpus: Pat
         raise TunelabError(f"the corpus has {n} tokens: fewer than 2 blocks of --max-length {args.max_length} "
                            "(one to train on, one held out): add text or lower --max-length")
     train_blocks, eval_blocks = split_pairs(all_blocks, held_out, args.seed)  # the reward model's seeded split
-    run_dir = settings.home / "runs" / name
+    run_dir = settings.dirs.runs / name
     run_args = {**args.to_dict(), "corpus": str(corpus.resolve()), "held_out": held_out}
     run = RunStore(conn).create(name, base.gguf_path, base.gguf_sha256, base.hf_dir, "", [], run_args, run_dir, sft.device(),
                                 method=METHOD)

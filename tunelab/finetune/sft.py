@@ -127,7 +127,7 @@ def start_base(settings: Settings, conn: sqlite3.Connection, on: str | None, mod
     """The base weights to train on: the chosen model's, or with `--on` the adapter's own base (and the adapter)."""
     if on is None:
         gguf_path = ModelRegistry(conn).resolve(settings.model if model is None else model)
-        return prepare_base(conn, settings.home / "models", gguf_path, hf_dir), None
+        return prepare_base(conn, settings.dirs.models, gguf_path, hf_dir), None
     if model or hf_dir:
         raise TunelabError(f"--on {on} trains on that adapter's own base: drop --model / --hf-dir")
     store = RunStore(conn)
@@ -135,7 +135,7 @@ def start_base(settings: Settings, conn: sqlite3.Connection, on: str | None, mod
     parent = store.get(str(start.run_id))
     if parent.method not in METHODS:
         raise TunelabError(f"--on takes an SFT or pre-training adapter; {on!r} is a {parent.method} adapter")
-    return prepare_base(conn, settings.home / "models", Path(parent.base_gguf), Path(parent.hf_dir)), start
+    return prepare_base(conn, settings.dirs.models, Path(parent.base_gguf), Path(parent.hf_dir)), start
 
 
 def plan_for(settings: Settings, conn: sqlite3.Connection, name: str, bank: str, ids: list[Any], rows: list[dict[str, Any]],
@@ -150,7 +150,7 @@ def plan_for(settings: Settings, conn: sqlite3.Connection, name: str, bank: str,
     base, start = start_base(settings, conn, on, model, hf_dir)
     tokenizer = AutoTokenizer.from_pretrained(base.hf_dir)
     warnings = length_warnings(tokenizer, rows, args.max_length)
-    run_dir = settings.home / "runs" / name
+    run_dir = settings.dirs.runs / name
     run_args = {**args.to_dict(), "on": on}
     run = RunStore(conn).create(name, base.gguf_path, base.gguf_sha256, base.hf_dir, bank, ids, run_args, run_dir, device())
     write_jsonl(run_dir / ROWS_FILE, rows)
@@ -204,7 +204,7 @@ def prepare_resume(settings: Settings, conn: sqlite3.Connection, key: str, resta
         rows = [{"input_ids": block} for block in rows]
     values = {k: v for k, v in run.args.items() if k not in RUN_EXTRAS}
     on = run.args.get("on")
-    base = prepare_base(conn, settings.home / "models", Path(run.base_gguf), Path(run.hf_dir))
+    base = prepare_base(conn, settings.dirs.models, Path(run.base_gguf), Path(run.hf_dir))
     checkpoint = resume_point(store, run, restart, "tunelab train")
     return Plan(settings, conn, store.get(str(run.id)), base, SFTArgs.from_dict(values), rows, resume_from=checkpoint,
                 held_out=held_out, start_adapter=store.adapter(on) if on else None)
@@ -330,7 +330,7 @@ def train(plan: Plan, listener: Listener | None = None, cancel: threading.Event 
 def write_adapter(plan: Plan, trainer: Any, history: list[dict[str, float]], held_out: dict[str, float]) -> Adapter:
     """PEFT dir + GGUF adapter, renamed into place as one folder, then registered (run -> done)."""
     run = plan.run
-    final = plan.settings.home / "adapters" / run.name
+    final = plan.settings.dirs.adapters / run.name
     losses = [h["loss"] for h in history]
     metrics = {"method": plan.method, "on": plan.start_adapter.name if plan.start_adapter else None,
                "steps": trainer.state.global_step, "first_loss": losses[0] if losses else None,

@@ -77,7 +77,7 @@ def client(settings: Settings) -> Any:
     from chromadb.config import Settings as ChromaSettings
 
     if not settings.chroma_url:
-        return chromadb.PersistentClient(path=str(settings.home / "chroma"), settings=ChromaSettings(anonymized_telemetry=False))
+        return chromadb.PersistentClient(path=str(settings.dirs.chroma), settings=ChromaSettings(anonymized_telemetry=False))
     url = urlparse(settings.chroma_url)
     if url.scheme not in ("http", "https") or not url.hostname:
         raise TunelabError(f"bad chroma_url {settings.chroma_url!r}: expected http://HOST:PORT")
@@ -102,7 +102,7 @@ def move_damaged_store(settings: Settings) -> Path:
     from chromadb.api.client import SharedSystemClient
 
     SharedSystemClient.clear_system_cache()  # chromadb keeps one open system per path
-    store, aside = settings.home / "chroma", settings.home / "chroma.damaged"
+    store, aside = settings.dirs.chroma, settings.dirs.chroma_damaged
     shutil.rmtree(aside, ignore_errors=True)
     if store.exists():
         store.rename(aside)
@@ -137,7 +137,7 @@ class BankIndex:
                 raise
             self.rebuilt_from = move_damaged_store(settings)
             log.warning("the Chroma store %s was damaged (%s): moved it to %s; rebuilding the index from the database",
-                        settings.home / "chroma", one_line(f"{type(exc).__name__}: {exc}", 80), self.rebuilt_from)
+                        settings.dirs.chroma, one_line(f"{type(exc).__name__}: {exc}", 80), self.rebuilt_from)
             self.collection = self._open(settings, bank, model_path)
 
     def _open(self, settings: Settings, bank: Bank, model_path: Path) -> Any:

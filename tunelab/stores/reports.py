@@ -22,7 +22,7 @@ REPORT_JSON, REPORT_MD, REPORT_PNG, CURVE_PNG = "report.json", "report.md", "plo
 
 
 def report_dir(settings: Settings, comparison_id: int) -> Path:
-    return settings.home / "reports" / str(comparison_id)
+    return settings.dirs.reports / str(comparison_id)
 
 
 def write_report(settings: Settings, summary: Summary) -> Path:

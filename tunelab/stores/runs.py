@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunelab.config import DataDir
 from tunelab.errors import TunelabError
 from tunelab.stores import liveness
 from tunelab.stores.db import now, transaction
@@ -24,7 +25,6 @@ from tunelab.stores.trash import delete_with_files
 STATUSES = ("running", "done", "failed", "cancelled")
 INTERRUPTED = "interrupted"
 """Read-only status: stored as `running`, but the process that ran it is gone."""
-REWARD_MODELS = "reward_models"
 """Folder (under the data dir) of the trained reward models, one per run name."""
 
 
@@ -162,7 +162,8 @@ class RunStore:
         """Delete a run that is not training, its adapter or reward model, and all their files."""
         run = self.get(key)
         self.check_stopped(run, "delete")
-        paths = [Path(run.run_dir), Path(home) / "adapters" / run.name, Path(home) / REWARD_MODELS / run.name]
+        dirs = DataDir(Path(home))
+        paths = [Path(run.run_dir), dirs.adapters / run.name, dirs.reward_models / run.name]
         for adapter in self.conn.execute("SELECT * FROM adapters WHERE run_id = ?", (run.id,)):
             found = _adapter(adapter)
             paths += [Path(found.peft_dir), Path(found.gguf_path), *map(Path, found.exports.values())]

@@ -17,12 +17,10 @@ import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from tunelab.config import DataDir
 from tunelab.faults import pause_point
 from tunelab.stores.db import transaction
 from tunelab.stores.files import atomic_write_text, stale_temps
-
-TRASH_DIR = ".trash"
-"""Folder of the data dir holding one manifest per deletion in progress."""
 
 
 def _remove(path: Path) -> None:
@@ -43,7 +41,7 @@ def delete_with_files(conn: sqlite3.Connection, home: Path, owner: tuple[str, st
     unique = list(dict.fromkeys(Path(p) for p in paths))
     outermost = [p for p in unique if not any(q in p.parents for q in unique)]  # a folder's files move with it
     moves = [(p, p.with_name(f".{p.name}.trash-{token}")) for p in outermost if p.exists() or p.is_symlink()]
-    manifest = Path(home) / TRASH_DIR / f"{token}.json"
+    manifest = DataDir(Path(home)).trash / f"{token}.json"
     table, column, key = owner
     atomic_write_text(manifest, json.dumps({"table": table, "column": column, "key": key,
                                             "moves": [[str(a), str(b)] for a, b in moves]}))
@@ -71,7 +69,7 @@ def _restore(moves: list[tuple[Path, Path]]) -> None:
 
 def sweep(conn: sqlite3.Connection, home: Path) -> int:
     """Finish or undo deletions a killed process left half done; returns how many it found."""
-    folder = Path(home) / TRASH_DIR
+    folder = DataDir(Path(home)).trash
     if not folder.is_dir():
         return 0
     found = 0
@@ -99,7 +97,7 @@ def sweep_temps(home: Path) -> list[Path]:
     """Remove the temp files and folders that killed writers left in the data dir (two levels deep:
     `adapters/.x.tmp`, `adapters/NAME/.merged.gguf.tmp`, `models/...`); live writers' are kept."""
     home = Path(home)
-    folders = [home, *(d for d in home.iterdir() if d.is_dir() and d.name not in ("chroma", "chroma.damaged"))] if home.is_dir() else []
+    folders = [home, *(d for d in home.iterdir() if d.is_dir() and d not in (DataDir(home).chroma, DataDir(home).chroma_damaged))] if home.is_dir() else []
     folders += [sub for d in folders[1:] for sub in d.iterdir() if sub.is_dir() and not sub.name.startswith(".")]
     removed = [path for folder in folders for path in stale_temps(folder)]
     for path in removed:
