@@ -124,8 +124,13 @@ def test_every_setting_has_help_text() -> None:
 
 
 def test_out_of_memory_message_names_the_settings_to_lower() -> None:
-    message = sft.oom_message(SFTArgs(batch_size=16, max_length=2048))
+    from tunelab.finetune.preference_args import PreferenceArgs
+    from tunelab.finetune.run_record import oom_message
+
+    message = oom_message(SFTArgs(batch_size=16, max_length=2048))
     assert "--batch-size (now 16" in message and "--max-length (now 2048)" in message and "--gradient-checkpointing" in message
+    feedback = oom_message(PreferenceArgs(batch_size=4, max_length=256))  # no --grad-accum / --gradient-checkpointing there
+    assert feedback == "out of GPU memory: lower --batch-size (now 4), --max-length (now 256)"
 
 
 def test_out_of_memory_during_training_fails_the_run_with_that_message(settings, conn, base_pair) -> None:

@@ -10,18 +10,15 @@ replies against that prompt - the one the user's ratings were snapshotted with.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 from tunelab.engine.chat_template import ChatMessage
 from tunelab.engine.llama_engine import LlamaEngine, Reply
 from tunelab.engine.sampling import SEED_RANGE, SamplerParams
+from tunelab.engine.scorer import Scorer
 from tunelab.errors import TunelabError
 
 MAX_N = 16
-
-
-class Scorer(Protocol):
-    def score(self, prompt: list[dict[str, str]], replies: list[str]) -> list[float]: ...
 
 
 @dataclass

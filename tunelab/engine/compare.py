@@ -23,7 +23,8 @@ from tunelab.engine.curve_summary import CurveArm, curve_summary
 from tunelab.engine.llama_engine import LlamaEngine, Reply, adapter_switching_supported
 from tunelab.engine.metrics import normalize, primary_metric, score
 from tunelab.engine.sampling import SamplerParams
-from tunelab.engine.reward_report import Scorer, reward_summary
+from tunelab.engine.reward_report import reward_summary
+from tunelab.engine.scorer import Scorer
 from tunelab.engine.statistics import WinRate
 from tunelab.engine.summary import summarize
 from tunelab.errors import TunelabError

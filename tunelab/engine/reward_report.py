@@ -14,13 +14,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from statistics import fmean
-from typing import Any, Protocol
+from typing import Any
 
+from tunelab.engine.scorer import Scorer
 from tunelab.engine.statistics import WinRate, wilson_interval
-
-
-class Scorer(Protocol):
-    def score(self, prompt: list[dict[str, str]], replies: list[str]) -> list[float]: ...
 
 
 @dataclass

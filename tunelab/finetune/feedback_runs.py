@@ -33,7 +33,7 @@ from tunelab.finetune import feedback_data, feedback_train, rl
 from tunelab.finetune.base_weights import BaseWeights, prepare_base
 from tunelab.finetune.preference_args import PreferenceArgs
 from tunelab.finetune.progress import Listener, ProgressCallback
-from tunelab.finetune.run_record import Recorder, status_on_error
+from tunelab.finetune.run_record import Recorder, oom_message, status_on_error
 from tunelab.finetune.reward import RewardModel
 from tunelab.finetune.sft import ADAPTER_GGUF, HELD_OUT_FILE, META_FILE, ROWS_FILE, STOPPED, device, resume_point, stopped_run
 from tunelab.stores.files import atomic_dir, atomic_write_text, cached_sha256, read_jsonl, write_jsonl
@@ -182,10 +182,6 @@ def prepare_resume(settings: Settings, conn: sqlite3.Connection, key: str, resta
     checkpoint = resume_point(store, run, restart, "tunelab feedback train")
     return FeedbackPlan(settings, conn, store.get(str(run.id)), base, PreferenceArgs.from_dict(values), rows,
                         read_jsonl(Path(run.run_dir) / HELD_OUT_FILE), start, resume_from=checkpoint, scorer=scorer)
-
-
-def oom_message(args: PreferenceArgs) -> str:
-    return f"out of GPU memory: lower --batch-size (now {args.batch_size}) or --max-length (now {args.max_length})"
 
 
 def train(plan: FeedbackPlan, listener: Listener | None = None, cancel: threading.Event | None = None) -> FeedbackResult:

@@ -72,7 +72,17 @@ class RewardFunction:
         self.scorer = scorer
 
     def __call__(self, prompts: list[Messages], completions: list[Messages], **kwargs: Any) -> list[float]:
-        return [self.scorer.score(prompt, [completion[-1]["content"]])[0] for prompt, completion in zip(prompts, completions)]
+        """One reward per completion; the replies to one prompt (trl passes each group's in a row) are
+        scored in one batch - on a CPU the reward model's forward passes are most of a GRPO step."""
+        rewards: list[float] = []
+        start = 0
+        while start < len(prompts):
+            end = start + 1
+            while end < len(prompts) and prompts[end] == prompts[start]:
+                end += 1
+            rewards += self.scorer.score(prompts[start], [c[-1]["content"] for c in completions[start:end]])
+            start = end
+        return rewards
 
 
 def sample_replies(model: Any, tokenizer: Any, prompt: Messages, n: int, max_new_tokens: int, temperature: float, seed: int) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from tunelab.errors import TunelabError
 from tunelab.faults import pause_point
@@ -32,6 +33,17 @@ class Recorder:
         pause_point("train.step_recorded")
         if self.listener is not None:
             self.listener(event)
+
+
+def oom_message(args: Any) -> str:
+    """The out-of-GPU-memory hint for any run's arguments (SFTArgs, PreferenceArgs): the flags that
+    lower memory, with their values now; the accumulation and checkpointing tips only where the
+    method has those flags."""
+    accumulate = ", raise --grad-accum to keep the effective batch" if hasattr(args, "grad_accum") else ""
+    tips = [f"--batch-size (now {args.batch_size}{accumulate})", f"--max-length (now {args.max_length})"]
+    if getattr(args, "gradient_checkpointing", True) is False:
+        tips.append("or add --gradient-checkpointing")
+    return "out of GPU memory: lower " + ", ".join(tips)
 
 
 @contextmanager

@@ -32,7 +32,7 @@ from tunelab.finetune.export_gguf import export_adapter
 from tunelab.finetune.pretrain import perplexity
 from tunelab.finetune.progress import Listener, ProgressCallback
 from tunelab.finetune.report_to import report_kwargs
-from tunelab.finetune.run_record import Recorder, status_on_error
+from tunelab.finetune.run_record import Recorder, oom_message, status_on_error
 from tunelab.stores.files import atomic_dir, read_jsonl, write_jsonl
 from tunelab.stores.models import ModelRegistry
 from tunelab.stores.runs import Adapter, Run, RunStore
@@ -282,13 +282,6 @@ def build_trainer(plan: Plan, callbacks: list[Any]) -> Any:
     )
     trainer.remove_callback(PrinterCallback)  # progress goes to our listener, not to stdout
     return trainer
-
-
-def oom_message(args: SFTArgs) -> str:
-    tips = [f"--batch-size (now {args.batch_size}, raise --grad-accum to keep the effective batch)", f"--max-length (now {args.max_length})"]
-    if not args.gradient_checkpointing:
-        tips.append("or add --gradient-checkpointing")
-    return "out of GPU memory: lower " + ", ".join(tips)
 
 
 def train(plan: Plan, listener: Listener | None = None, cancel: threading.Event | None = None) -> TrainResult:

@@ -15,14 +15,10 @@ from textual.widgets import DataTable, Footer, Header, Label, Select, Static
 from tunelab.errors import TunelabError
 from tunelab.finetune import feedback_data
 from tunelab.stores.feedback import FeedbackStore, Rating
+from tunelab.text import one_line
 
 BASE = "(base)"
 """The adapter filter's label for replies of the plain base model (stored as no adapter)."""
-
-
-def _one_line(text: str, width: int) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
 class FeedbackScreen(Screen[None]):
@@ -93,7 +89,7 @@ class FeedbackScreen(Screen[None]):
         for r in self.shown:
             mark = "👍" if r.rating == "up" else "👎"
             table.add_row(r.id, mark, r.snapshot.adapter or r.snapshot.arm or BASE,
-                          _one_line(r.snapshot.prompt[-1]["content"], 40), _one_line(r.snapshot.reply, 50), r.reason, key=str(r.id))
+                          one_line(r.snapshot.prompt[-1]["content"], 40), one_line(r.snapshot.reply, 50), r.reason, key=str(r.id))
         votes = self.store.votes()
         decisive = sum(1 for v in votes if v.choice in ("a", "b"))
         self.query_one("#feedback-status", Static).update(
