@@ -107,6 +107,28 @@ async def test_empty_prompt_is_a_notification(settings, conn):
     assert ConversationStore(conn).list() == []
 
 
+async def test_an_unexpected_error_in_the_reply_worker_is_one_line_and_the_app_keeps_running(settings, conn, monkeypatch):
+    from tunelab.engine.chat_service import ChatService
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("llama_decode returned -3\nsecond line of detail")
+
+    monkeypatch.setattr(ChatService, "send", broken)
+    app = make_app(settings, conn)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "Hi")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        (shown,) = [n.message for n in app._notifications if "failed" in n.message]
+        assert shown.startswith("generate failed: RuntimeError: llama_decode returned -3 second line of detail")
+        assert "\n" not in shown and str(settings.dirs.error_log) in shown
+        assert app.is_running and isinstance(app.screen, ChatScreen)
+        await send(pilot, "x")  # the screen still takes input
+        await app.workers.wait_for_complete()
+    log = settings.dirs.error_log.read_text(encoding="utf-8")
+    assert log.count("Traceback (most recent call last)") == 2 and "RuntimeError: llama_decode returned -3" in log
+
+
 def test_snapshot_empty_chat(snap_compare, settings, conn):
     assert snap_compare(make_app(settings, conn), terminal_size=SIZE)
 

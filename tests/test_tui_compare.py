@@ -87,3 +87,31 @@ async def test_blind_round_hides_names_until_the_vote_and_stores_it(settings, co
         assert vote.choice == "a" and [vote.a_arm, vote.b_arm] == revealed and vote.a_reply and vote.b_reply
         assert vote.a_snapshot["provenance"]["blind"] is True
         assert "wins" in str(screen.query_one("#compare-winrates", Static).render())
+
+
+async def test_an_unexpected_error_in_an_arm_is_one_line_and_the_screen_stays(settings, conn, engine, monkeypatch):
+    from tunelab.engine.compare import ArmRunner
+    from tunelab.stores.bank_files import ExampleRow
+    from tunelab.stores.banks import BankStore
+
+    def broken(*args, **kwargs):
+        raise ValueError("adapter tensor shape mismatch")
+
+    monkeypatch.setattr(ArmRunner, "start", broken)
+    BankStore(conn).create("mini", [ExampleRow(f"review {i}", ("negative", "positive")[i % 2], i) for i in range(4)],
+                           instruction="Answer positive or negative.", test_size=0.0)
+    app = TunelabApp(settings, conn)
+    async with app.run_test(size=SIZE) as pilot:
+        await app.push_screen(CompareScreen(settings, conn, Engines(settings, conn, base=engine), seed=3))
+        await pilot.pause()
+        screen = app.screen
+        screen.query_one("#compare-arms").value = "base, base+jaccard@2"
+        screen.query_one("#compare-prompt").focus()
+        await type_text(pilot, "a film")
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        (shown,) = [n.message for n in app._notifications if "failed" in n.message]
+        assert shown.startswith("compare failed: ValueError: adapter tensor shape mismatch")
+        assert app.is_running and app.screen is screen
+    assert "ValueError: adapter tensor shape mismatch" in settings.dirs.error_log.read_text(encoding="utf-8")

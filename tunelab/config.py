@@ -71,6 +71,11 @@ class DataDir:
         return self.root / "chroma.damaged"
 
     @property
+    def error_log(self) -> Path:
+        """Tracebacks of unexpected errors in the TUI's workers (the screen shows one line)."""
+        return self.root / "tui-errors.log"
+
+    @property
     def trash(self) -> Path:
         """Files of a deletion in progress, put back or removed by the next command."""
         return self.root / ".trash"

@@ -133,8 +133,9 @@ def fit(
     """Load the model for `method` and train it; checkpoints land in `checkpoints_dir`.
 
     `scorer`: the reward model GRPO / RLOO train against."""
-    from transformers import PrinterCallback
+    from transformers import PrinterCallback, set_seed
 
+    set_seed(args.seed)  # before any model is built: the reward head and the LoRA init happen before trl's Trainer seeds
     if method == "reward" and start_adapter is not None:
         raise TunelabError("a reward model starts from the base (--on applies to kto and dpo)")
     metrics: dict[str, float] = {}

@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Markdown, Static
-from textual.worker import get_current_worker
+from textual.worker import Worker, get_current_worker
 
 from tunelab.engine.best_of_n import BestOfRequest
 from tunelab.engine.chat_service import ChatService, ChatTurn, IclRequest
@@ -29,6 +29,7 @@ from tunelab.tui.screens.tokens import TokensScreen
 from tunelab.tui.widgets.chat.context_panel import ContextPanel
 from tunelab.tui.widgets.chat.conversation_list import ConversationList
 from tunelab.tui.widgets.chat.message_view import MessageView
+from tunelab.tui.worker_errors import report_failed_worker
 
 FLUSH_SECONDS = 0.05  # batch tokens: repaint Markdown at most ~20 times a second
 
@@ -195,7 +196,7 @@ class ChatScreen(Screen[None]):
     def action_cancel(self) -> None:
         self.workers.cancel_group(self, "generate")
 
-    @work(thread=True, exclusive=True, group="generate")
+    @work(thread=True, exclusive=True, group="generate", exit_on_error=False)
     def generate(self, conversation_id: int | None, prompt: str | None, icl: IclRequest | None, adapter: str | None,
                  best_of: tuple[str, int] | None) -> None:
         """Runs in a thread: llama.cpp blocks. Widgets are only touched through call_from_thread."""
@@ -259,6 +260,10 @@ class ChatScreen(Screen[None]):
     def _failed(self, error: str) -> None:
         self._status("")
         self.notify(error, severity="error")
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if report_failed_worker(self, event, self.service.settings.dirs.error_log):
+            self._status("")
 
     async def _begin_reply(self, prompt: str | None) -> None:
         log = self.query_one("#messages", VerticalScroll)
@@ -336,7 +341,7 @@ class ChatScreen(Screen[None]):
             return
         self.show_tokens(view.message.id)
 
-    @work(thread=True, group="tokens")
+    @work(thread=True, group="tokens", exit_on_error=False)
     def show_tokens(self, message_id: int) -> None:
         """In a thread: the first use loads the model."""
         try:

@@ -15,7 +15,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Label, Select, Static, Switch
-from textual.worker import get_current_worker
+from textual.worker import Worker, get_current_worker
 
 from tunelab.config import Settings
 from tunelab.engine import arena
@@ -26,6 +26,7 @@ from tunelab.errors import TunelabError
 from tunelab.stores.comparisons import ComparisonStore
 from tunelab.tui.widgets.compare.arm_column import ArmColumn
 from tunelab.tui.widgets.compare.vote_bar import VoteBar
+from tunelab.tui.worker_errors import report_failed_worker
 
 FLUSH_SECONDS = 0.05
 ARENA_MAX_TOKENS = 256
@@ -199,7 +200,7 @@ class CompareScreen(Screen[None]):
         if self.curve_cancel is not None:
             self.curve_cancel.set()  # leaving mid-run keeps every finished point and a training checkpoint
 
-    @work(thread=True, exclusive=True, group="compare")
+    @work(thread=True, exclusive=True, group="compare", exit_on_error=False)
     def generate(self, round_: arena.ArenaRound, bank: str, widgets: list[ArmColumn]) -> None:
         """Arms run one after another on the one engine; each column streams while its arm runs."""
         worker = get_current_worker()
@@ -231,6 +232,9 @@ class CompareScreen(Screen[None]):
             app.call_from_thread(self.notify, str(exc), severity="error")
             return
         app.call_from_thread(self._round_done, round_)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        report_failed_worker(self, event, self.settings.dirs.error_log)
 
     def _round_done(self, round_: arena.ArenaRound) -> None:
         votable = round_.votable
