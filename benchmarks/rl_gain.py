@@ -69,14 +69,19 @@ def main() -> None:
     parser.add_argument("--method", default="grpo", choices=("grpo", "rloo"))
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1, as the test: the result depends on it)")
     opts = parser.parse_args()
     seeds = [int(s) for s in opts.seeds.split(",")]
+    import torch
+
+    torch.set_num_threads(opts.threads)
 
     with tempfile.TemporaryDirectory(prefix="tunelab-rl-base-") as tmp:
         conn = connect(Path(tmp) / "base.db")
         base = prepare_base(conn, Path(tmp) / "models", bundled_chat_model())
         conn.close()
-        print(f"{opts.method}, {opts.steps} steps at lr {opts.lr}, seeds {seeds}; reward model: 12 steps on {PROMPTS} rated pairs")
+        print(f"{opts.method}, {opts.steps} steps at lr {opts.lr}, seeds {seeds}, {opts.threads} torch thread(s); "
+              f"reward model: 12 steps on {PROMPTS} rated pairs")
         results = []
         for seed in seeds:
             result = one_seed(opts, seed, base.hf_dir)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from finetune_support import base_pair, random_adapter  # noqa: F401
+from test_selectors import free_port
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from tunelab.cli import cli
@@ -191,12 +191,6 @@ def test_unknown_adapter_and_missing_choice_are_one_line_errors(tmp_path: Path) 
     assert result.exit_code == 1 and result.output.startswith("error: no adapter named 'nope'") and "Traceback" not in result.output
     neither = CliRunner().invoke(cli, ["adapters", "export", "nope"])
     assert neither.exit_code == 1 and "--merged TYPE" in neither.output and "--ollama" in neither.output
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.skipif(shutil.which("ollama") is None, reason="no ollama binary on PATH: the Modelfile is checked against the docs above")

@@ -340,7 +340,6 @@ class TokenGate:
 
     def __init__(self, upstream: str, token: str) -> None:
         import http.server
-        import socket
         import urllib.error
         import urllib.request
 
@@ -378,11 +377,8 @@ class TokenGate:
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = forward
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.url = f"http://127.0.0.1:{port}"
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)  # port 0: the system picks a free one
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
