@@ -23,6 +23,28 @@ async def type_text(pilot, text: str) -> None:
         await pilot.press(key if key != " " else "space")
 
 
+def mini_bank(conn, n: int = 8) -> None:
+    from tunelab.stores.bank_files import ExampleRow
+    from tunelab.stores.banks import BankStore
+
+    rows = [ExampleRow(f"review {i}: {'great' if i % 2 else 'awful'} film", ("negative", "positive")[i % 2], i) for i in range(n)]
+    BankStore(conn).create("mini", rows, instruction="Answer positive or negative.", test_size=0.0)
+
+
+async def run_round(app, pilot, settings, conn, engine, prompt: str) -> CompareScreen:
+    """The compare screen on the bank `mini`, two arms, one prompt sent and every worker finished."""
+    await app.push_screen(CompareScreen(settings, conn, Engines(settings, conn, base=engine), seed=3))
+    await pilot.pause()
+    screen = app.screen
+    screen.query_one("#compare-arms").value = "base, base+jaccard@2"
+    screen.query_one("#compare-prompt").focus()
+    await type_text(pilot, prompt)
+    await pilot.press("enter")
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+    return screen
+
+
 def write_small_report(settings, conn):
     """A finished two-arm comparison written through the real store, summary and report writer."""
     store = ComparisonStore(conn)
@@ -61,22 +83,10 @@ async def test_report_viewer_shows_table_items_and_plot(settings, conn):
 
 
 async def test_blind_round_hides_names_until_the_vote_and_stores_it(settings, conn, engine):
-    from tunelab.stores.bank_files import ExampleRow
-    from tunelab.stores.banks import BankStore
-
-    rows = [ExampleRow(f"review {i}: {'great' if i % 2 else 'awful'} film", ("negative", "positive")[i % 2], i) for i in range(8)]
-    BankStore(conn).create("mini", rows, instruction="Answer positive or negative.", test_size=0.0)
+    mini_bank(conn)
     app = TunelabApp(settings, conn)
     async with app.run_test(size=SIZE) as pilot:
-        await app.push_screen(CompareScreen(settings, conn, Engines(settings, conn, base=engine), seed=3))
-        await pilot.pause()
-        screen = app.screen
-        screen.query_one("#compare-arms").value = "base, base+jaccard@2"
-        screen.query_one("#compare-prompt").focus()
-        await type_text(pilot, "review: a great film")
-        await pilot.press("enter")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        screen = await run_round(app, pilot, settings, conn, engine, "review: a great film")
         titles = [str(c.query_one(".arm-title").render()) for c in screen.query(ArmColumn)]
         assert titles == ["Model A", "Model B"]  # blind: names hidden
         await pilot.press("f6")  # left is better
@@ -91,26 +101,15 @@ async def test_blind_round_hides_names_until_the_vote_and_stores_it(settings, co
 
 async def test_an_unexpected_error_in_an_arm_is_one_line_and_the_screen_stays(settings, conn, engine, monkeypatch):
     from tunelab.engine.compare import ArmRunner
-    from tunelab.stores.bank_files import ExampleRow
-    from tunelab.stores.banks import BankStore
 
     def broken(*args, **kwargs):
         raise ValueError("adapter tensor shape mismatch")
 
     monkeypatch.setattr(ArmRunner, "start", broken)
-    BankStore(conn).create("mini", [ExampleRow(f"review {i}", ("negative", "positive")[i % 2], i) for i in range(4)],
-                           instruction="Answer positive or negative.", test_size=0.0)
+    mini_bank(conn, 4)
     app = TunelabApp(settings, conn)
     async with app.run_test(size=SIZE) as pilot:
-        await app.push_screen(CompareScreen(settings, conn, Engines(settings, conn, base=engine), seed=3))
-        await pilot.pause()
-        screen = app.screen
-        screen.query_one("#compare-arms").value = "base, base+jaccard@2"
-        screen.query_one("#compare-prompt").focus()
-        await type_text(pilot, "a film")
-        await pilot.press("enter")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        screen = await run_round(app, pilot, settings, conn, engine, "a film")
         (shown,) = [n.message for n in app._notifications if "failed" in n.message]
         assert shown.startswith("compare failed: ValueError: adapter tensor shape mismatch")
         assert app.is_running and app.screen is screen
