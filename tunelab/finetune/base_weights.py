@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tunelab.engine.chat_template import gguf_template
 from tunelab.engine.models import check_gguf
 from tunelab.errors import TunelabError
 from tunelab.stores.files import atomic_dir, cached_sha256, file_lock
@@ -36,6 +37,11 @@ SAMPLE_TEXTS = (
 )
 """Texts where tokenizers tend to differ: special tokens, code, digits, accents, CJK, whitespace."""
 
+LOGITS_TEXT = "The capital of France is Paris. Water boils at 100 degrees, and the sky is"
+"""The sentence both halves of an `--hf-dir` pair are run on (plain text: any model can read it)."""
+LOGITS_MIN_CORRELATION = 0.98
+"""Same weights give > 0.99 even through a Q4 GGUF (measured: see tests/test_base_weights.py); other weights fall well below."""
+
 
 @dataclass(frozen=True)
 class BaseWeights:
@@ -46,6 +52,26 @@ class BaseWeights:
     gguf_sha256: str
     architecture: str
     """GGUF `general.architecture` (e.g. "llama"): picks the tensor name map and q/k permutation."""
+    chat_template: str = ""
+    """The template llama.cpp serves the GGUF with (its own or tunelab's one fallback): training renders prompts with it too."""
+
+    def tokenizer(self) -> Any:
+        """The HF tokenizer, formatting chats exactly as llama.cpp will when the adapter is served."""
+        return load_tokenizer(self.hf_dir, self.chat_template)
+
+
+def load_tokenizer(hf_dir: Path, chat_template: str | None = None) -> Any:
+    """`AutoTokenizer` of `hf_dir` with the serving `chat_template` in place of its own.
+
+    A base model's GGUF often has no template (llama.cpp then uses the fallback), and a user's HF
+    checkpoint may carry another one than its GGUF: training with either would teach a prompt
+    format the adapter is never served with (or fail: "tokenizer.chat_template is not set")."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(hf_dir)
+    if chat_template:
+        tokenizer.chat_template = chat_template
+    return tokenizer
 
 
 def gguf_metadata(path: Path) -> dict[str, Any]:
@@ -74,8 +100,13 @@ def dequantise(gguf_path: Path, out_dir: Path) -> None:
     tokenizer.save_pretrained(out_dir)
 
 
-def check_pair(hf_dir: Path, gguf_path: Path) -> str:
-    """Refuse an HF checkpoint and a GGUF that are not the same model; returns the architecture."""
+def check_pair(hf_dir: Path, gguf_path: Path, logits: bool = False) -> str:
+    """Refuse an HF checkpoint and a GGUF that are not the same model; returns the architecture.
+
+    Configs and token ids catch another model; `logits` also runs both on `LOGITS_TEXT`, which
+    catches other weights behind the same config and tokenizer (a base vs its instruct tune, a
+    fine-tune's GGUF beside the original checkpoint). Our own dequantisation skips it: it is
+    those weights by construction."""
     from transformers import AutoConfig, AutoTokenizer
 
     meta = gguf_metadata(gguf_path)
@@ -93,9 +124,32 @@ def check_pair(hf_dir: Path, gguf_path: Path) -> str:
     if not problems:
         tokenizer = AutoTokenizer.from_pretrained(hf_dir)
         problems += token_mismatches(tokenizer, gguf_path)
+    if logits and not problems and (corr := logits_correlation(hf_dir, gguf_path)) < LOGITS_MIN_CORRELATION:
+        problems.append(f"their next-token logits disagree (correlation {corr:.3f} < {LOGITS_MIN_CORRELATION} on a test sentence): other weights")
     if problems:
         raise TunelabError(f"{hf_dir} and {gguf_path.name} are not the same model: " + "; ".join(problems))
     return arch
+
+
+def logits_correlation(hf_dir: Path, gguf_path: Path, text: str = LOGITS_TEXT) -> float:
+    """Pearson correlation of llama.cpp's and transformers' logits on every position of `text`."""
+    import numpy as np
+    import torch
+    from llama_cpp import Llama
+    from transformers import AutoModelForCausalLM
+
+    llama = Llama(model_path=str(gguf_path), n_ctx=64, logits_all=True, n_threads=2, verbose=False)
+    try:
+        ids = llama.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+        llama.eval(ids)
+        cpp = np.array(llama.scores[: len(ids)], dtype=np.float32)
+    finally:
+        llama.close()
+    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32, use_safetensors=True)
+    with torch.no_grad():
+        hf = model(torch.tensor([ids])).logits[0].float().numpy()
+    n_vocab = min(cpp.shape[1], hf.shape[1])  # HF may pad its vocabulary
+    return float(np.corrcoef(cpp[:, :n_vocab].ravel(), hf[:, :n_vocab].ravel())[0, 1])
 
 
 def token_mismatches(tokenizer: Any, gguf_path: Path) -> list[str]:
@@ -124,6 +178,7 @@ def prepare_base(conn: sqlite3.Connection, models_dir: Path, gguf_path: Path, hf
     """
     gguf_path = check_gguf(Path(gguf_path)).resolve()
     sha = cached_sha256(conn, gguf_path)
+    user_dir = hf_dir is not None
     if hf_dir is None:
         hf_dir = models_dir / sha[:16]
         if not (hf_dir / CACHE_MARKER).is_file():
@@ -134,5 +189,5 @@ def prepare_base(conn: sqlite3.Connection, models_dir: Path, gguf_path: Path, hf
                         (tmp / CACHE_MARKER).write_text(json.dumps({"gguf": str(gguf_path), "sha256": sha}), encoding="utf-8")
     elif not (Path(hf_dir) / "config.json").is_file():
         raise TunelabError(f"not an HF model dir (no config.json): {hf_dir}")
-    arch = check_pair(Path(hf_dir), gguf_path)
-    return BaseWeights(gguf_path, Path(hf_dir).resolve(), sha, arch)
+    arch = check_pair(Path(hf_dir), gguf_path, logits=user_dir)
+    return BaseWeights(gguf_path, Path(hf_dir).resolve(), sha, arch, gguf_template(gguf_path))
