@@ -169,6 +169,15 @@ def token_mismatches(tokenizer: Any, gguf_path: Path) -> list[str]:
         llama.close()
 
 
+def is_cache_of(hf_dir: Path, sha: str) -> bool:
+    """Whether `hf_dir` is tunelab's own dequantisation of the GGUF with this sha256 (then its weights are that GGUF's)."""
+    marker = hf_dir / CACHE_MARKER
+    try:
+        return marker.is_file() and json.loads(marker.read_text(encoding="utf-8")).get("sha256") == sha
+    except (OSError, ValueError):
+        return False
+
+
 def prepare_base(conn: sqlite3.Connection, models_dir: Path, gguf_path: Path, hf_dir: Path | None = None) -> BaseWeights:
     """The checked training pair for `gguf_path`: the user's `hf_dir`, else the cached dequantisation.
 
@@ -178,7 +187,7 @@ def prepare_base(conn: sqlite3.Connection, models_dir: Path, gguf_path: Path, hf
     """
     gguf_path = check_gguf(Path(gguf_path)).resolve()
     sha = cached_sha256(conn, gguf_path)
-    user_dir = hf_dir is not None
+    user_dir = hf_dir is not None and not is_cache_of(Path(hf_dir), sha)
     if hf_dir is None:
         hf_dir = models_dir / sha[:16]
         if not (hf_dir / CACHE_MARKER).is_file():
