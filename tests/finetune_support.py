@@ -97,8 +97,10 @@ def relative_error(a: np.ndarray, b: np.ndarray) -> float:
 
 TEST_CACHE = Path(os.environ.get("TUNELAB_TEST_CACHE") or Path.home() / ".cache" / "tunelab-tests")
 """Where the llama-cpp-python sdist and its converter are kept between test sessions."""
-CONVERTER_PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
-"""What the converter needs from the sdist's vendor/llama.cpp/ (the rest is C++)."""
+QWEN2_VOCAB = "models/ggml-vocab-qwen2.gguf"
+"""Qwen2's real tokenizer, from llama.cpp's own tokenizer tests in the same sdist."""
+CONVERTER_PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", QWEN2_VOCAB)
+"""What the tests need from the sdist's vendor/llama.cpp/ (the rest is C++)."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,10 @@ class HFConverter:
     so a GGUF it writes is a GGUF this llama.cpp reads, as a user's would be."""
 
     root: Path
+
+    @property
+    def qwen2_vocab(self) -> Path:
+        return self.root / QWEN2_VOCAB
 
     def convert(self, hf_dir: Path, out: Path, outtype: str = "f32") -> Path:
         """Run the converter as a user would (its own process, its own gguf-py); fail with its last words."""
@@ -129,7 +135,7 @@ def llama_cpp_converter(cache: Path = TEST_CACHE) -> HFConverter:
     version = importlib.metadata.version("llama_cpp_python")
     root = cache / f"llama.cpp-converter-{version}"
     with file_lock(cache / f"llama.cpp-converter-{version}.lock"):
-        if not (root / "convert_hf_to_gguf.py").is_file():
+        if not all((root / part).exists() for part in CONVERTER_PARTS):
             sdist = cache / f"llama_cpp_python-{version}.tar.gz"
             if not sdist.is_file():
                 subprocess.run([sys.executable, "-m", "pip", "download", f"llama-cpp-python=={version}", "--no-deps",
@@ -154,8 +160,11 @@ class TinyArch:
     name: str
     model_type: str
     config: dict[str, Any]
-    sentencepiece: bool = False
-    """Give it a sentencepiece tokenizer (llama.cpp's gemma2 converter reads nothing else)."""
+    tokenizer: str = "smollm"
+    """"smollm": the bundled model's byte-level BPE; "qwen2": Qwen2's own (transformers gives every qwen2/qwen3
+    checkpoint Qwen2Tokenizer, whose pre-tokenizer only Qwen's vocabulary matches); "spm": a sentencepiece
+    model as Gemma has (llama.cpp's gemma2 converter reads nothing else, and transformers rebuilds a Gemma
+    GGUF's tokenizer as sentencepiece whatever the file holds)."""
 
 
 HIDDEN = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -166,10 +175,10 @@ GEMMA = dict(head_dim=16, query_pre_attn_scalar=16, sliding_window=8, tie_word_e
 ARCHS = (
     TinyArch("llama", "llama", {**HIDDEN, "tie_word_embeddings": False}),
     TinyArch("mistral", "mistral", {**HIDDEN, "head_dim": 16, "sliding_window": None, "tie_word_embeddings": False}),
-    TinyArch("qwen2", "qwen2", {**HIDDEN, "tie_word_embeddings": True}),  # q/k/v biases by default
-    TinyArch("qwen3", "qwen3", {**HIDDEN, "head_dim": 16, "tie_word_embeddings": True}),  # q/k norms
-    TinyArch("gemma2", "gemma2", {**HIDDEN, **GEMMA, "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0}, sentencepiece=True),
-    TinyArch("gemma3", "gemma3_text", {**HIDDEN, **GEMMA, "num_hidden_layers": 6}),  # 5 sliding layers, then a global one
+    TinyArch("qwen2", "qwen2", {**HIDDEN, "tie_word_embeddings": True}, tokenizer="qwen2"),  # q/k/v biases by default
+    TinyArch("qwen3", "qwen3", {**HIDDEN, "head_dim": 32, "tie_word_embeddings": True}, tokenizer="qwen2"),  # q/k norms
+    TinyArch("gemma2", "gemma2", {**HIDDEN, **GEMMA, "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0}, tokenizer="spm"),
+    TinyArch("gemma3", "gemma3_text", {**HIDDEN, **GEMMA, "num_hidden_layers": 6}, tokenizer="spm"),  # 5 sliding layers, then a global one
     TinyArch("phi3", "phi3", {**HIDDEN, "original_max_position_embeddings": 512, "tie_word_embeddings": False}),  # fused qkv / gate_up
 )
 
@@ -221,15 +230,42 @@ def spm_tokenizer_files(out: Path, vocab_size: int = 1024) -> dict[str, int]:
     return {"vocab_size": vocab_size, "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2}
 
 
-def tiny_model(arch: TinyArch, tokenizer_source: Path, out: Path, seed: int = 0) -> Path:
+def gguf_tokenizer_files(vocab_gguf: Path, out: Path) -> dict[str, int]:
+    """A real model's tokenizer, rebuilt by transformers from a vocabulary-only GGUF (~30 s for Qwen's
+    152k tokens, so kept beside the GGUF after the first time), saved into `out`."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from tunelab.stores.files import atomic_dir
+
+    saved = vocab_gguf.with_suffix(".hf")
+    if not (saved / "tokenizer_config.json").is_file():
+        with atomic_dir(saved) as tmp:
+            AutoTokenizer.from_pretrained(vocab_gguf.parent, gguf_file=vocab_gguf.name).save_pretrained(tmp)
+    tokenizer = AutoTokenizer.from_pretrained(saved)
+    for item in saved.iterdir():
+        shutil.copy(item, out / item.name)
+    ids = {name: tokenizer.convert_tokens_to_ids(getattr(tokenizer, name)) for name in ("bos_token", "eos_token", "pad_token")}
+    return {"vocab_size": len(tokenizer), **{f"{name}_id": i for name, i in ids.items()}}
+
+
+def tiny_model(arch: TinyArch, tokenizer_source: Path, out: Path, seed: int = 0, qwen2_vocab: Path | None = None) -> Path:
     """A random `arch` checkpoint with a tokenizer, every weight (norms too) random, so no +1 / bias / tie slip can hide."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     out.mkdir(parents=True)
-    # Phi-4-style: llama.cpp's phi3 converter takes a byte-level tokenizer only when told it is GPT2Tokenizer
-    special = spm_tokenizer_files(out) if arch.sentencepiece else bpe_tokenizer_files(
-        tokenizer_source, out, "GPT2Tokenizer" if arch.name == "phi3" else None)
+    # Named GPT2Tokenizer: transformers would otherwise pick the class by model_type (Qwen2Tokenizer
+    # rebuilds the pre-tokenizer with Qwen's regex), and llama.cpp's phi3 converter takes a
+    # byte-level tokenizer only under that name (as Phi-4's)
+    if arch.tokenizer == "spm":
+        special = spm_tokenizer_files(out)
+    elif arch.tokenizer == "qwen2":
+        assert qwen2_vocab is not None, "qwen2 tokenizers come from the llama.cpp sdist (HFConverter.qwen2_vocab)"
+        special = gguf_tokenizer_files(qwen2_vocab, out)
+    else:
+        special = bpe_tokenizer_files(tokenizer_source, out, "GPT2Tokenizer")
     config = AutoConfig.for_model(arch.model_type, **arch.config, **special)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)

@@ -60,7 +60,7 @@ def tiny_gguf(base_pair, tmp_path_factory: pytest.TempPathFactory):
         if name not in made:
             arch = next(a for a in ARCHS if a.name == name)
             root = tmp_path_factory.mktemp(f"tiny-{name}")
-            source = tiny_model(arch, base_pair.hf_dir, root / "hf")
+            source = tiny_model(arch, base_pair.hf_dir, root / "hf", seed=ARCHS.index(arch), qwen2_vocab=converter.qwen2_vocab)
             made[name] = source, converter.convert(source, root / f"tiny-{name}-f32.gguf")
         return made[name]
 
@@ -79,24 +79,38 @@ def compare(name: str, cpp: np.ndarray, hf: np.ndarray) -> dict[str, float]:
 
 @pytest.mark.parametrize("arch", ARCHS, ids=lambda a: a.name)
 def test_architecture_round_trip_matches_transformers(arch: TinyArch, tiny_gguf, settings, conn, tmp_path: Path) -> None:
+    import time
+
+    started = time.perf_counter()
+    seconds: dict[str, float] = {}
+
+    def lap(stage: str) -> None:
+        seconds[stage] = round(time.perf_counter() - started - sum(seconds.values()), 1)
+
     source, gguf = tiny_gguf(arch.name)
+    lap("convert")
 
     base = prepare_base(conn, settings.home / "models", gguf)  # what `tunelab train --model FILE` does first
+    lap("prepare_base")
     from transformers import AutoTokenizer
 
     ids = AutoTokenizer.from_pretrained(base.hf_dir)(SENTENCE)["input_ids"]
     hf_base = hf_logits(base.hf_dir, ids)
     figures = {**compare("base", cpp_logits(gguf, ids), hf_base), **compare("source", hf_base, hf_logits(source, ids))}
+    lap("base")
 
     plan = sft.plan_for(settings, conn, f"tiny-{arch.name}", "tiny", list(range(len(BANK))), bank_rows(),
-                        SFTArgs(max_steps=4, lr=3e-2, r=4, alpha=8, dropout=0.0, batch_size=2, max_length=48, save_steps=100),
+                        SFTArgs(max_steps=4, lr=3e-2, r=4, alpha=8, dropout=0.0, batch_size=2, max_length=160, save_steps=100),
                         model=str(gguf))
+    lap("plan")
     result = sft.train(plan)
+    lap("train")
     assert result.adapter is not None
     trained = Path(result.adapter.peft_dir)
     hf_trained = hf_logits(base.hf_dir, ids, trained)
     figures |= compare("trained", cpp_logits(gguf, ids, Path(result.adapter.gguf_path)), hf_trained)
     figures["trained_moves"] = float(np.abs(hf_trained - hf_base).max())
+    lap("trained")
 
     targets = ALL_LINEAR.get(base.architecture, DEFAULT_ALL_LINEAR)
     peft_dir = random_adapter(base.hf_dir, tmp_path / "random-peft", targets)
@@ -105,12 +119,13 @@ def test_architecture_round_trip_matches_transformers(arch: TinyArch, tiny_gguf,
     figures |= compare("random", cpp_logits(gguf, ids, lora), hf_random)
     merged = export_gguf.export_model(base.hf_dir, gguf, tmp_path / "merged-f32.gguf", "f32", peft_dir)
     figures |= compare("merged", cpp_logits(merged, ids), hf_random)
+    lap("random+merged")
 
     verdict = all(figures[f"{c}_rel"] < BOUND and figures[f"{c}_argmax"] == 1.0 for c in ("base", "source", "trained", "random", "merged"))
     print(f"\n| {arch.name} | {base.architecture} | {plan.args.target_modules and ','.join(plan.args.target_modules)} "
           f"| {figures['base_abs']:.1e} | {figures['trained_abs']:.1e} (moves {figures['trained_moves']:.2f}) "
           f"| {figures['random_abs']:.1e} | {figures['merged_abs']:.1e} | {'pass' if verdict else 'FAIL'} |")
-    print({k: round(v, 8) for k, v in figures.items()})
+    print({k: round(v, 8) for k, v in figures.items()}, "seconds:", seconds)
     range_ = float(hf_base.max() - hf_base.min())
     assert figures["trained_moves"] > 100 * BOUND * range_, "the trained adapter barely moves logits: the check would prove nothing"
     for check in ("source", "base", "trained", "random", "merged"):

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.engine.chat_template import gguf_template
-from tunelab.engine.models import check_gguf
+from tunelab.engine.models import check_gguf, gguf_fields
 from tunelab.errors import TunelabError
 from tunelab.stores.files import atomic_dir, cached_sha256, file_lock
 
@@ -75,19 +75,44 @@ def load_tokenizer(hf_dir: Path, chat_template: str | None = None) -> Any:
 
 
 def gguf_metadata(path: Path) -> dict[str, Any]:
-    """The GGUF's key-values (tensor data is memory-mapped, not read)."""
-    from gguf import GGUFReader
+    """The GGUF's key-values but the vocabulary arrays (read once per file version: see `gguf_fields`)."""
+    return gguf_fields(path)[0]
 
-    reader = GGUFReader(check_gguf(path))
-    return {name: field.contents() for name, field in reader.fields.items() if not name.startswith("GGUF.")}
+
+GEMMA_27B_LAYERS = {"gemma2": 46, "gemma3": 62}
+"""llama.cpp scales Gemma's queries by 1/sqrt(n_embd / n_head) for the 27B models (known by layer count), else by 1/sqrt(head_dim)."""
+
+
+def config_fixes(config: Any, meta: dict[str, Any]) -> dict[str, Any]:
+    """Config values transformers' GGUF loader leaves at a class default although llama.cpp runs the file with others.
+
+    Found by tests/test_architectures.py: it ignores `attention.key_length` for Qwen3 (head_dim
+    stays 128) and never sets Gemma's `query_pre_attn_scalar` (stays 256) or Gemma 2's soft-caps;
+    each default fits some released checkpoints and silently breaks the rest (Gemma 2 27B: 144)."""
+    arch = str(meta.get("general.architecture", ""))
+    key = lambda name: meta.get(f"{arch}.{name}")  # noqa: E731
+    wanted: dict[str, Any] = {}
+    if key("attention.key_length") is not None and hasattr(config, "head_dim"):
+        wanted["head_dim"] = int(key("attention.key_length"))
+    if arch in GEMMA_27B_LAYERS and hasattr(config, "query_pre_attn_scalar"):
+        n_embd, n_head = int(key("embedding_length")), int(key("attention.head_count"))
+        big = int(key("block_count")) == GEMMA_27B_LAYERS[arch]
+        wanted["query_pre_attn_scalar"] = n_embd // n_head if big else int(key("attention.key_length") or n_embd // n_head)
+    for name in ("attn_logit_softcapping", "final_logit_softcapping"):
+        if key(name) is not None and hasattr(config, name):
+            wanted[name] = float(key(name))
+    return {k: v for k, v in wanted.items() if getattr(config, k) != v}
 
 
 def dequantise(gguf_path: Path, out_dir: Path) -> None:
     """Write the GGUF's weights as an fp32 safetensors checkpoint with its tokenizer into `out_dir`."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        config = AutoConfig.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        for name, value in config_fixes(config.get_text_config(), gguf_metadata(gguf_path)).items():
+            setattr(config.get_text_config(), name, value)
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, config=config)
         tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     except (ValueError, KeyError, NotImplementedError) as exc:
         raise TunelabError(f"transformers cannot read {gguf_path.name} ({exc}); pair the GGUF with its HF checkpoint instead (--hf-dir)") from None
@@ -169,6 +194,13 @@ def token_mismatches(tokenizer: Any, gguf_path: Path) -> list[str]:
         llama.close()
 
 
+def stale_cache(hf_dir: Path, gguf_path: Path) -> bool:
+    """A dequantisation written before `config_fixes` existed, with a config llama.cpp does not run: write it again."""
+    from transformers import AutoConfig
+
+    return bool(config_fixes(AutoConfig.from_pretrained(hf_dir).get_text_config(), gguf_metadata(gguf_path)))
+
+
 def is_cache_of(hf_dir: Path, sha: str) -> bool:
     """Whether `hf_dir` is tunelab's own dequantisation of the GGUF with this sha256 (then its weights are that GGUF's)."""
     marker = hf_dir / CACHE_MARKER
@@ -190,9 +222,9 @@ def prepare_base(conn: sqlite3.Connection, models_dir: Path, gguf_path: Path, hf
     user_dir = hf_dir is not None and not is_cache_of(Path(hf_dir), sha)
     if hf_dir is None:
         hf_dir = models_dir / sha[:16]
-        if not (hf_dir / CACHE_MARKER).is_file():
+        if not (hf_dir / CACHE_MARKER).is_file() or stale_cache(hf_dir, gguf_path):
             with file_lock(models_dir / f"{sha[:16]}.lock"):  # two first runs at once: one writes, the other waits
-                if not (hf_dir / CACHE_MARKER).is_file():
+                if not (hf_dir / CACHE_MARKER).is_file() or stale_cache(hf_dir, gguf_path):
                     with atomic_dir(hf_dir) as tmp:
                         dequantise(gguf_path, tmp)
                         (tmp / CACHE_MARKER).write_text(json.dumps({"gguf": str(gguf_path), "sha256": sha}), encoding="utf-8")

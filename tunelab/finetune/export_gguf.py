@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from tunelab.engine.models import check_gguf, check_gguf_complete
+from tunelab.engine.models import check_gguf, check_gguf_complete, gguf_fields
 from tunelab.errors import TunelabError
 from tunelab.faults import pause_point
 from tunelab.finetune.safe_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, safetensors_adapter
@@ -68,19 +68,15 @@ class BaseLayout:
 
     @classmethod
     def read(cls, gguf_path: Path) -> "BaseLayout":
-        from gguf import GGUFReader
-
-        reader = GGUFReader(check_gguf(gguf_path))
-        fields = {name: field.contents() for name, field in reader.fields.items() if not name.startswith("GGUF.")}
+        fields, shapes = gguf_fields(gguf_path)
         arch = str(fields["general.architecture"])
         n_head = int(fields.get(f"{arch}.attention.head_count", 0))
-        shapes = {t.name: tuple(int(d) for d in reversed(t.shape.tolist())) for t in reader.tensors}
         return cls(
             arch=arch,
             n_blocks=int(fields[f"{arch}.block_count"]),
             n_head=n_head,
             n_head_kv=int(fields.get(f"{arch}.attention.head_count_kv", n_head)),
-            shapes=shapes,
+            shapes=dict(shapes),
         )
 
     @cached_property
