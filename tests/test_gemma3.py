@@ -53,7 +53,7 @@ def test_gemma3_chats_trains_and_its_adapter_moves_logits_like_peft(gemma: Path,
     pairs = [("What colour is the sky?", "Blue."), ("What do bees make?", "Honey."), ("Where do fish live?", "In water."),
              ("What do cows drink?", "Water."), ("What is ice made of?", "Frozen water."), ("What do cats chase?", "Mice.")]
     bank.write_text("".join(json.dumps({"input": q, "output": a}) + "\n" for q, a in pairs), encoding="utf-8")
-    ok("bank", "import", "facts", str(bank), "--instruction", "Answer briefly.", "--test-size", "1")
+    ok("bank", "import", "facts", str(bank), "--instruction", "Answer briefly.", "--test-size", "0.2")
     trained = ok("train", "g", "--bank", "facts", "--model", "gemma3-270m", "--max-steps", "3", "--lr", "5e-3",
                  "--batch-size", "2", "--max-length", "48", timeout=900)
     assert "adapter 'g'" in trained.stdout, trained.stderr

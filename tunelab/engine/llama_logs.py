@@ -20,6 +20,7 @@ LEVELS = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERRO
 """ggml_log_level (ggml.h of the bundled llama.cpp) -> logging level; 5 (CONT) continues the previous line's level."""
 
 logger = logging.getLogger("llama.cpp")
+logger.addHandler(logging.NullHandler())  # else, with no logging set up, Python's last-resort handler prints warnings
 _last_level = logging.DEBUG
 
 
