@@ -40,7 +40,9 @@ SAMPLE_TEXTS = (
 LOGITS_TEXT = "The capital of France is Paris. Water boils at 100 degrees, and the sky is"
 """The sentence both halves of an `--hf-dir` pair are run on (plain text: any model can read it)."""
 LOGITS_MIN_CORRELATION = 0.98
-"""Same weights give > 0.99 even through a Q4 GGUF (measured: see tests/test_base_weights.py); other weights fall well below."""
+"""Measured 2026-12-02 (tests/test_hf_pair.py): the bundled weights vs their Q4_1 GGUF 0.999; the same
+config and tokenizer with a random LoRA merged in 0.867. A fine-tune of the same base may stay above
+this bound: the check catches other weights, not a small tune."""
 
 
 @dataclass(frozen=True)
