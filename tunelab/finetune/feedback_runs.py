@@ -31,6 +31,7 @@ from tunelab.config import Settings
 from tunelab.errors import TunelabError
 from tunelab.finetune import feedback_data, feedback_train, rl
 from tunelab.finetune.base_weights import BaseWeights, prepare_base
+from tunelab.finetune.export_gguf import fit_targets
 from tunelab.finetune.preference_args import PreferenceArgs
 from tunelab.finetune.progress import Listener, ProgressCallback
 from tunelab.finetune.run_record import Recorder, oom_message, status_on_error
@@ -146,6 +147,7 @@ def prepare(
     else:
         gguf = ModelRegistry(conn).resolve(model or settings.model)
         base = prepare_base(conn, settings.dirs.models, gguf, hf_dir)
+        args = fit_targets(args, base.gguf_path, base.hf_dir, exported=method != "reward")
         run_bank, example_ids = bank or "", rl_ids
     scorer = None
     extras: dict[str, Any] = {"on": on}
@@ -193,7 +195,7 @@ def train(plan: FeedbackPlan, listener: Listener | None = None, cancel: threadin
     start_dir = Path(plan.start_adapter.peft_dir) if plan.start_adapter else None
     with status_on_error(store, run.id, oom_message(plan.args)):
         fitted = feedback_train.fit(plan.method, plan.rows, plan.base.hf_dir, plan.args, run.checkpoints_dir,
-                                    start_dir, [progress], plan.resume_from, plan.scorer)
+                                    start_dir, [progress], plan.resume_from, plan.scorer, plan.base.chat_template)
     seconds = run.train_seconds + fitted.seconds
     if progress.cancelled:
         store.set_status(run.id, "cancelled", "cancelled by the user", train_seconds=seconds)

@@ -68,12 +68,15 @@ def mean_logprob(model: Any, tokenizer: Any, items: list[tuple[Messages, str]]) 
     return value
 
 
-def load_policy(base_dir: Path, start_adapter: Path | None) -> tuple[Any, Any]:
-    """The base causal LM, with `start_adapter` loaded trainable when continuing from one."""
+def load_policy(base_dir: Path, start_adapter: Path | None, chat_template: str | None = None) -> tuple[Any, Any]:
+    """The base causal LM, with `start_adapter` loaded trainable when continuing from one;
+    `chat_template`: the one the GGUF is served with (see base_weights.load_tokenizer)."""
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    from tunelab.finetune.base_weights import load_tokenizer
+
+    tokenizer = load_tokenizer(base_dir, chat_template)
     model = AutoModelForCausalLM.from_pretrained(base_dir, use_safetensors=True)
     if start_adapter is not None:
         model = PeftModel.from_pretrained(model, safetensors_adapter(start_adapter), is_trainable=True)
@@ -129,10 +132,11 @@ def fit(
     callbacks: list[Any] | None = None,
     resume_from: Path | None = None,
     scorer: Any = None,
+    chat_template: str | None = None,
 ) -> Fitted:
     """Load the model for `method` and train it; checkpoints land in `checkpoints_dir`.
 
-    `scorer`: the reward model GRPO / RLOO train against."""
+    `scorer`: the reward model GRPO / RLOO train against; `chat_template`: the serving one."""
     from transformers import PrinterCallback, set_seed
 
     set_seed(args.seed)  # before any model is built: the reward head and the LoRA init happen before trl's Trainer seeds
@@ -141,15 +145,15 @@ def fit(
     metrics: dict[str, float] = {}
     targets: list[tuple[Messages, str]] = []
     if method == "reward":
-        model, tokenizer = reward.load_head_model(base_dir)
+        model, tokenizer = reward.load_head_model(base_dir, chat_template)
         peft_config = lora_config(args, "SEQ_CLS")
     elif method in rl.METHODS:
-        model, tokenizer = load_policy(base_dir, start_adapter)
+        model, tokenizer = load_policy(base_dir, start_adapter, chat_template)
         peft_config = None if start_adapter is not None else lora_config(args, "CAUSAL_LM")
         metrics["mean_reward_before"] = rl.mean_reward(model, tokenizer, scorer, rows, args)
         trainer = rl.build_trainer(model, tokenizer, rows, args, checkpoints_dir, peft_config, callbacks or [], method, scorer)
     else:
-        model, tokenizer = load_policy(base_dir, start_adapter)
+        model, tokenizer = load_policy(base_dir, start_adapter, chat_template)
         peft_config = None if start_adapter is not None else lora_config(args, "CAUSAL_LM")
         targets = preferred(rows, method)
         metrics["logp_preferred_before"] = mean_logprob(model, tokenizer, targets)
@@ -208,8 +212,11 @@ def train(
     """
     args = args or PreferenceArgs()
     rows, held_out = method_rows(feedback_data.collect(conn), method, args)
+    from tunelab.engine.chat_template import gguf_template
+
+    template = gguf_template(base_gguf) if base_gguf is not None else None
     with tempfile.TemporaryDirectory(prefix="tunelab-feedback-") as checkpoints:
-        fitted = fit(method, rows, base_dir, args, Path(checkpoints), start_adapter, callbacks)
+        fitted = fit(method, rows, base_dir, args, Path(checkpoints), start_adapter, callbacks, chat_template=template)
     with atomic_dir(output_dir) as tmp:
         metrics = write_output(fitted, tmp, base_dir, base_sha256, held_out, base_gguf)
     steps = fitted.trainer.state.global_step

@@ -106,6 +106,7 @@ def prepare(settings: Settings, conn: sqlite3.Connection, name: str, corpus: Pat
 
     from tunelab.finetune import sft
     from tunelab.finetune.base_weights import prepare_base
+    from tunelab.finetune.export_gguf import fit_targets
     from tunelab.finetune.reward import split_pairs
     from tunelab.stores.models import ModelRegistry
     from tunelab.stores.runs import RunStore
@@ -115,7 +116,8 @@ def prepare(settings: Settings, conn: sqlite3.Connection, name: str, corpus: Pat
         raise TunelabError(f"--held-out must be in (0, 1) (got {held_out})")
     gguf_path = ModelRegistry(conn).resolve(settings.model if model is None else model)
     base = prepare_base(conn, settings.dirs.models, gguf_path, hf_dir)
-    tokenizer = AutoTokenizer.from_pretrained(base.hf_dir)
+    args = fit_targets(args, base.gguf_path, base.hf_dir)
+    tokenizer = base.tokenizer()
     all_blocks = blocks(tokenizer, docs, args.max_length)
     if len(all_blocks) < 2:
         n = sum(len(tokenizer(d, add_special_tokens=False)["input_ids"]) + 1 for d in docs)

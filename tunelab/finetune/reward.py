@@ -51,11 +51,14 @@ def build_trainer(model: Any, tokenizer: Any, rows: list[dict[str, Any]], args: 
     return make_trainer(RewardTrainer, config, model, tokenizer, rows, peft_config, callbacks)
 
 
-def load_head_model(base_dir: Path) -> Any:
-    """The base as a sequence classifier with one output (the reward), its pad token set."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+def load_head_model(base_dir: Path, chat_template: str | None = None) -> Any:
+    """The base as a sequence classifier with one output (the reward), its pad token set;
+    `chat_template`: the one the GGUF is served with (see base_weights.load_tokenizer)."""
+    from transformers import AutoModelForSequenceClassification
 
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    from tunelab.finetune.base_weights import load_tokenizer
+
+    tokenizer = load_tokenizer(base_dir, chat_template)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=1, use_safetensors=True)
@@ -102,8 +105,10 @@ class RewardModel:
                 f" {base_sha256[:12]}): retrain it on this model with `tunelab feedback train --method reward`"
             )
         safetensors_adapter(path)  # before anything is loaded: a pickled adapter is refused outright
+        saved_template = path / "chat_template.jinja"  # the serving template it was trained with (write_output saves it)
+        template = saved_template.read_text(encoding="utf-8") if saved_template.is_file() else None
         with quiet_loading():
-            model, tokenizer = load_head_model(base_dir)
+            model, tokenizer = load_head_model(base_dir, template)
         return cls(PeftModel.from_pretrained(model, path), tokenizer, meta)
 
     def score(self, prompt: Messages, replies: list[str]) -> list[float]:

@@ -28,7 +28,7 @@ from tunelab.config import Settings
 from tunelab.errors import TunelabError
 from tunelab.finetune.args import SFTArgs
 from tunelab.finetune.base_weights import BaseWeights, prepare_base
-from tunelab.finetune.export_gguf import export_adapter
+from tunelab.finetune.export_gguf import export_adapter, fit_targets
 from tunelab.finetune.pretrain import perplexity
 from tunelab.finetune.progress import Listener, ProgressCallback
 from tunelab.finetune.report_to import report_kwargs
@@ -148,7 +148,9 @@ def plan_for(settings: Settings, conn: sqlite3.Connection, name: str, bank: str,
     if len(rows) < 2:
         raise TunelabError(f"bank {bank!r} has only one train example: a LoRA needs at least 2 (add examples)")
     base, start = start_base(settings, conn, on, model, hf_dir)
-    tokenizer = AutoTokenizer.from_pretrained(base.hf_dir)
+    if start is None:  # a continued adapter keeps its own LoRA shape
+        args = fit_targets(args, base.gguf_path, base.hf_dir)
+    tokenizer = base.tokenizer()
     warnings = length_warnings(tokenizer, rows, args.max_length)
     run_dir = settings.dirs.runs / name
     run_args = {**args.to_dict(), "on": on}
@@ -255,14 +257,14 @@ def lora_config(args: SFTArgs) -> Any:
 def build_trainer(plan: Plan, callbacks: list[Any]) -> Any:
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, set_seed
+    from transformers import AutoModelForCausalLM, PrinterCallback, set_seed
     from trl import SFTTrainer
 
     set_seed(plan.args.seed)  # the LoRA init happens inside SFTTrainer, before Trainer seeds
     config = sft_config(plan.args, plan.run.checkpoints_dir, plan.method)
     dtype = torch.bfloat16 if config.bf16 else torch.float32
     model = AutoModelForCausalLM.from_pretrained(plan.base.hf_dir, dtype=dtype, use_safetensors=True)
-    tokenizer = AutoTokenizer.from_pretrained(plan.base.hf_dir)
+    tokenizer = plan.base.tokenizer()
     missing = [m for m in plan.args.target_modules if not any(n.endswith(f".{m}") for n, _ in model.named_modules())]
     if missing:
         raise TunelabError(f"the model has no module(s) named {', '.join(missing)}: check --target-modules")

