@@ -90,7 +90,7 @@ def test_architecture_round_trip_matches_transformers(arch: TinyArch, tiny_gguf,
     source, gguf = tiny_gguf(arch.name)
     lap("convert")
 
-    base = prepare_base(conn, settings.home / "models", gguf)  # what `tunelab train --model FILE` does first
+    base = prepare_base(conn, settings.dirs.models, gguf)  # what `tunelab train --model FILE` does first
     lap("prepare_base")
     from transformers import AutoTokenizer
 

@@ -38,7 +38,7 @@ def test_same_weights_pass_and_other_weights_are_refused_by_logits(base_pair, co
 
     same = user_copy(base_pair.hf_dir, tmp_path / "same")
     corr_same = logits_correlation(same, base_pair.gguf_path)
-    assert prepare_base(conn, settings.home / "models", base_pair.gguf_path, same).hf_dir == same.resolve()
+    assert prepare_base(conn, settings.dirs.models, base_pair.gguf_path, same).hf_dir == same.resolve()
 
     peft_dir = random_adapter(base_pair.hf_dir, tmp_path / "peft", ["q_proj", "v_proj", "down_proj"], r=8)
     model = AutoModelForCausalLM.from_pretrained(base_pair.hf_dir, dtype=torch.float32)
@@ -50,5 +50,5 @@ def test_same_weights_pass_and_other_weights_are_refused_by_logits(base_pair, co
     print(f"\nlogit correlation with the Q4_1 GGUF: same weights {corr_same:.4f}, other weights {corr_other:.4f}")
     assert corr_same > 0.99 and corr_other < LOGITS_MIN_CORRELATION
     with pytest.raises(TunelabError, match="logits disagree") as refused:
-        prepare_base(conn, settings.home / "models", base_pair.gguf_path, other)
+        prepare_base(conn, settings.dirs.models, base_pair.gguf_path, other)
     assert "\n" not in str(refused.value)
