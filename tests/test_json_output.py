@@ -38,9 +38,11 @@ def test_bank_list_and_show(conn, tmp_path: Path) -> None:
 
 
 def test_models_list(bundled_model: Path) -> None:
-    (entry,) = invoke("models", "list", "--json")
-    assert entry == {"name": "smollm2-135m", "source": "bundled", "path": str(bundled_model),
-                     "size_bytes": bundled_model.stat().st_size, "default": True}
+    bundled, *packaged = invoke("models", "list", "--json")
+    assert bundled == {"name": "smollm2-135m", "source": "bundled", "path": str(bundled_model),
+                       "size_bytes": bundled_model.stat().st_size, "install": None, "default": True}
+    # the optional packaged models (tunelab[gemma], installed by scripts/setup.sh): listed, never the default
+    assert [(m["name"], m["source"], m["default"]) for m in packaged] == [("gemma3-270m", "package", False)]
 
 
 def test_empty_lists_are_empty_arrays() -> None:

@@ -73,3 +73,36 @@ def test_grpo_raises_the_mean_reward_of_sampled_replies(settings, conn, base_pai
 
     engine = LlamaEngine(base_pair.gguf_path, n_ctx=256, lora_path=adapter_gguf(conn, "rude-grpo"))  # llama.cpp loads it
     assert engine.lora_path is not None
+
+
+@pytest.mark.slow
+def test_rloo_on_a_bank_cancels_resumes_with_its_reward_model_and_exports(settings, conn, base_pair):
+    """RLOO with prompts from a bank: the same life cycle as every run (cancel after a step with a
+    checkpoint, resume reloads the reward model named in the run, the GGUF llama.cpp loads)."""
+    import threading
+
+    from tunelab.stores import demo_banks
+    from tunelab.stores.banks import BankStore
+
+    rate_helpful_vs_rude(conn, 4)
+    reward_plan = feedback_runs.prepare(settings, conn, "reward", PreferenceArgs(max_steps=2, batch_size=2, max_length=64, seed=SEED),
+                                        "rm", hf_dir=base_pair.hf_dir)
+    feedback_runs.train(reward_plan)
+    demo = demo_banks.sentiment(size=12)
+    BankStore(conn).create("sentiment", demo.rows, demo.instruction)
+    args = PreferenceArgs(max_steps=2, batch_size=2, num_generations=2, max_completion_length=6, learning_rate=1e-3, save_steps=1, seed=SEED)
+    plan = feedback_runs.prepare(settings, conn, "rloo", args, "rude-rloo", hf_dir=base_pair.hf_dir, bank="sentiment", reward_model="rm")
+    assert plan.run.args["reward_model"] == "rm" and plan.run.bank == "sentiment"
+    cancel = threading.Event()
+    first = feedback_runs.train(plan, lambda event: cancel.set(), cancel)
+    assert first.cancelled and first.run.status == "cancelled" and first.run.step == 1
+    again = feedback_runs.prepare_resume(settings, conn, "rude-rloo")
+    assert again.resume_from is not None and again.resume_from.name == "checkpoint-1" and again.scorer is not None
+    done = feedback_runs.train(again)
+    assert done.run.status == "done" and [h["step"] for h in done.run.loss_history] == [1, 2]
+    assert math.isfinite(done.metrics["mean_reward_before"]) and math.isfinite(done.metrics["mean_reward_after"])
+
+    from tunelab.engine.llama_engine import LlamaEngine
+
+    engine = LlamaEngine(base_pair.gguf_path, n_ctx=256, lora_path=adapter_gguf(conn, "rude-rloo"))
+    assert engine.lora_path is not None
