@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -75,13 +76,8 @@ class RewardFunction:
         """One reward per completion; the replies to one prompt (trl passes each group's in a row) are
         scored in one batch - on a CPU the reward model's forward passes are most of a GRPO step."""
         rewards: list[float] = []
-        start = 0
-        while start < len(prompts):
-            end = start + 1
-            while end < len(prompts) and prompts[end] == prompts[start]:
-                end += 1
-            rewards += self.scorer.score(prompts[start], [c[-1]["content"] for c in completions[start:end]])
-            start = end
+        for prompt, group in groupby(zip(prompts, completions), key=lambda pair: pair[0]):
+            rewards += self.scorer.score(prompt, [completion[-1]["content"] for _, completion in group])
         return rewards
 
 

@@ -97,7 +97,8 @@ def sweep_temps(home: Path) -> list[Path]:
     """Remove the temp files and folders that killed writers left in the data dir (two levels deep:
     `adapters/.x.tmp`, `adapters/NAME/.merged.gguf.tmp`, `models/...`); live writers' are kept."""
     home = Path(home)
-    folders = [home, *(d for d in home.iterdir() if d.is_dir() and d not in (DataDir(home).chroma, DataDir(home).chroma_damaged))] if home.is_dir() else []
+    dirs = DataDir(home)
+    folders = [home, *(d for d in home.iterdir() if d.is_dir() and d not in (dirs.chroma, dirs.chroma_damaged))] if home.is_dir() else []
     folders += [sub for d in folders[1:] for sub in d.iterdir() if sub.is_dir() and not sub.name.startswith(".")]
     removed = [path for folder in folders for path in stale_temps(folder)]
     for path in removed:
