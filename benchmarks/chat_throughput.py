@@ -22,7 +22,7 @@ from llama_cpp import Llama
 
 from tunelab.engine.chat_template import ChatMessage
 from tunelab.engine.llama_engine import LlamaEngine
-from tunelab.engine.models import bundled_chat_model
+from tunelab.stores.model_files import bundled_chat_model
 from tunelab.engine.sampling import SamplerParams
 
 PROMPT = "Explain, step by step, how a bicycle works, in detail."

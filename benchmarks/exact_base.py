@@ -29,7 +29,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from tunelab.engine.chat_template import ChatMessage  # noqa: E402
 from tunelab.engine.llama_engine import LlamaEngine  # noqa: E402
-from tunelab.engine.models import bundled_chat_model  # noqa: E402
+from tunelab.stores.model_files import bundled_chat_model  # noqa: E402
 from tunelab.engine.sampling import SamplerParams  # noqa: E402
 from tunelab.finetune.base_weights import prepare_base  # noqa: E402
 from tunelab.finetune.export_gguf import export_model  # noqa: E402

@@ -23,11 +23,11 @@ from pathlib import Path
 
 from tunelab.config import Settings
 from tunelab.engine.chat_template import ChatMessage
-from tunelab.engine.icl_prompt import build_icl_messages
+from tunelab.icl.prompt import build_icl_messages
 from tunelab.engine.llama_engine import LlamaEngine
-from tunelab.engine.models import bundled_chat_model
+from tunelab.stores.model_files import bundled_chat_model
 from tunelab.engine.sampling import SamplerParams
-from tunelab.engine.selectors import Selected, make_selector
+from tunelab.icl.selectors import Selected, make_selector
 from tunelab.stores import demo_banks
 from tunelab.stores.banks import BankStore
 from tunelab.stores.db import connect

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the co
 from feedback_support import rate_helpful_vs_rude  # noqa: E402
 
 from tunelab.config import Settings  # noqa: E402
-from tunelab.engine.models import bundled_chat_model  # noqa: E402
+from tunelab.stores.model_files import bundled_chat_model  # noqa: E402
 from tunelab.finetune import feedback_runs  # noqa: E402
 from tunelab.finetune.base_weights import prepare_base  # noqa: E402
 from tunelab.finetune.preference_args import PreferenceArgs  # noqa: E402

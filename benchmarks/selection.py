@@ -79,7 +79,7 @@ class Bench:
         return BankStore(self.conn).create(name, [ExampleRow(i, o, 0) for i, o in pairs], test_size=0.0).bank
 
     def selector(self, kind: str, bank, **kwargs):  # type: ignore[no-untyped-def]
-        from tunelab.engine.selectors import make_selector
+        from tunelab.icl.selectors import make_selector
 
         return make_selector(kind, bank, self.conn, self.settings, **kwargs)
 
@@ -90,7 +90,7 @@ class Bench:
 
 def latency_table(bench: Bench, sizes: list[int], n_queries: int, k: int, kinds: list[str]) -> None:
     """One row per (size, selector); "jaccard-lsh" is the MinHash forest forced on, with its recall."""
-    from tunelab.engine.selectors.jaccard import EXACT_LIMIT, JaccardSelector
+    from tunelab.icl.selectors.jaccard import EXACT_LIMIT, JaccardSelector
     from tunelab.stores.banks import BankStore
 
     print(f"{'examples':>9} {'selector':<12} {'build s':>8} {'p50 ms':>8} {'p95 ms':>8}  note")
@@ -126,7 +126,7 @@ def latency_table(bench: Bench, sizes: list[int], n_queries: int, k: int, kinds:
 def indexing_throughput(bench: Bench, size: int) -> None:
     from sentence_transformers import SentenceTransformer
 
-    from tunelab.engine.embeddings import BATCH_SIZE, embedding_model_path, encoder
+    from tunelab.icl.embeddings import BATCH_SIZE, embedding_model_path, encoder
     from tunelab.stores import demo_banks
 
     reviews = [(row.input, row.output) for row in demo_banks.sentiment(size, seed=1).rows]

@@ -35,9 +35,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from tunelab.config import Settings  # noqa: E402
 from tunelab.engine.chat_template import ChatMessage  # noqa: E402
-from tunelab.engine.compare import greedy  # noqa: E402
+from tunelab.runtime.compare import greedy  # noqa: E402
 from tunelab.engine.llama_engine import LlamaEngine  # noqa: E402
-from tunelab.engine.models import bundled_chat_model  # noqa: E402
+from tunelab.stores.model_files import bundled_chat_model  # noqa: E402
 from tunelab.finetune import sft  # noqa: E402
 from tunelab.finetune.args import SFTArgs  # noqa: E402
 from tunelab.finetune.base_weights import prepare_base  # noqa: E402

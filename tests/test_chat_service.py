@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tunelab.engine.chat_service import ChatService
+from tunelab.runtime.chat_service import ChatService
 from tunelab.engine.sampling import SamplerParams
 from tunelab.errors import TunelabError
 from tunelab.stores.files import sha256_file

@@ -7,15 +7,15 @@ import random
 
 import pytest
 
-from tunelab.engine import arena
-from tunelab.engine.arms import Arm, parse_selectors, standard_grid
+from tunelab.runtime import arena
+from tunelab.eval.arms import Arm, parse_selectors, standard_grid
 from tunelab.engine.chat_template import ChatMessage
-from tunelab.engine.compare import ArmReply
+from tunelab.runtime.compare import ArmReply
 from tunelab.engine.llama_engine import Reply, ReplyStats
-from tunelab.engine.summary import summarize
+from tunelab.eval.summary import summarize
 from tunelab.errors import TunelabError
 from tunelab.stores.comparisons import ComparisonItem, ComparisonStore, ItemResult
-from tunelab.stores.reports import REPORT_JSON, REPORT_MD, REPORT_PNG, write_report
+from tunelab.eval.report import REPORT_JSON, REPORT_MD, REPORT_PNG, write_report
 
 
 # -- arms ------------------------------------------------------------------------------------------

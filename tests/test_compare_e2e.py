@@ -9,13 +9,13 @@ from click.testing import CliRunner
 from finetune_support import base_pair  # noqa: F401
 
 from tunelab.cli import cli
-from tunelab.engine import compare as cmp
-from tunelab.engine.arms import Arm, standard_grid
-from tunelab.engine.compare import ArmRunner, Engines, bank_test_set, finish, greedy, run_comparison
+from tunelab.runtime import compare as cmp
+from tunelab.eval.arms import Arm, standard_grid
+from tunelab.runtime.compare import ArmRunner, Engines, bank_test_set, finish, greedy, run_comparison
 from tunelab.errors import TunelabError
 from tunelab.stores.banks import BankStore
 from tunelab.stores.comparisons import ComparisonItem, ComparisonStore
-from tunelab.stores.reports import REPORT_JSON, REPORT_MD, REPORT_PNG
+from tunelab.eval.report import REPORT_JSON, REPORT_MD, REPORT_PNG
 from tunelab.stores.runs import adapter_training_ids
 
 @pytest.fixture

@@ -7,15 +7,15 @@ import json
 
 import pytest
 
-from tunelab.engine.curve import CurveSpec, GridClock, parse_sizes, spec_from_text
-from tunelab.engine.compare import Progress
-from tunelab.engine.curve_summary import LORA, ZERO_SHOT, CurveArm, curve_summary
-from tunelab.engine.metrics import score
-from tunelab.engine.summary import summarize
+from tunelab.runtime.curve import CurveSpec, GridClock, parse_sizes, spec_from_text
+from tunelab.runtime.compare import Progress
+from tunelab.eval.curve_summary import LORA, ZERO_SHOT, CurveArm, curve_summary
+from tunelab.eval.metrics import score
+from tunelab.eval.summary import summarize
 from tunelab.errors import TunelabError
 from tunelab.finetune.args import SFTArgs
 from tunelab.stores.comparisons import ComparisonItem, ComparisonStore, ItemResult
-from tunelab.stores.reports import CURVE_PNG, REPORT_JSON, REPORT_MD, write_report
+from tunelab.eval.report import CURVE_PNG, REPORT_JSON, REPORT_MD, write_report
 
 LABELS = ["negative", "positive"]
 N = 40

@@ -10,12 +10,12 @@ from click.testing import CliRunner
 from finetune_support import base_pair  # noqa: F401
 
 from tunelab.cli import cli
-from tunelab.engine import compare as cmp
-from tunelab.engine.curve import CurveSpec, run_curve
+from tunelab.runtime import compare as cmp
+from tunelab.runtime.curve import CurveSpec, run_curve
 from tunelab.engine.llama_engine import LlamaEngine
 from tunelab.finetune import sft
 from tunelab.finetune.args import SFTArgs
-from tunelab.stores.reports import CURVE_PNG, REPORT_JSON, REPORT_MD
+from tunelab.eval.report import CURVE_PNG, REPORT_JSON, REPORT_MD
 from tunelab.stores.runs import RunStore
 
 SPEC = CurveSpec(SFTArgs(epochs=1, batch_size=4, max_length=128), ks=(0, 1), selectors=("jaccard",), sizes=(4, 8), seeds=1)

@@ -42,7 +42,7 @@ def test_kill_inside_a_50k_row_bank_import_leaves_no_bank(home: Path, tmp_path: 
 
 def chroma_ids(home: Path, bank_name: str) -> list[str]:
     from tunelab.config import Settings
-    from tunelab.engine.embeddings import embedding_model_path
+    from tunelab.icl.embeddings import embedding_model_path
     from tunelab.stores.banks import BankStore
     from tunelab.stores.chroma_index import BankIndex
     from tunelab.stores.db import connect
@@ -182,7 +182,7 @@ def test_kill_after_the_first_checkpoint_resumes_from_it_and_refuses_a_pickled_c
 
 @pytest.mark.slow
 def test_kill_while_the_adapter_gguf_is_written_registers_nothing_then_resume_and_delete(home: Path, base_pair) -> None:
-    from tunelab.engine.models import check_gguf_complete
+    from tunelab.stores.model_files import check_gguf_complete
 
     ok("bank", "import-demo", "sentiment", "--size", "20", "--name", "sent")
     kill_at("export.gguf_written", *train_args(base_pair))

@@ -12,16 +12,16 @@ import pytest
 from feedback_support import rate, rate_helpful_vs_rude, rate_sentiment
 from finetune_support import base_pair  # noqa: F401
 
-from tunelab.engine import compare as cmp
-from tunelab.engine.arms import standard_grid
-from tunelab.engine.reward_report import reward_summary
+from tunelab.runtime import compare as cmp
+from tunelab.eval.arms import standard_grid
+from tunelab.eval.reward_report import reward_summary
 from tunelab.errors import TunelabError
 from tunelab.finetune import feedback_runs, sft
 from tunelab.finetune.args import SFTArgs
 from tunelab.finetune.preference_args import PreferenceArgs
 from tunelab.stores import demo_banks
 from tunelab.stores.banks import BankStore
-from tunelab.stores.reports import reward_markdown
+from tunelab.eval.report import reward_markdown
 from tunelab.stores.runs import RunStore, adapter_gguf, adapter_training_ids, latest_adapter_for_bank
 
 FAST = dict(batch_size=4, max_length=96, learning_rate=5e-4, save_steps=100)
@@ -29,7 +29,7 @@ FAST = dict(batch_size=4, max_length=96, learning_rate=5e-4, save_steps=100)
 
 @pytest.mark.slow
 def test_kto_run_cancels_resumes_and_dpo_continues_an_sft_adapter(settings, conn, base_pair) -> None:
-    from tunelab.engine.chat_service import ChatService
+    from tunelab.runtime.chat_service import ChatService
     from tunelab.engine.sampling import SamplerParams
 
     rate_sentiment(conn, 4)

@@ -30,7 +30,7 @@ def hf_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled GGUF dequantised once per session into an HF folder the trainers load."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tunelab.engine.models import bundled_chat_model
+    from tunelab.stores.model_files import bundled_chat_model
 
     gguf = bundled_chat_model()
     assert gguf is not None

@@ -27,7 +27,7 @@ LEAKS = ("llama_context", "llama_kv_cache", "n_ctx_train", "SWA", "llama_model_l
 
 @pytest.fixture(scope="module")
 def gemma() -> Path:
-    from tunelab.engine.models import PACKAGED_MODELS
+    from tunelab.stores.model_files import PACKAGED_MODELS
 
     packaged = next(p for p in PACKAGED_MODELS if p.name == "gemma3-270m")
     if not packaged.installed():

@@ -8,11 +8,11 @@ import pytest
 from click.testing import CliRunner
 
 from tunelab.cli import cli
-from tunelab.engine.chat_service import ChatService, IclRequest
+from tunelab.runtime.chat_service import ChatService, IclRequest
 from tunelab.engine.chat_template import ChatMessage
-from tunelab.engine.icl_prompt import build_icl_messages
+from tunelab.icl.prompt import build_icl_messages
 from tunelab.engine.sampling import SamplerParams
-from tunelab.engine.selectors import Selected
+from tunelab.icl.selectors import Selected
 from tunelab.stores.bank_files import ExampleRow
 from tunelab.stores.banks import BankStore
 from tunelab.stores.feedback import prompt_as_sent

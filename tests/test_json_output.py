@@ -9,11 +9,11 @@ from click.testing import CliRunner
 from test_compare import _fill
 
 from tunelab.cli import cli
-from tunelab.engine.summary import summarize
+from tunelab.eval.summary import summarize
 from tunelab.stores.bank_files import ExampleRow
 from tunelab.stores.banks import BankStore
 from tunelab.stores.comparisons import ComparisonStore
-from tunelab.stores.reports import write_report
+from tunelab.eval.report import write_report
 
 
 def invoke(*args: str) -> object:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tunelab.engine import metrics
+from tunelab.eval import metrics
 
 LABELS = ["positive", "negative"]
 

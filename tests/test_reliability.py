@@ -387,7 +387,7 @@ def test_a_chroma_server_behind_token_auth_is_used_with_chroma_token(conn, setti
     from test_selectors import bank_of
 
     from tunelab.config import Settings
-    from tunelab.engine.selectors import make_selector
+    from tunelab.icl.selectors import make_selector
 
     gate = TokenGate(chroma_server, "s3cret")
     try:

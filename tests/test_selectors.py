@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from tunelab.config import Settings
-from tunelab.engine.selectors import make_selector
-from tunelab.engine.selectors.embedding import mmr
-from tunelab.engine.selectors.jaccard import JaccardSelector
-from tunelab.engine.selectors.tokens import jaccard, tokenize
+from tunelab.icl.selectors import make_selector
+from tunelab.icl.selectors.embedding import mmr
+from tunelab.icl.selectors.jaccard import JaccardSelector
+from tunelab.icl.selectors.tokens import jaccard, tokenize
 from tunelab.errors import TunelabError
 from tunelab.stores.bank_files import ExampleRow
 from tunelab.stores.banks import BankStore, Example

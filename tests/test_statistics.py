@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from tunelab.engine import statistics as st
+from tunelab.eval import statistics as st
 from tunelab.errors import TunelabError
 
 

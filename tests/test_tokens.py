@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from tunelab.engine.chat_service import ChatService, IclRequest
+from tunelab.runtime.chat_service import ChatService, IclRequest
 from tunelab.engine.sampling import SamplerParams
-from tunelab.engine.tokens import pieces, prompt_view, text_pieces, tokenize
+from tunelab.runtime.tokens import pieces, prompt_view, text_pieces, tokenize
 from tunelab.stores.bank_files import ExampleRow
 from tunelab.stores.banks import BankStore
 

@@ -108,7 +108,7 @@ async def test_empty_prompt_is_a_notification(settings, conn):
 
 
 async def test_an_unexpected_error_in_the_reply_worker_is_one_line_and_the_app_keeps_running(settings, conn, monkeypatch):
-    from tunelab.engine.chat_service import ChatService
+    from tunelab.runtime.chat_service import ChatService
 
     def broken(*args, **kwargs):
         raise RuntimeError("llama_decode returned -3\nsecond line of detail")

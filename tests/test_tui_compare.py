@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 from textual.widgets import DataTable, Static
 
-from tunelab.engine.compare import Engines
-from tunelab.engine.summary import summarize
+from tunelab.runtime.compare import Engines
+from tunelab.eval.summary import summarize
 from tunelab.stores.comparisons import ComparisonItem, ComparisonStore, ItemResult
 from tunelab.stores.feedback import FeedbackStore
 from tunelab.tui.app import TunelabApp
 from tunelab.tui.screens.compare import CompareScreen
 from tunelab.tui.screens.compare_report import ReportScreen
-from tunelab.stores.reports import write_report
+from tunelab.eval.report import write_report
 from tunelab.tui.widgets.compare.arm_column import ArmColumn
 
 SIZE = (140, 44)
@@ -100,7 +100,7 @@ async def test_blind_round_hides_names_until_the_vote_and_stores_it(settings, co
 
 
 async def test_an_unexpected_error_in_an_arm_is_one_line_and_the_screen_stays(settings, conn, engine, monkeypatch):
-    from tunelab.engine.compare import ArmRunner
+    from tunelab.runtime.compare import ArmRunner
 
     def broken(*args, **kwargs):
         raise ValueError("adapter tensor shape mismatch")

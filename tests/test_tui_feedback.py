@@ -71,7 +71,7 @@ async def test_rate_a_real_reply_then_see_filter_export_and_delete_it(settings, 
 
 
 async def test_rate_a_compare_column_reply(settings, conn, engine):
-    from tunelab.engine.compare import Engines
+    from tunelab.runtime.compare import Engines
     from tunelab.stores import demo_banks
     from tunelab.stores.banks import BankStore
     from tunelab.tui.screens.compare import CompareScreen

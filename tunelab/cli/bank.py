@@ -199,7 +199,7 @@ def delete(app: AppContext, name: str, yes: bool) -> None:
 @pass_app
 def index(app: AppContext, name: str) -> None:
     """Embed bank NAME's train split into Chroma now (otherwise done on first use); only new examples are embedded."""
-    from tunelab.engine.selectors import make_selector
+    from tunelab.icl.selectors import make_selector
 
     bank = BankStore(app.conn).get(name)
     with click.progressbar(length=bank.n_train, label="embedding", file=click.get_text_stream("stderr")) as bar:

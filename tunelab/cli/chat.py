@@ -10,14 +10,14 @@ import click
 
 from tunelab.cli.app_context import AppContext, apply_engine_options, engine_options, pass_app
 from tunelab.cli.options import sampler_from, sampler_options
-from tunelab.engine.chat_service import ChatService, IclRequest
+from tunelab.runtime.chat_service import ChatService, IclRequest
 from tunelab.engine.sampling import SamplerParams
-from tunelab.engine.selectors import KINDS
+from tunelab.icl.selectors import KINDS
 from tunelab.errors import TunelabError
 from tunelab.text import one_line
 
 if TYPE_CHECKING:
-    from tunelab.engine.best_of_n import BestOfRequest
+    from tunelab.runtime.best_of_n import BestOfRequest
 
 
 @click.command("chat")

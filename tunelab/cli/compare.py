@@ -11,12 +11,12 @@ import click
 from tunelab.cli.app_context import AppContext, apply_engine_options, engine_options, pass_app
 from tunelab.cli.options import sampler_from, sampler_options
 from tunelab.cli.output import echo_json, json_option, limit_option, limited
-from tunelab.engine import arena
-from tunelab.engine import compare as cmp
-from tunelab.engine.arms import DEFAULT_K, SELECTOR_KINDS, parse_selectors, standard_grid
+from tunelab.runtime import arena
+from tunelab.runtime import compare as cmp
+from tunelab.eval.arms import DEFAULT_K, SELECTOR_KINDS, parse_selectors, standard_grid
 from tunelab.errors import TunelabError
 from tunelab.stores.comparisons import ComparisonStore
-from tunelab.stores.reports import REPORT_MD, load_report, report_dir
+from tunelab.eval.report import REPORT_MD, load_report, report_dir
 
 
 @click.command("compare")

@@ -8,12 +8,12 @@ import click
 
 from tunelab.cli.app_context import AppContext, apply_engine_options, engine_options, pass_app
 from tunelab.cli.training import ctrl_c_checkpoints
-from tunelab.engine import compare as cmp
-from tunelab.engine import curve
-from tunelab.engine.arms import parse_selectors
+from tunelab.runtime import compare as cmp
+from tunelab.runtime import curve
+from tunelab.eval.arms import parse_selectors
 from tunelab.errors import TunelabError
 from tunelab.finetune.args import SFTArgs
-from tunelab.stores.reports import REPORT_MD
+from tunelab.eval.report import REPORT_MD
 
 
 def show(event: curve.CurveProgress) -> None:

@@ -8,7 +8,7 @@ import platform
 import click
 
 from tunelab.cli.app_context import AppContext, pass_app
-from tunelab.engine.models import bundled_chat_model, bundled_embedding_model
+from tunelab.stores.model_files import bundled_chat_model, bundled_embedding_model
 
 PACKAGES = ["llama-cpp-python", "torch", "transformers", "peft", "trl", "sentence-transformers", "chromadb", "textual", "gguf"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from tunelab.cli.app_context import AppContext, pass_app
-from tunelab.engine.tokens import Piece, PromptView, prompt_view, text_pieces
+from tunelab.runtime.tokens import Piece, PromptView, prompt_view, text_pieces
 from tunelab.errors import TunelabError
 from tunelab.stores.conversations import ConversationStore
 from tunelab.stores.models import ModelRegistry

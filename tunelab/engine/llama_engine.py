@@ -21,7 +21,7 @@ from llama_cpp import Llama
 
 from tunelab.engine.chat_template import ChatMessage, ChatTemplate
 from tunelab.engine.context import fit_history
-from tunelab.engine.models import check_gguf, check_gguf_complete
+from tunelab.stores.model_files import check_gguf, check_gguf_complete
 from tunelab.engine.sampling import SamplerParams
 from tunelab.errors import TunelabError
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.engine.chat_template import gguf_template
-from tunelab.engine.models import check_gguf, gguf_fields
+from tunelab.stores.model_files import check_gguf, gguf_fields
 from tunelab.errors import TunelabError
 from tunelab.stores.files import atomic_dir, cached_sha256, file_lock
 

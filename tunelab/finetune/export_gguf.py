@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from tunelab.engine.models import check_gguf, check_gguf_complete, gguf_fields
+from tunelab.stores.model_files import check_gguf, check_gguf_complete, gguf_fields
 from tunelab.errors import TunelabError
 from tunelab.faults import pause_point
 from tunelab.finetune.safe_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, safetensors_adapter

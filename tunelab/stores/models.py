@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from tunelab.engine.models import PACKAGED_MODELS, ModelEntry, bundled_chat_model, check_gguf
+from tunelab.stores.model_files import PACKAGED_MODELS, ModelEntry, bundled_chat_model, check_gguf
 from tunelab.errors import TunelabError
 from tunelab.stores.db import now, transaction
 

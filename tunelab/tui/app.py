@@ -9,7 +9,7 @@ from textual.app import App
 from textual.binding import Binding
 
 from tunelab.config import Settings
-from tunelab.engine.chat_service import ChatService
+from tunelab.runtime.chat_service import ChatService
 from tunelab.tui.screens.chat import ChatScreen
 from tunelab.tui.screens.compare import CompareScreen
 from tunelab.tui.screens.feedback import FeedbackScreen

@@ -13,11 +13,11 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Markdown, Static
 from textual.worker import Worker, get_current_worker
 
-from tunelab.engine.best_of_n import BestOfRequest
-from tunelab.engine.chat_service import ChatService, ChatTurn, IclRequest
+from tunelab.runtime.best_of_n import BestOfRequest
+from tunelab.runtime.chat_service import ChatService, ChatTurn, IclRequest
 from tunelab.engine.llama_engine import ReplyStats
 from tunelab.engine.sampling import SamplerParams
-from tunelab.engine.tokens import prompt_view
+from tunelab.runtime.tokens import prompt_view
 from tunelab.errors import TunelabError
 from tunelab.stores.banks import BankStore
 from tunelab.stores.runs import RunStore, reward_models

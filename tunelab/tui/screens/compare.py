@@ -18,10 +18,10 @@ from textual.widgets import Footer, Header, Input, Label, Select, Static, Switch
 from textual.worker import Worker, get_current_worker
 
 from tunelab.config import Settings
-from tunelab.engine import arena
-from tunelab.engine.arms import Arm
-from tunelab.engine.compare import ArmRunner, Engines, arm_choices, bank_test_set, default_max_tokens, greedy, list_banks, open_bank
-from tunelab.engine.curve import CurveProgress, CurveSpec, run_curve, spec_from_text
+from tunelab.runtime import arena
+from tunelab.eval.arms import Arm
+from tunelab.runtime.compare import ArmRunner, Engines, arm_choices, bank_test_set, default_max_tokens, greedy, list_banks, open_bank
+from tunelab.runtime.curve import CurveProgress, CurveSpec, run_curve, spec_from_text
 from tunelab.errors import TunelabError
 from tunelab.stores.comparisons import ComparisonStore
 from tunelab.tui.widgets.compare.arm_column import ArmColumn

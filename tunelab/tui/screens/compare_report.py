@@ -12,10 +12,10 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label, Static
 
-from tunelab.engine.baselines import NOT_A_LABEL
-from tunelab.engine.statistics import Interval
-from tunelab.engine.summary import fmt_interval
-from tunelab.stores.reports import CURVE_PNG, REPORT_PNG, load_report, whole_or_dash
+from tunelab.eval.baselines import NOT_A_LABEL
+from tunelab.eval.statistics import Interval
+from tunelab.eval.summary import fmt_interval
+from tunelab.eval.report import CURVE_PNG, REPORT_PNG, load_report, whole_or_dash
 from tunelab.tui.widgets.compare.curve_plot import CurvePlot
 from tunelab.tui.widgets.compare.report_plot import ReportPlot
 

@@ -14,7 +14,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
-from tunelab.engine.tokens import Piece, PromptView
+from tunelab.runtime.tokens import Piece, PromptView
 
 STYLES = ("black on #a6d189", "black on #8caaee")
 

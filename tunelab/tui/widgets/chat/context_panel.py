@@ -9,8 +9,8 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Checkbox, Input, Label, Select, Static
 
-from tunelab.engine.chat_service import IclRequest
-from tunelab.engine.selectors import KINDS
+from tunelab.runtime.chat_service import IclRequest
+from tunelab.icl.selectors import KINDS
 from tunelab.errors import TunelabError
 from tunelab.text import one_line
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from textual_plotext import PlotextPlot
 
-from tunelab.engine.curve_summary import LORA, ZERO_SHOT
+from tunelab.eval.curve_summary import LORA, ZERO_SHOT
 
 
 def _x(examples: int) -> float:

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.config import Settings
-from tunelab.engine.baselines import NOT_A_LABEL, LabelBaselines
-from tunelab.engine.curve_summary import LORA, ZERO_SHOT, CurveSummary, seed_spread
-from tunelab.engine.reward_report import RewardSummary
-from tunelab.engine.summary import Summary, fmt_interval, fmt_points
+from tunelab.eval.baselines import NOT_A_LABEL, LabelBaselines
+from tunelab.eval.curve_summary import LORA, ZERO_SHOT, CurveSummary, seed_spread
+from tunelab.eval.reward_report import RewardSummary
+from tunelab.eval.summary import Summary, fmt_interval, fmt_points
 from tunelab.errors import TunelabError
 from tunelab.stores.files import atomic_dir, atomic_write_text
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import random
 
-from tunelab.engine.selectors import Selected, check_k, selected
+from tunelab.icl.selectors import Selected, check_k, selected
 from tunelab.stores.banks import Example
 
 

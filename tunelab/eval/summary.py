@@ -14,16 +14,16 @@ from itertools import combinations
 from statistics import fmean
 from typing import TYPE_CHECKING, Any
 
-from tunelab.engine.arms import Arm
-from tunelab.engine.baselines import LabelBaselines, label_baselines, task_labels
-from tunelab.engine.metrics import ACCURACY, METRICS
-from tunelab.engine.reward_report import RewardSummary
-from tunelab.engine.statistics import Interval, PairedTest, bootstrap_ci, paired_test
+from tunelab.eval.arms import Arm
+from tunelab.eval.baselines import LabelBaselines, label_baselines, task_labels
+from tunelab.eval.metrics import ACCURACY, METRICS
+from tunelab.eval.reward_report import RewardSummary
+from tunelab.eval.statistics import Interval, PairedTest, bootstrap_ci, paired_test
 from tunelab.errors import TunelabError
 from tunelab.stores.comparisons import Comparison, ComparisonItem, ItemResult
 
 if TYPE_CHECKING:
-    from tunelab.engine.curve_summary import CurveSummary
+    from tunelab.eval.curve_summary import CurveSummary
 
 
 @dataclass

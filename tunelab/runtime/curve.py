@@ -21,9 +21,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tunelab.engine.arms import Arm
-from tunelab.engine.compare import ArmRunner, Progress, TestSet, finish, fingerprint, run_comparison
-from tunelab.engine.curve_summary import LORA, ZERO_SHOT, CurveArm
+from tunelab.eval.arms import Arm
+from tunelab.runtime.compare import ArmRunner, Progress, TestSet, finish, fingerprint, run_comparison
+from tunelab.eval.curve_summary import LORA, ZERO_SHOT, CurveArm
 from tunelab.engine.sampling import SamplerParams
 from tunelab.errors import TunelabError
 from tunelab.finetune.args import SFTArgs
@@ -96,7 +96,7 @@ def parse_sizes(text: str) -> tuple[int | None, ...]:
 def spec_from_text(text: str) -> tuple[CurveSpec, int | None]:
     """A curve spec (and a test-item limit) from "ks=0,1,4 sizes=16,all seeds=2 epochs=1 limit=20":
     the TUI's one-line form. Keys left out keep the defaults; unknown keys are an error."""
-    from tunelab.engine.arms import parse_selectors
+    from tunelab.eval.arms import parse_selectors
     from tunelab.finetune.form_args import args_from_text
 
     values: dict[str, str] = {}

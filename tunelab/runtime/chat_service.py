@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.config import Settings
-from tunelab.engine.arms import DEFAULT_K
-from tunelab.engine.best_of_n import BestOfRequest, Scorer, check, sample_best
+from tunelab.eval.arms import DEFAULT_K
+from tunelab.runtime.best_of_n import BestOfRequest, Scorer, check, sample_best
 from tunelab.engine.chat_template import ChatMessage
-from tunelab.engine.icl_prompt import build_icl_messages
+from tunelab.icl.prompt import build_icl_messages
 from tunelab.engine.llama_engine import LlamaEngine, Reply
 from tunelab.engine.sampling import SamplerParams
-from tunelab.engine.selectors import IndexProgress, Selector, check_positive_k, make_selector
+from tunelab.icl.selectors import IndexProgress, Selector, check_positive_k, make_selector
 from tunelab.errors import TunelabError
 from tunelab.stores.banks import BankStore
 from tunelab.stores.conversations import ConversationStore, Message, ReplyRecord

@@ -18,22 +18,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tunelab.config import Settings
-from tunelab.engine.arms import DEFAULT_K, Arm, standard_grid
-from tunelab.engine.curve_summary import CurveArm, curve_summary
+from tunelab.eval.arms import DEFAULT_K, Arm, standard_grid
+from tunelab.eval.curve_summary import CurveArm, curve_summary
 from tunelab.engine.llama_engine import LlamaEngine, Reply, adapter_switching_supported
-from tunelab.engine.metrics import normalize, primary_metric, score
+from tunelab.eval.metrics import normalize, primary_metric, score
 from tunelab.engine.sampling import SamplerParams
-from tunelab.engine.reward_report import reward_summary
-from tunelab.engine.scorer import Scorer
-from tunelab.engine.statistics import WinRate
-from tunelab.engine.summary import summarize
+from tunelab.eval.reward_report import reward_summary
+from tunelab.eval.scorer import Scorer
+from tunelab.eval.statistics import WinRate
+from tunelab.eval.summary import summarize
 from tunelab.errors import TunelabError
 from tunelab.faults import pause_point
 from tunelab.stores.bank_files import read_examples
 from tunelab.stores.comparisons import Comparison, ComparisonItem, ComparisonStore, ItemResult
 from tunelab.stores.files import cached_sha256
 from tunelab.stores.models import ModelRegistry
-from tunelab.stores.reports import write_report
+from tunelab.eval.report import write_report
 from tunelab.stores.runs import adapter_gguf, adapter_training_ids, latest_adapter_for_bank
 
 if TYPE_CHECKING:
@@ -181,7 +181,7 @@ class ArmRunner:
 
     def selector(self, kind: str) -> Any:
         if kind not in self._selectors:
-            from tunelab.engine.selectors import make_selector  # chromadb + sentence-transformers: load on use
+            from tunelab.icl.selectors import make_selector  # chromadb + sentence-transformers: load on use
 
             self._selectors[kind] = make_selector(kind, self.bank, self.conn, self.settings, seed=self.seed)
         return self._selectors[kind]
@@ -190,7 +190,7 @@ class ArmRunner:
         engine = self.engines.get(arm.adapter)
         started = time.perf_counter()
         selected = self.selector(arm.selector).select(query, arm.k) if arm.selector else []
-        from tunelab.engine.icl_prompt import build_icl_messages
+        from tunelab.icl.prompt import build_icl_messages
 
         prompt = build_icl_messages(engine, self.bank, selected, query, params.max_tokens)
         selection_ms = (time.perf_counter() - started) * 1000

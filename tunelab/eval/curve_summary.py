@@ -18,8 +18,8 @@ from statistics import fmean, pstdev
 
 import numpy as np
 
-from tunelab.engine.statistics import Interval, PairedTest, bootstrap_ci, paired_bootstrap
-from tunelab.engine.summary import Summary, fmt_metric, fmt_difference
+from tunelab.eval.statistics import Interval, PairedTest, bootstrap_ci, paired_bootstrap
+from tunelab.eval.summary import Summary, fmt_metric, fmt_difference
 
 LORA = "lora"
 ZERO_SHOT = "zero-shot"

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tunelab.config import Settings
-from tunelab.engine.models import bundled_embedding_model
+from tunelab.stores.model_files import bundled_embedding_model
 from tunelab.errors import TunelabError
 
 BATCH_SIZE = 64

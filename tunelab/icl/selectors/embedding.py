@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from tunelab.config import Settings
-from tunelab.engine.embeddings import embedding_model_path, encoder
-from tunelab.engine.selectors import IndexProgress, Selected, check_k, selected
+from tunelab.icl.embeddings import embedding_model_path, encoder
+from tunelab.icl.selectors import IndexProgress, Selected, check_k, selected
 from tunelab.stores.banks import Bank, Example
 from tunelab.stores.chroma_index import BankIndex, Neighbour
 

@@ -12,9 +12,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from tunelab.engine.arms import Arm, blind_order
-from tunelab.engine.compare import ArmReply
-from tunelab.engine.statistics import WinRate, pairwise_win_rates
+from tunelab.eval.arms import Arm, blind_order
+from tunelab.runtime.compare import ArmReply
+from tunelab.eval.statistics import WinRate, pairwise_win_rates
 from tunelab.errors import TunelabError
 from tunelab.stores.feedback import FeedbackStore, PreferenceVote, Rating, Snapshot
 

@@ -10,7 +10,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tunelab.engine.selectors import KINDS as SELECTOR_KINDS
+from tunelab.icl.selectors import KINDS as SELECTOR_KINDS
 from tunelab.errors import TunelabError
 
 DEFAULT_K = 4

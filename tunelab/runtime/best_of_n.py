@@ -15,7 +15,7 @@ from typing import Any
 from tunelab.engine.chat_template import ChatMessage
 from tunelab.engine.llama_engine import LlamaEngine, Reply
 from tunelab.engine.sampling import SEED_RANGE, SamplerParams
-from tunelab.engine.scorer import Scorer
+from tunelab.eval.scorer import Scorer
 from tunelab.errors import TunelabError
 
 MAX_N = 16

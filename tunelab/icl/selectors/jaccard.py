@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
-from tunelab.engine.selectors import Selected, check_k, selected
-from tunelab.engine.selectors.tokens import jaccard, tokenize
+from tunelab.icl.selectors import Selected, check_k, selected
+from tunelab.icl.selectors.tokens import jaccard, tokenize
 from tunelab.stores.banks import Example
 
 EXACT_LIMIT = 1_000_000

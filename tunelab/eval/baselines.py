@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tunelab.engine.metrics import first_line, match_label
-from tunelab.engine.statistics import ALPHA, binomial_greater
+from tunelab.eval.metrics import first_line, match_label
+from tunelab.eval.statistics import ALPHA, binomial_greater
 
 NOT_A_LABEL = "(not a label)"
 BASELINE_TEST = (

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from statistics import fmean
 from typing import Any
 
-from tunelab.engine.scorer import Scorer
-from tunelab.engine.statistics import WinRate, wilson_interval
+from tunelab.eval.scorer import Scorer
+from tunelab.eval.statistics import WinRate, wilson_interval
 
 
 @dataclass

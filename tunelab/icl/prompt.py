@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from tunelab.engine.chat_template import ChatMessage
-from tunelab.engine.selectors import Selected
+from tunelab.icl.selectors import Selected
 from tunelab.stores.banks import Bank
 
 

@@ -62,15 +62,15 @@ def make_selector(kind: str, bank: Bank, conn: sqlite3.Connection, settings: Set
     if not pool:
         raise TunelabError(f"bank {bank.name!r} has no train examples to select from")
     if kind == "random":
-        from tunelab.engine.selectors.random_pick import RandomSelector
+        from tunelab.icl.selectors.random_pick import RandomSelector
 
         return RandomSelector(pool, bank.name, seed)
     if kind == "jaccard":
-        from tunelab.engine.selectors.jaccard import JaccardSelector
+        from tunelab.icl.selectors.jaccard import JaccardSelector
 
         return JaccardSelector(pool, bank.name)
     if kind in ("embedding", "mmr"):
-        from tunelab.engine.selectors.embedding import EmbeddingSelector
+        from tunelab.icl.selectors.embedding import EmbeddingSelector
 
         return EmbeddingSelector(pool, bank, settings, diverse=kind == "mmr", progress=progress)
     raise TunelabError(f"unknown selector {kind!r} (one of: {', '.join(KINDS)})")
