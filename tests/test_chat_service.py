@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tunelab.runtime.runtime import Runtime
 from tunelab.runtime.chat_service import ChatService
 from tunelab.engine.sampling import SamplerParams
 from tunelab.errors import TunelabError
@@ -14,14 +15,12 @@ GREEDY = SamplerParams(temperature=0, max_tokens=12)
 
 @pytest.fixture
 def service(settings, conn, engine):
-    chat = ChatService(settings, conn)
-    chat._engine = engine  # reuse the session's loaded model
-    chat.model_sha256 = "not-yet"
+    chat = ChatService(Runtime(settings, conn, engine=engine))  # the session's loaded model
     return chat
 
 
 def test_send_stores_prompt_and_reply_with_provenance(settings, conn, bundled_model):
-    service = ChatService(settings, conn)
+    service = ChatService(Runtime(settings, conn))
     conv = service.store.create("t", system_prompt="Answer briefly.")
     turn = service.send(conv.id, "Name a fruit.", GREEDY)
     text = turn.reply.text()

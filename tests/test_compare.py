@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from tunelab.stores.provenance import Provenance
 from tunelab.runtime import arena
 from tunelab.eval.arms import Arm, parse_selectors, standard_grid
 from tunelab.engine.chat_template import ChatMessage
@@ -124,10 +125,10 @@ def test_blind_round_hides_names_until_the_vote_and_stores_a_preference(conn) ->
     with pytest.raises(TunelabError):
         arena.record_vote(conn, round_, "left")  # replies not finished
     for column, arm in enumerate(round_.arms):
-        round_.replies[column] = ArmReply(arm, _reply(f"reply {column}"), [], 0.0)
+        round_.replies[column] = ArmReply(arm, _reply(f"reply {column}"), Provenance("m.gguf", "abc", arm=arm.name))
     vote = arena.record_vote(conn, round_, "right")
     assert vote.choice == "b" and vote.b_reply == "reply 1" and vote.b_arm == round_.arms[1].name
-    assert vote.a_snapshot["provenance"]["blind"] is True
+    assert vote.a_snapshot["round"]["blind"] is True
     assert round_.title(0) == round_.arms[0].name  # revealed
     with pytest.raises(TunelabError):
         arena.record_vote(conn, round_, "left")  # only once

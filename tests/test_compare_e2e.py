@@ -8,10 +8,11 @@ import pytest
 from click.testing import CliRunner
 from finetune_support import base_pair  # noqa: F401
 
+from tunelab.runtime.runtime import Runtime
 from tunelab.cli import cli
 from tunelab.runtime import compare as cmp
 from tunelab.eval.arms import Arm, standard_grid
-from tunelab.runtime.compare import ArmRunner, Engines, bank_test_set, finish, greedy, run_comparison
+from tunelab.runtime.compare import ArmRunner, bank_test_set, finish, greedy, run_comparison
 from tunelab.errors import TunelabError
 from tunelab.stores.banks import BankStore
 from tunelab.stores.comparisons import ComparisonItem, ComparisonStore
@@ -41,7 +42,7 @@ def few_step_adapter(settings, conn, sentiment_bank, base_pair):
 
 
 def _runner(settings, conn, bank, engine) -> ArmRunner:
-    return ArmRunner(settings, conn, bank, Engines(settings, conn, base=engine))
+    return ArmRunner(Runtime(settings, conn, engine=engine), bank)
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 from finetune_support import base_pair  # noqa: F401
 
+from tunelab.runtime.runtime import Runtime
 from tunelab.cli import cli
 from tunelab.runtime import compare as cmp
 from tunelab.runtime.curve import CurveSpec, run_curve
@@ -27,7 +28,7 @@ def test_curve_run_writes_report_and_plot_and_a_rerun_reuses_every_point(setting
     assert result.exit_code == 0, result.output
     bank = cmp.open_bank(conn, "sentiment")
     test_set = cmp.bank_test_set(conn, bank, limit=4)
-    runner = cmp.ArmRunner(settings, conn, bank, cmp.Engines(settings, conn, base=engine))
+    runner = cmp.ArmRunner(Runtime(settings, conn, engine=engine), bank)
     events = []
     try:
         first = run_curve(runner, test_set, SPEC, cmp.greedy(4), base_pair.hf_dir, events.append)

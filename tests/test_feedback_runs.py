@@ -12,6 +12,7 @@ import pytest
 from feedback_support import rate, rate_helpful_vs_rude, rate_sentiment
 from finetune_support import base_pair  # noqa: F401
 
+from tunelab.runtime.runtime import Runtime
 from tunelab.runtime import compare as cmp
 from tunelab.eval.arms import standard_grid
 from tunelab.eval.reward_report import reward_summary
@@ -63,7 +64,7 @@ def test_kto_run_cancels_resumes_and_dpo_continues_an_sft_adapter(settings, conn
         feedback_runs.prepare_resume(settings, conn, "feedback-kto")
 
     # `tunelab chat --adapter feedback-kto` serves it on the base it was trained for.
-    service = ChatService(settings, conn)
+    service = ChatService(Runtime(settings, conn))
     service.settings.model = str(base_pair.gguf_path)
     assert service.use_adapter("feedback-kto") is not None
     conversation = service.store.create()
@@ -90,7 +91,7 @@ def test_kto_run_cancels_resumes_and_dpo_continues_an_sft_adapter(settings, conn
     # `tunelab compare --adapter sst-dpo --adapter sst`: the new adapter against its predecessor.
     bank = cmp.open_bank(conn, "sentiment")
     arms = standard_grid([], adapters=["sst-dpo", "sst"])
-    runner = cmp.ArmRunner(settings, conn, bank, cmp.Engines(settings, conn))
+    runner = cmp.ArmRunner(Runtime(settings, conn), bank)
     comparison = cmp.run_comparison(runner, cmp.bank_test_set(conn, bank, limit=2), arms, cmp.greedy(4))
     _, report = cmp.finish(settings, conn, comparison.id, bank.labels)
     assert "| lora:sst-dpo |" in (report / "report.md").read_text() and "| lora:sst |" in (report / "report.md").read_text()

@@ -7,6 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from tunelab.runtime.runtime import Runtime
 from tunelab.cli import cli
 from tunelab.runtime.chat_service import ChatService, IclRequest
 from tunelab.engine.chat_template import ChatMessage
@@ -63,8 +64,7 @@ def test_fixed_prefix_is_stable_across_queries(engine, bank) -> None:
 
 
 def test_icl_turn_stores_selector_examples_and_prompt_as_sent(settings, conn, engine, bank) -> None:
-    service = ChatService(settings, conn)
-    service._engine = engine
+    service = ChatService(Runtime(settings, conn, engine=engine))  # the session's loaded model
     conv = service.store.create("icl")
     turn = service.send(conv.id, "Review: what a joy, loved the cast", GREEDY, IclRequest("tiny", "jaccard", 2))
     turn.reply.text()

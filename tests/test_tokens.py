@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from tunelab.runtime.runtime import Runtime
 from tunelab.runtime.chat_service import ChatService, IclRequest
 from tunelab.engine.sampling import SamplerParams
 from tunelab.runtime.tokens import pieces, prompt_view, text_pieces, tokenize
@@ -38,8 +39,7 @@ def test_bytes_cut_mid_character_show_as_escapes(engine):
 def test_prompt_view_splits_a_stored_icl_prompt_into_its_parts(settings, conn, engine):
     BankStore(conn).create("caps", [ExampleRow("capital of France?", "Paris.", 1), ExampleRow("capital of Japan?", "東京 (Tokyo).", 2),
                                     ExampleRow("capital of Italy?", "Rome.", 3)], "Answer with the city.", test_size=0.0)
-    service = ChatService(settings, conn)
-    service._engine = engine  # the session's loaded model
+    service = ChatService(Runtime(settings, conn, engine=engine))  # the session's loaded model
     conv = service.store.create("t", system_prompt="Be brief.")
     first = service.send(conv.id, "Hello", GREEDY)
     first.reply.text()
@@ -70,7 +70,7 @@ def test_tokens_command_prints_pieces_ids_and_count(engine):
 
 
 def test_tokens_command_refuses_a_user_message(settings, conn):
-    store = ChatService(settings, conn).store
+    store = ChatService(Runtime(settings, conn)).store
     conv = store.create("t")
     user = store.add_user(conv.id, "hi")
     result = subprocess.run([sys.executable, "-m", "tunelab.cli", "tokens", "--prompt", str(user.id)],

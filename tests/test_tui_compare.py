@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from textual.widgets import DataTable, Static
 
-from tunelab.runtime.compare import Engines
+from tunelab.runtime.runtime import Runtime
 from tunelab.eval.summary import summarize
 from tunelab.stores.comparisons import ComparisonItem, ComparisonStore, ItemResult
 from tunelab.stores.feedback import FeedbackStore
@@ -33,7 +33,7 @@ def mini_bank(conn, n: int = 8) -> None:
 
 async def run_round(app, pilot, settings, conn, engine, prompt: str) -> CompareScreen:
     """The compare screen on the bank `mini`, two arms, one prompt sent and every worker finished."""
-    await app.push_screen(CompareScreen(settings, conn, Engines(settings, conn, base=engine), seed=3))
+    await app.push_screen(CompareScreen(Runtime(settings, conn, engine=engine), seed=3))
     await pilot.pause()
     screen = app.screen
     screen.query_one("#compare-arms").value = "base, base+jaccard@2"
@@ -95,7 +95,7 @@ async def test_blind_round_hides_names_until_the_vote_and_stores_it(settings, co
         assert sorted(revealed) == ["base", "base+jaccard@2"]
         (vote,) = FeedbackStore(conn).votes()
         assert vote.choice == "a" and [vote.a_arm, vote.b_arm] == revealed and vote.a_reply and vote.b_reply
-        assert vote.a_snapshot["provenance"]["blind"] is True
+        assert vote.a_snapshot["round"]["blind"] is True
         assert "wins" in str(screen.query_one("#compare-winrates", Static).render())
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from test_curve import PLACES, _constructed
 from textual.widgets import DataTable, Static
 
-from tunelab.runtime.compare import Engines
+from tunelab.runtime.runtime import Runtime
 from tunelab.eval.curve_summary import curve_summary
 from tunelab.stores.bank_files import ExampleRow
 from tunelab.stores.banks import BankStore
@@ -45,7 +45,7 @@ async def test_compare_screen_runs_a_curve_in_a_worker_and_opens_its_report(sett
     BankStore(conn).create("mini", rows, instruction="Answer positive or negative.", test_size=0.25)
     app = TunelabApp(settings, conn)
     async with app.run_test(size=SIZE) as pilot:
-        await app.push_screen(CompareScreen(settings, conn, Engines(settings, conn, base=engine)))
+        await app.push_screen(CompareScreen(Runtime(settings, conn, engine=engine)))
         await pilot.pause()
         screen = app.screen
         screen.query_one("#compare-curve").value = "ks=0,1 selectors=jaccard sizes= limit=2"

@@ -71,7 +71,7 @@ async def test_rate_a_real_reply_then_see_filter_export_and_delete_it(settings, 
 
 
 async def test_rate_a_compare_column_reply(settings, conn, engine):
-    from tunelab.runtime.compare import Engines
+    from tunelab.runtime.runtime import Runtime
     from tunelab.stores import demo_banks
     from tunelab.stores.banks import BankStore
     from tunelab.tui.screens.compare import CompareScreen
@@ -82,7 +82,7 @@ async def test_rate_a_compare_column_reply(settings, conn, engine):
     feedback = FeedbackStore(conn)
     app = TunelabApp(settings, conn)
     async with app.run_test(size=(140, 44)) as pilot:
-        await app.push_screen(CompareScreen(settings, conn, Engines(settings, conn, base=engine), seed=3))
+        await app.push_screen(CompareScreen(Runtime(settings, conn, engine=engine), seed=3))
         await pilot.pause()
         screen = app.screen
         screen.query_one("#compare-arms").value = "base, base+random@1"

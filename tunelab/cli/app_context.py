@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import sqlite3
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import click
 
 from tunelab.config import Settings
 from tunelab.stores.db import connect
 from tunelab.stores.trash import sweep, sweep_temps
+
+if TYPE_CHECKING:
+    from tunelab.runtime.runtime import Runtime
 
 
 class AppContext:
@@ -28,6 +32,13 @@ class AppContext:
         sweep(conn, self.settings.home)
         sweep_temps(self.settings.home)
         return conn
+
+    @cached_property
+    def runtime(self) -> Runtime:
+        """The command's one runtime (its engine loads on first use), after any engine options applied."""
+        from tunelab.runtime.runtime import Runtime
+
+        return Runtime(self.settings, self.conn)
 
 
 pass_app = click.make_pass_decorator(AppContext)

@@ -46,7 +46,7 @@ def command(app: AppContext, prompt: str, system: str | None, conversation: int 
         prompt = sys.stdin.read()
     if not prompt.strip():
         raise TunelabError("empty prompt: give the text to send (or '-' to read stdin)")
-    service = ChatService(app.settings, app.conn)
+    service = ChatService(app.runtime)
     existing = service.store.get(conversation) if conversation is not None else None
     params = sampler_from(kwargs, base=existing.params if existing else None)
     pick = best_of_request(service, params, best_of, reward_model)  # refused options leave no empty conversation
@@ -59,11 +59,11 @@ def command(app: AppContext, prompt: str, system: str | None, conversation: int 
     turn = service.send(existing.id if existing else None, prompt, params, icl, pick, system=system or "")
     conv = service.store.get(turn.conversation_id)
     if pick is not None:
-        report_candidates(turn.provenance["best_of"])
+        report_candidates(turn.provenance.best_of)
         if not as_json:
             click.echo(turn.reply.so_far, nl=False)  # already generated: the loop below has nothing left to stream
     if icl is not None:
-        report_examples(turn.provenance["icl"], show_examples)
+        report_examples(turn.provenance.to_dict()["icl"], show_examples)
     try:
         for chunk in turn.reply:
             if not as_json:
@@ -79,8 +79,8 @@ def command(app: AppContext, prompt: str, system: str | None, conversation: int 
     if as_json:
         record = {"conversation_id": conv.id, "message_id": message.id, "text": message.content,
                   "model": message.model_path, "model_sha256": message.model_sha256,
-                  "params": message.params, "stats": stats.to_dict(), "icl": turn.provenance.get("icl"),
-                  "best_of": turn.provenance.get("best_of")}
+                  "params": message.params, "stats": stats.to_dict(), "icl": turn.provenance.to_dict()["icl"],
+                  "best_of": turn.provenance.best_of}
         click.echo(json.dumps(record, ensure_ascii=False))
         return
     click.echo()

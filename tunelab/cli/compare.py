@@ -56,7 +56,7 @@ def command(app: AppContext, bank: str, adapters: tuple[str, ...], no_adapter: b
         from tunelab.stores.models import ModelRegistry
 
         scorer = load_reward_model(app.settings, app.conn, reward_model, ModelRegistry(app.conn).resolve(app.settings.model))
-    runner = cmp.ArmRunner(app.settings, app.conn, found, cmp.Engines(app.settings, app.conn))
+    runner = cmp.ArmRunner(app.runtime, found)
     click.echo(f"comparing {len(arms)} arms x {len(test_set.items)} items of {test_set.source}: {', '.join(a.name for a in arms)}", err=True)
     reused = 0
     with click.progressbar(length=len(arms) * len(test_set.items), label="generating", file=sys.stderr, show_pos=True) as bar:

@@ -55,7 +55,7 @@ def command(app: AppContext, bank: str, ks: str, selectors: str, sizes: str, see
     for warning in test_set.warnings:
         click.echo(f"warning: {warning}", err=True)
     params = cmp.greedy(max_tokens or cmp.default_max_tokens(found.labels))
-    runner = cmp.ArmRunner(app.settings, app.conn, found, cmp.Engines(app.settings, app.conn))
+    runner = cmp.ArmRunner(app.runtime, found)
     with ctrl_c_checkpoints() as cancel:
         result = curve.run_curve(runner, test_set, spec, params, hf_dir, show, cancel)
     click.echo(f"trained {len(result.trained)} adapter(s), reused {len(result.reused_adapters)}; "

@@ -102,7 +102,6 @@ def perplexity(model: Any, held_out: list[Block], batch_size: int) -> float:
 def prepare(settings: Settings, conn: sqlite3.Connection, name: str, corpus: Path, args: SFTArgs, held_out: float = 0.1,
             model: str | None = None, hf_dir: Path | None = None) -> Any:
     """Read and chunk the corpus, check it makes enough blocks, record the run; nothing is trained yet."""
-    from transformers import AutoTokenizer
 
     from tunelab.finetune import sft
     from tunelab.finetune.base_weights import prepare_base

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunelab.icl.prompt import task_messages
 from tunelab.config import Settings
 from tunelab.errors import TunelabError
 from tunelab.finetune.args import SFTArgs
@@ -51,8 +52,8 @@ Messages = list[dict[str, str]]
 
 
 def prompt_messages(instruction: str, text: str) -> Messages:
-    """The zero-shot prompt for one input, as the chat and compare arms send it."""
-    return ([{"role": "system", "content": instruction}] if instruction.strip() else []) + [{"role": "user", "content": text}]
+    """The zero-shot prompt for one input: the one formatter's, as compare's zero-shot arm sends it."""
+    return [m.as_dict() for m in task_messages(instruction, text)]
 
 
 @dataclass
@@ -141,7 +142,6 @@ def start_base(settings: Settings, conn: sqlite3.Connection, on: str | None, mod
 def plan_for(settings: Settings, conn: sqlite3.Connection, name: str, bank: str, ids: list[Any], rows: list[dict[str, Any]],
              args: SFTArgs, model: str | None = None, hf_dir: Path | None = None, on: str | None = None) -> Plan:
     """`prepare` once the bank's train rows are read: checks, base weights, warnings, the run row."""
-    from transformers import AutoTokenizer
 
     if not rows:
         raise TunelabError(f"bank {bank!r} has no train examples: import examples or re-split it")

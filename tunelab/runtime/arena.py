@@ -29,8 +29,7 @@ class ArenaRound:
     blind: bool
     bank: str | None = None
     replies: dict[int, ArmReply] = field(default_factory=dict)
-    """Column index -> its reply, once generated."""
-    provenance: dict[int, dict[str, Any]] = field(default_factory=dict)
+    """Column index -> its reply (with its provenance), once generated."""
     vote: PreferenceVote | None = None
     key: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     """Names the round in its columns' rating subjects, so re-rating a column replaces its rating."""
@@ -76,7 +75,7 @@ def record_vote(conn: sqlite3.Connection, round_: ArenaRound, choice: str) -> Pr
             choice=SIDES[choice],
             a_arm=left.arm.name,
             b_arm=right.arm.name,
-            model_sha256=round_.provenance.get(0, {}).get("model_sha256"),
+            model_sha256=left.provenance.model_sha256,
             a_snapshot=_snapshot(round_, 0),
             b_snapshot=_snapshot(round_, 1),
         )
@@ -86,13 +85,13 @@ def record_vote(conn: sqlite3.Connection, round_: ArenaRound, choice: str) -> Pr
 
 def _snapshot(round_: ArenaRound, column: int) -> dict[str, Any]:
     arm_reply = round_.replies[column]
-    provenance = dict(round_.provenance.get(column, {}), blind=round_.blind, bank=round_.bank, column=column)
     return {
         "prompt": [m.as_dict() for m in arm_reply.reply.messages],
         "reply": arm_reply.reply.so_far,
         "arm": arm_reply.arm.name,
         "adapter": arm_reply.arm.adapter,
-        "provenance": provenance,
+        "provenance": arm_reply.provenance.to_dict(),
+        "round": {"blind": round_.blind, "bank": round_.bank, "column": column},
     }
 
 
@@ -105,10 +104,9 @@ def rate_column(conn: sqlite3.Connection, round_: ArenaRound, column: int, ratin
     if column not in round_.replies:
         raise TunelabError("wait for this column's reply to finish before rating it")
     snap = _snapshot(round_, column)
-    provenance = snap["provenance"]
-    snapshot = Snapshot(prompt=snap["prompt"], reply=snap["reply"], model_path=provenance.get("model_path"),
-                        model_sha256=provenance.get("model_sha256"), adapter=snap["adapter"], arm=snap["arm"],
-                        params=provenance.get("params", {}), provenance=provenance)
+    made = round_.replies[column].provenance
+    snapshot = Snapshot(prompt=snap["prompt"], reply=snap["reply"], model_path=made.model_path, model_sha256=made.model_sha256,
+                        adapter=snap["adapter"], arm=snap["arm"], params=made.params, provenance=snap["provenance"])
     return FeedbackStore(conn).rate(subject, snapshot, rating)
 
 

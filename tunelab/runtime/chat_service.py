@@ -8,24 +8,25 @@ with the provenance needed to reproduce it.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tunelab.config import Settings
 from tunelab.eval.arms import DEFAULT_K
-from tunelab.runtime.best_of_n import BestOfRequest, Scorer, check, sample_best
+from tunelab.runtime.best_of_n import BestOfRequest, check, sample_best
 from tunelab.engine.chat_template import ChatMessage
-from tunelab.icl.prompt import build_icl_messages
+from tunelab.icl.prompt import PreparedPrompt, prepare_icl
 from tunelab.engine.llama_engine import LlamaEngine, Reply
 from tunelab.engine.sampling import SamplerParams
-from tunelab.icl.selectors import IndexProgress, Selector, check_positive_k, make_selector
+from tunelab.icl.selectors import IndexProgress, Selector, check_positive_k
 from tunelab.errors import TunelabError
+from tunelab.runtime.provenance import provenance_for
+from tunelab.runtime.runtime import Runtime
 from tunelab.stores.banks import BankStore
 from tunelab.stores.conversations import ConversationStore, Message, ReplyRecord
-from tunelab.stores.files import cached_sha256
-from tunelab.stores.models import ModelRegistry
-from tunelab.stores.runs import adapter_gguf
+from tunelab.stores.feedback import FeedbackStore
+from tunelab.stores.provenance import Provenance
+from tunelab.stores.runs import RunStore, reward_models
 
 
 @dataclass(frozen=True)
@@ -48,15 +49,14 @@ class ChatTurn:
     reply: Reply
     params: SamplerParams
     service: "ChatService"
-    provenance: dict[str, Any] = field(default_factory=dict)
+    provenance: Provenance
 
     def save(self) -> Message:
-        engine = self.service.engine
         stats = self.reply.stats
         record = ReplyRecord(
-            model_path=str(engine.model_path),
-            model_sha256=self.service.model_sha256,
-            adapter=str(engine.lora_path) if engine.lora_path else None,
+            model_path=self.provenance.model_path,
+            model_sha256=self.provenance.model_sha256,
+            adapter=self.provenance.adapter,
             params=self.params.to_dict(),
             seed=self.params.seed,
             prompt_tokens=stats.prompt_tokens,
@@ -67,62 +67,51 @@ class ChatTurn:
             finish_reason=stats.finish_reason,
             interrupted=stats.finish_reason == "cancelled",
             dropped_turns=stats.dropped_turns,
-            provenance={**self.provenance, **({"adapter_scale": engine.lora_scale} if engine.lora_path else {})},
+            provenance=self.provenance.to_dict(),
         )
         return self.service.store.add_reply(self.conversation_id, self.reply.so_far, record)
 
 
 class ChatService:
-    def __init__(self, settings: Settings, conn: sqlite3.Connection) -> None:
-        self.settings = settings
-        self.conn = conn
-        self.store = ConversationStore(conn)
-        self.models = ModelRegistry(conn)
-        self._engine: LlamaEngine | None = None
-        self.model_sha256 = ""
-        self._selectors: dict[tuple[int, str, str], Selector] = {}
-        self._scorers: dict[str | None, tuple[str, Scorer]] = {}
-        """Reward models loaded for best-of, by the name asked for (loading one takes seconds)."""
+    """Chat on the process's runtime: its engine, adapters, selectors and reward models."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.store = ConversationStore(runtime.conn)
+        self.feedback = FeedbackStore(runtime.conn)
+        self.adapter: str | None = None
+        self.adapter_scale = 1.0
+
+    @property
+    def settings(self) -> Settings:
+        return self.runtime.settings
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        return self.runtime.conn
 
     @property
     def engine(self) -> LlamaEngine:
-        """The loaded model, loaded on first use (the TUI calls this from a worker)."""
-        if self._engine is None:
-            self.load(self.settings.model)
-        assert self._engine is not None
-        return self._engine
+        """The engine serving the chosen adapter (the base model loads on first use)."""
+        return self.runtime.engine_for(self.adapter, self.adapter_scale)
 
-    def load(self, model: str, lora_path: Path | None = None) -> LlamaEngine:
-        path = self.models.resolve(model)
-        self._engine = LlamaEngine(
-            path,
-            n_ctx=self.settings.n_ctx,
-            n_gpu_layers=self.settings.n_gpu_layers,
-            n_threads=self.settings.n_threads,
-            lora_path=lora_path,
-        )
-        self.model_sha256 = cached_sha256(self.conn, self._engine.model_path)
-        return self._engine
+    def use_adapter(self, name: str | None, scale: float = 1.0) -> None:
+        """Serve trained adapter `name` (None = the plain base) from the next reply on; refused
+        (before anything changes) when it was made for another base."""
+        self.runtime.engine_for(name, scale)
+        self.adapter, self.adapter_scale = name, scale
 
-    def use_adapter(self, name: str | None, scale: float = 1.0) -> Path | None:
-        """Serve trained adapter `name` (None = the plain base) on the loaded model.
+    def context_choices(self) -> tuple[list[str], list[str], list[str]]:
+        """What the context panel offers: bank names, adapter names, reward-model names."""
+        return BankStore(self.conn).names(), [a.name for a in RunStore(self.conn).adapters()], [r.name for r in reward_models(self.conn)]
 
-        Refused when the adapter was made for another base. Where llama.cpp can switch adapters
-        on a loaded model the base is not reloaded; otherwise the model is loaded again with it.
-        """
-        from tunelab.engine.llama_engine import adapter_switching_supported
-        from tunelab.finetune.export_gguf import check_adapter_fits
+    def rating_of(self, message_id: int) -> str | None:
+        stored = self.feedback.for_message(message_id)
+        return stored.rating if stored else None
 
-        path = adapter_gguf(self.conn, name) if name else None
-        if path is not None:
-            check_adapter_fits(path, self.models.resolve(self.settings.model))
-        if adapter_switching_supported():
-            self.engine.set_adapter(path, scale)
-        elif scale != 1.0:
-            raise TunelabError("this llama-cpp-python cannot scale adapters: use scale 1")
-        else:
-            self.load(self.settings.model, lora_path=path)
-        return path
+    def rate(self, message_id: int, rating: str | None) -> None:
+        """Rate stored reply `message_id` up / down (None removes the rating)."""
+        self.feedback.rate_message(message_id, rating)
 
     def history(self, conversation_id: int) -> list[ChatMessage]:
         conversation = self.store.get(conversation_id)
@@ -131,24 +120,14 @@ class ChatService:
         return messages
 
     def selector(self, icl: IclRequest, progress: IndexProgress | None = None) -> Selector:
-        """One selector per (bank, kind) for the session: the embedding index is synced once
-        (call this first with `progress` to show the indexing of a new bank)."""
-        bank = BankStore(self.conn).get(icl.bank)
-        key = (bank.id, bank.created_at, icl.selector)
-        if key not in self._selectors:
-            self._selectors[key] = make_selector(icl.selector, bank, self.conn, self.settings, progress=progress)
-        return self._selectors[key]
+        """The runtime's selector for `icl` (call this first with `progress` to show the indexing of a new bank)."""
+        return self.runtime.selector(self.runtime.bank(icl.bank), icl.selector, progress=progress)
 
     def best_of(self, n: int, params: SamplerParams, reward_model: str | None) -> BestOfRequest:
         """Best-of-`n` scored by `reward_model` (None: the newest for this model), checked before the
-        reward model is loaded; each reward model is loaded once per service."""
+        reward model is loaded; each reward model is loaded once per process."""
         check(n, params)
-        if reward_model not in self._scorers:
-            from tunelab.finetune.feedback_runs import load_reward_model
-
-            self._scorers[reward_model] = load_reward_model(self.settings, self.conn, reward_model,
-                                                            self.models.resolve(self.settings.model))
-        name, scorer = self._scorers[reward_model]
+        name, scorer = self.runtime.reward_model(reward_model)
         return BestOfRequest(n, scorer, name)
 
     def send(self, conversation_id: int | None, prompt: str, params: SamplerParams, icl: IclRequest | None = None,
@@ -183,44 +162,24 @@ class ChatService:
         self.store.delete_message(messages[-1].id)
         return turn
 
-    def _prepare(self, history: list[ChatMessage], prompt: str, params: SamplerParams, icl: IclRequest | None) -> "PreparedPrompt":
-        """The messages to send for `prompt` after `history`: with `icl`, the chosen examples go in
-        (and their ids, scores and token cost into the provenance)."""
+    def _prepare(self, history: list[ChatMessage], prompt: str, params: SamplerParams, icl: IclRequest | None) -> PreparedPrompt:
+        """The messages to send for `prompt` after `history`: with `icl`, the chosen examples go in."""
         if icl is None:
             return PreparedPrompt(history + [ChatMessage("user", prompt)])
-        bank = BankStore(self.conn).get(icl.bank)
-        chosen = self.selector(icl).select(prompt, icl.k)
-        built = build_icl_messages(self.engine, bank, chosen, prompt, params.max_tokens, history)
-        return PreparedPrompt(built.messages, {
-            "icl": {
-                "bank": bank.name, "selector": icl.selector, "k": icl.k, "dropped": built.dropped,
-                "example_tokens": built.example_tokens,
-                "examples": [{"id": e.id, "score": e.score, "input": e.input, "output": e.output} for e in built.used],
-            },
-        })
-
-    def _turn(self, conversation_id: int, prepared: "PreparedPrompt", reply: Reply, params: SamplerParams,
-             extra: dict[str, Any] | None = None) -> ChatTurn:
-        """The turn that stores `reply`; an ICL prompt is kept as sent, since the examples are not in the history."""
-        provenance = {**prepared.provenance, **(extra or {})}
-        if "icl" in provenance:
-            provenance["prompt_messages"] = [m.as_dict() for m in reply.messages]
-        return ChatTurn(conversation_id, reply, params, self, provenance)
+        return prepare_icl(self.engine, self.runtime.bank(icl.bank), self.selector(icl), icl.selector, icl.k,
+                           prompt, params.max_tokens, history)
 
     def _start(self, conversation_id: int, history: list[ChatMessage], prompt: str, params: SamplerParams,
                icl: IclRequest | None, best_of: BestOfRequest | None) -> ChatTurn:
         params = params.seeded()
         prepared = self._prepare(history, prompt, params, icl)
+        best: dict[str, Any] | None = None
         if best_of is None:
-            return self._turn(conversation_id, prepared, self.engine.chat(prepared.messages, params), params)
-        result = sample_best(self.engine, prepared.messages, params, best_of.n, best_of.scorer)
-        return self._turn(conversation_id, prepared, result.chosen.reply, replace(params, seed=result.chosen.seed),
-                         {"best_of": result.provenance(best_of.reward_model)})
-
-
-@dataclass
-class PreparedPrompt:
-    """What is sent to the model for one user prompt, and what to record about how it was built."""
-
-    messages: list[ChatMessage]
-    provenance: dict[str, Any] = field(default_factory=dict)
+            reply = self.engine.chat(prepared.messages, params)
+        else:
+            result = sample_best(self.engine, prepared.messages, params, best_of.n, best_of.scorer)
+            reply, params, best = result.chosen.reply, replace(params, seed=result.chosen.seed), result.provenance(best_of.reward_model)
+        # an ICL prompt is kept as sent, since its examples are not in the conversation's history
+        sent = [m.as_dict() for m in reply.messages] if prepared.icl else None
+        return ChatTurn(conversation_id, reply, params, self,
+                        provenance_for(self.runtime, self.adapter, self.adapter_scale, params, prepared.icl, sent, best_of=best))

@@ -11,16 +11,16 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tunelab.config import Settings
 from tunelab.eval.arms import DEFAULT_K, Arm, standard_grid
 from tunelab.eval.curve_summary import CurveArm, curve_summary
-from tunelab.engine.llama_engine import LlamaEngine, Reply, adapter_switching_supported
+from tunelab.engine.llama_engine import Reply
+from tunelab.icl.prompt import PreparedPrompt, prepare_icl, task_messages
 from tunelab.eval.metrics import normalize, primary_metric, score
 from tunelab.engine.sampling import SamplerParams
 from tunelab.eval.reward_report import reward_summary
@@ -31,10 +31,11 @@ from tunelab.errors import TunelabError
 from tunelab.faults import pause_point
 from tunelab.stores.bank_files import read_examples
 from tunelab.stores.comparisons import Comparison, ComparisonItem, ComparisonStore, ItemResult
-from tunelab.stores.files import cached_sha256
-from tunelab.stores.models import ModelRegistry
 from tunelab.eval.report import write_report
-from tunelab.stores.runs import adapter_gguf, adapter_training_ids, latest_adapter_for_bank
+from tunelab.runtime.provenance import provenance_for
+from tunelab.runtime.runtime import Runtime
+from tunelab.stores.provenance import Provenance
+from tunelab.stores.runs import adapter_training_ids, latest_adapter_for_bank
 
 if TYPE_CHECKING:
     from tunelab.stores.banks import Bank, BankStore
@@ -65,13 +66,24 @@ class TestSet:
 
 @dataclass
 class ArmReply:
-    """A reply being generated for one arm, with the examples its prompt showed."""
+    """A reply being generated for one arm, and how it was made."""
 
     arm: Arm
     reply: Reply
-    examples: list[dict[str, Any]]
-    selection_ms: float
-    dropped_examples: int = 0
+    provenance: Provenance
+
+    @property
+    def examples(self) -> list[dict[str, Any]]:
+        """The examples its prompt showed, best first (stored with each compare result)."""
+        return [asdict(e) for e in self.provenance.icl.examples] if self.provenance.icl else []
+
+    @property
+    def dropped_examples(self) -> int:
+        return self.provenance.icl.dropped if self.provenance.icl else 0
+
+    @property
+    def selection_ms(self) -> float:
+        return self.provenance.icl.selection_ms if self.provenance.icl else 0.0
 
 
 @dataclass(frozen=True)
@@ -116,6 +128,12 @@ def default_adapters(conn: sqlite3.Connection, bank: str) -> list[str]:
     """The newest finished adapter trained on this bank, if any: the fine-tune half of the grid."""
     newest = latest_adapter_for_bank(conn, bank)
     return [newest] if newest else []
+
+
+def latest_report_dir(conn: sqlite3.Connection) -> str | None:
+    """The report folder of the newest finished comparison, if any."""
+    comparison = ComparisonStore(conn).latest_done()
+    return comparison.report_dir if comparison is not None and comparison.report_dir else None
 
 
 def arm_choices(conn: sqlite3.Connection, bank: str) -> list[Arm]:
@@ -165,104 +183,32 @@ def check_leakage(runner: "ArmRunner", test_set: TestSet, arms: Sequence[Arm]) -
 
 
 class ArmRunner:
-    """Builds each arm's prompt (zero-shot or with selected examples) and starts its reply.
+    """Builds each arm's prompt (zero-shot or with selected examples) and starts its reply, on the
+    process's runtime: the base model is loaded once, selectors are built once per kind."""
 
-    Selectors are created once per kind; engines once per adapter - the base model is not
-    reloaded between arms.
-    """
-
-    def __init__(self, settings: Settings, conn: sqlite3.Connection, bank: Bank, engines: Engines, seed: int = 0) -> None:
-        self.settings = settings
-        self.conn = conn
+    def __init__(self, runtime: Runtime, bank: Bank, seed: int = 0) -> None:
+        self.runtime = runtime
         self.bank = bank
-        self.engines = engines
         self.seed = seed
-        self._selectors: dict[str, Any] = {}
 
-    def selector(self, kind: str) -> Any:
-        if kind not in self._selectors:
-            from tunelab.icl.selectors import make_selector  # chromadb + sentence-transformers: load on use
+    @property
+    def settings(self) -> Settings:
+        return self.runtime.settings
 
-            self._selectors[kind] = make_selector(kind, self.bank, self.conn, self.settings, seed=self.seed)
-        return self._selectors[kind]
+    @property
+    def conn(self) -> sqlite3.Connection:
+        return self.runtime.conn
 
     def start(self, arm: Arm, query: str, params: SamplerParams) -> ArmReply:
-        engine = self.engines.get(arm.adapter)
-        started = time.perf_counter()
-        selected = self.selector(arm.selector).select(query, arm.k) if arm.selector else []
-        from tunelab.icl.prompt import build_icl_messages
-
-        prompt = build_icl_messages(engine, self.bank, selected, query, params.max_tokens)
-        selection_ms = (time.perf_counter() - started) * 1000
-        examples = [{"id": s.id, "score": s.score, "input": s.input, "output": s.output} for s in prompt.used]
-        return ArmReply(arm, engine.chat(prompt.messages, params), examples, selection_ms, prompt.dropped)
-
-    def provenance(self, arm_reply: ArmReply, params: SamplerParams) -> dict[str, Any]:
-        arm = arm_reply.arm
-        return {
-            "arm": arm.name,
-            "model_path": str(self.engines.base.model_path),
-            "model_sha256": self.engines.model_sha256,
-            "adapter": arm.adapter,
-            "adapter_sha256": self.engines.adapter_sha256(arm.adapter),
-            "selector": arm.selector,
-            "k": arm.k,
-            "example_ids": [e["id"] for e in arm_reply.examples],
-            "example_scores": [e["score"] for e in arm_reply.examples],
-            "dropped_examples": arm_reply.dropped_examples,
-            "params": params.to_dict(),
-            "seed": params.seed,
-            "selection_ms": arm_reply.selection_ms,
-        }
-
-
-class Engines:
-    """The base engine, loaded once, and the adapters on top of it, each loaded on first use."""
-
-    def __init__(self, settings: Settings, conn: sqlite3.Connection, base: LlamaEngine | None = None) -> None:
-        self.settings = settings
-        self.conn = conn
-        self._base = base
-        self._adapters: dict[str, LlamaEngine] = {}
-
-    @property
-    def base(self) -> LlamaEngine:
-        if self._base is None:
-            self._base = LlamaEngine(
-                ModelRegistry(self.conn).resolve(self.settings.model),
-                n_ctx=self.settings.n_ctx,
-                n_gpu_layers=self.settings.n_gpu_layers,
-                n_threads=self.settings.n_threads,
-            )
-        return self._base
-
-    @property
-    def model_sha256(self) -> str:
-        return cached_sha256(self.conn, self.base.model_path)
-
-    def adapter_path(self, name: str) -> Path:
-        return adapter_gguf(self.conn, name)
-
-    def adapter_sha256(self, name: str | None) -> str | None:
-        return cached_sha256(self.conn, self.adapter_path(name)) if name else None
-
-    def get(self, adapter: str | None) -> LlamaEngine:
-        """The engine serving `adapter` (None = the plain base). Where llama.cpp can switch LoRAs
-        on a loaded model this is always the base engine; otherwise one engine per adapter."""
-        base = self.base
-        path = self.adapter_path(adapter).resolve() if adapter else None
-        if adapter_switching_supported():
-            if base.lora_path != path:
-                base.set_adapter(path)
-            return base
-        if path is None:
-            return base
-        if adapter not in self._adapters:
-            self._adapters[adapter] = LlamaEngine(
-                base.model_path, n_ctx=base.n_ctx, n_gpu_layers=base.n_gpu_layers,
-                n_threads=self.settings.n_threads, lora_path=path,
-            )
-        return self._adapters[adapter]
+        engine = self.runtime.engine_for(arm.adapter)
+        if arm.selector:
+            selector = self.runtime.selector(self.bank, arm.selector, seed=self.seed)
+            prepared = prepare_icl(engine, self.bank, selector, arm.selector, arm.k, query, params.max_tokens)
+        else:
+            prepared = PreparedPrompt(task_messages(self.bank.instruction, query))
+        reply = engine.chat(prepared.messages, params)
+        sent = [m.as_dict() for m in prepared.messages]
+        return ArmReply(arm, reply, provenance_for(self.runtime, arm.adapter, 1.0, params, prepared.icl, sent, arm=arm.name))
 
 
 def run_comparison(
@@ -287,7 +233,7 @@ def run_comparison(
     comparison = store.open(test_set.bank, fingerprint(config), config, test_set.items, [a.name for a in arms])
     total, done = len(arms) * len(test_set.items), 0
     for arm in arms:
-        arm_key = fingerprint({"arm": arm.name, "adapter_sha256": runner.engines.adapter_sha256(arm.adapter)})
+        arm_key = fingerprint({"arm": arm.name, "adapter_sha256": runner.runtime.adapter_sha256(arm.adapter)})
         finished = store.finished(comparison.id, arm.name, arm_key)
         for item in test_set.items:
             reused = item.position in finished
@@ -316,7 +262,7 @@ def answer(runner: ArmRunner, arm: Arm, item: ComparisonItem, params: SamplerPar
         decode_tps=stats.decode_tps,
         finish_reason=stats.finish_reason,
         examples=arm_reply.examples,
-        provenance=runner.provenance(arm_reply, params),
+        provenance=arm_reply.provenance.to_dict(),
     )
 
 
@@ -331,9 +277,9 @@ def comparison_config(runner: ArmRunner, test_set: TestSet, params: SamplerParam
         "train_pool": fingerprint([(e.id, e.input, e.output) for e in train]),
         "test_source": test_set.source,
         "items": fingerprint([(i.key, i.input, i.reference) for i in test_set.items]),
-        "model": runner.engines.base.model_name,
-        "model_sha256": runner.engines.model_sha256,
-        "n_ctx": runner.engines.base.n_ctx,
+        "model": runner.runtime.engine.model_name,
+        "model_sha256": runner.runtime.model_sha256,
+        "n_ctx": runner.runtime.engine.n_ctx,
         "embedding_model": runner.settings.embedding_model,
         "sampler": params.to_dict(),
         "selector_seed": runner.seed,

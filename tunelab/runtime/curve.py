@@ -287,7 +287,7 @@ def run_curve(runner: ArmRunner, test_set: TestSet, spec: CurveSpec, params: Sam
     cancel = cancel or threading.Event()
     store = RunStore(runner.conn)
     icl = icl_arms(spec)
-    jobs = lora_jobs(runner.conn, runner.bank.name, spec, runner.engines.model_sha256)
+    jobs = lora_jobs(runner.conn, runner.bank.name, spec, runner.runtime.model_sha256)
     finished = {a.name for a in store.adapters()}
     to_train = [job for job in jobs if job.name not in finished]
     arms = icl + [job.arm for job in jobs]

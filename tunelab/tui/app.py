@@ -10,6 +10,8 @@ from textual.binding import Binding
 
 from tunelab.config import Settings
 from tunelab.runtime.chat_service import ChatService
+from tunelab.runtime.feedback import FeedbackBrowser
+from tunelab.runtime.runtime import Runtime
 from tunelab.tui.screens.chat import ChatScreen
 from tunelab.tui.screens.compare import CompareScreen
 from tunelab.tui.screens.feedback import FeedbackScreen
@@ -29,7 +31,9 @@ class TunelabApp(App[None]):
         super().__init__()
         self.settings = settings
         self.conn = conn
-        self.chat_service = ChatService(settings, conn)
+        self.runtime = Runtime(settings, conn)
+        """The process's one runtime: chat, compare and best-of share its engine and caches."""
+        self.chat_service = ChatService(self.runtime)
 
     def on_mount(self) -> None:
         self.set_keymap(self.settings.keymap)
@@ -38,12 +42,12 @@ class TunelabApp(App[None]):
     def action_open_compare(self) -> None:
         """F3: arms side by side on one prompt, blind votes, and the last comparison report."""
         if not isinstance(self.screen, CompareScreen):
-            self.push_screen(CompareScreen(self.settings, self.conn))
+            self.push_screen(CompareScreen(self.runtime))
 
     def action_open_feedback(self) -> None:
         """F5: the ratings and votes, their counts per model and adapter, delete and export."""
         if not isinstance(self.screen, FeedbackScreen):
-            self.push_screen(FeedbackScreen(self.settings.home, self.conn))
+            self.push_screen(FeedbackScreen(FeedbackBrowser(self.settings, self.conn)))
 
     def action_open_train(self) -> None:
         """F4: LoRA fine-tuning runs on a bank, with live progress, a loss plot, cancel and resume."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -19,10 +19,6 @@ from tunelab.engine.llama_engine import ReplyStats
 from tunelab.engine.sampling import SamplerParams
 from tunelab.runtime.tokens import prompt_view
 from tunelab.errors import TunelabError
-from tunelab.stores.banks import BankStore
-from tunelab.stores.runs import RunStore, reward_models
-from tunelab.stores.conversations import Message
-from tunelab.stores.feedback import FeedbackStore
 from tunelab.tui.screens.chat_settings import ChatSettingsScreen
 from tunelab.tui.screens.text_prompt import TextPromptScreen
 from tunelab.tui.screens.tokens import TokensScreen
@@ -30,6 +26,9 @@ from tunelab.tui.widgets.chat.context_panel import ContextPanel
 from tunelab.tui.widgets.chat.conversation_list import ConversationList
 from tunelab.tui.widgets.chat.message_view import MessageView
 from tunelab.tui.worker_errors import report_failed_worker
+
+if TYPE_CHECKING:
+    from tunelab.stores.conversations import Message
 
 FLUSH_SECONDS = 0.05  # batch tokens: repaint Markdown at most ~20 times a second
 
@@ -53,7 +52,6 @@ class ChatScreen(Screen[None]):
         super().__init__()
         self.service = service
         self.store = service.store
-        self.feedback = FeedbackStore(service.conn)
         self.conversation_id: int | None = None
         self.streaming: MessageView | None = None
         self._stream: Any = None
@@ -71,13 +69,11 @@ class ChatScreen(Screen[None]):
                 yield VerticalScroll(id="messages")
                 yield Static("", id="stats")
                 yield Input(placeholder="Message (Enter to send, Esc to stop)", id="prompt")
-            conn = self.service.conn
-            yield ContextPanel(BankStore(conn).names(), [a.name for a in RunStore(conn).adapters()],
-                               [r.name for r in reward_models(conn)], id="context")
+            yield ContextPanel(*self.service.context_choices(), id="context")
         yield Footer()
 
     def on_mount(self) -> None:
-        self.sub_title = self.service.models.resolve(self.service.settings.model).name
+        self.sub_title = self.service.runtime.model_path.name
         conversations = self.store.list()
         if conversations:
             self.open_conversation(conversations[0].id)
@@ -102,8 +98,7 @@ class ChatScreen(Screen[None]):
         if conversation_id is not None:
             views = [MessageView(m.role, m.content, m) for m in self.store.messages(conversation_id)]
             for view in views:
-                stored = self.feedback.for_message(view.message.id) if view.role == "assistant" and view.message else None
-                view.rating = stored.rating if stored else None
+                view.rating = self.service.rating_of(view.message.id) if view.role == "assistant" and view.message else None
             log.mount_all(views)
             log.scroll_end(animate=False)
         self.refresh_list()
@@ -202,7 +197,7 @@ class ChatScreen(Screen[None]):
         """Runs in a thread: llama.cpp blocks. Widgets are only touched through call_from_thread."""
         worker = get_current_worker()
         app = self.app
-        app.call_from_thread(self._status, "loading model…" if self.service._engine is None else "thinking…")
+        app.call_from_thread(self._status, "thinking…" if self.service.runtime.loaded else "loading model…")
         try:
             params = self.params()
             if adapter != self.adapter:
@@ -320,7 +315,7 @@ class ChatScreen(Screen[None]):
         if view is None or view.role != "assistant" or view.message is None:
             self.notify("no finished reply to rate", severity="warning")
             return
-        self.feedback.rate_message(view.message.id, rating)
+        self.service.rate(view.message.id, rating)
         view.show_rating(rating)
         self.notify({"up": "rated 👍", "down": "rated 👎"}.get(rating or "", "rating removed"))
 

@@ -4,7 +4,6 @@ and (ctrl+l) a learning-curve run on the bank, in a worker, with the grid's prog
 from __future__ import annotations
 
 import random
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -17,13 +16,13 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Label, Select, Static, Switch
 from textual.worker import Worker, get_current_worker
 
-from tunelab.config import Settings
 from tunelab.runtime import arena
 from tunelab.eval.arms import Arm
-from tunelab.runtime.compare import ArmRunner, Engines, arm_choices, bank_test_set, default_max_tokens, greedy, list_banks, open_bank
+from tunelab.runtime.compare import (ArmRunner, arm_choices, bank_test_set, default_max_tokens, greedy, latest_report_dir, list_banks,
+                                     open_bank)
 from tunelab.runtime.curve import CurveProgress, CurveSpec, run_curve, spec_from_text
 from tunelab.errors import TunelabError
-from tunelab.stores.comparisons import ComparisonStore
+from tunelab.runtime.runtime import Runtime
 from tunelab.tui.widgets.compare.arm_column import ArmColumn
 from tunelab.tui.widgets.compare.vote_bar import VoteBar
 from tunelab.tui.worker_errors import report_failed_worker
@@ -47,13 +46,13 @@ class CompareScreen(Screen[None]):
         Binding("0", "rate(None)", "Unrate column", id="compare.rate_clear", show=False),
     ]
 
-    def __init__(self, settings: Settings, conn: sqlite3.Connection, engines: Engines | None = None, seed: int | None = None,
-                 hf_dir: Path | None = None) -> None:
-        """`hf_dir`: an HF checkpoint paired with the chat model, for a curve's LoRA points (default: its dequantisation)."""
+    def __init__(self, runtime: Runtime, seed: int | None = None, hf_dir: Path | None = None) -> None:
+        """`runtime`: the app's, so the chat's loaded model serves the arms too. `hf_dir`: an HF
+        checkpoint paired with the chat model, for a curve's LoRA points (default: its dequantisation)."""
         super().__init__()
-        self.settings = settings
-        self.conn = conn
-        self.engines = engines or Engines(settings, conn)
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.conn = runtime.conn
         self.rng = random.Random(seed)
         self.hf_dir = hf_dir
         self.round: arena.ArenaRound | None = None
@@ -111,7 +110,7 @@ class CompareScreen(Screen[None]):
 
     def runner(self, bank: str) -> ArmRunner:
         if bank not in self._runners:
-            self._runners[bank] = ArmRunner(self.settings, self.conn, open_bank(self.conn, bank), self.engines)
+            self._runners[bank] = ArmRunner(self.runtime, open_bank(self.conn, bank))
         return self._runners[bank]
 
     def action_toggle_blind(self) -> None:
@@ -171,7 +170,7 @@ class CompareScreen(Screen[None]):
         app = self.app
         try:
             found = open_bank(self.conn, bank)
-            runner = ArmRunner(self.settings, self.conn, found, self.engines)
+            runner = ArmRunner(self.runtime, found)
             result = run_curve(runner, bank_test_set(self.conn, found, limit), spec, greedy(default_max_tokens(found.labels)),
                                self.hf_dir, lambda event: app.call_from_thread(self.curve_progressed, event), cancel)
         except TunelabError as exc:
@@ -223,7 +222,6 @@ class CompareScreen(Screen[None]):
                 finally:
                     arm_reply.reply.close()
                 round_.replies[column] = arm_reply
-                round_.provenance[column] = runner.provenance(arm_reply, params)
                 app.call_from_thread(widget.show_text, arm_reply.reply.so_far)
                 app.call_from_thread(widget.show_stats, arm_reply.reply.stats, arm_reply.selection_ms)
                 if worker.is_cancelled:
@@ -288,8 +286,8 @@ class CompareScreen(Screen[None]):
     def action_open_report(self) -> None:
         from tunelab.tui.screens.compare_report import ReportScreen
 
-        comparison = ComparisonStore(self.conn).latest_done()
-        if comparison is None or not comparison.report_dir:
+        report_dir = latest_report_dir(self.conn)
+        if report_dir is None:
             self.notify("no finished comparison yet: run `tunelab compare --bank NAME`", severity="warning")
             return
-        self.app.push_screen(ReportScreen(comparison.report_dir))
+        self.app.push_screen(ReportScreen(report_dir))

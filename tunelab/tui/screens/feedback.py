@@ -3,8 +3,7 @@ and adapter, delete, and export in the trainers' formats to a file under the dat
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -13,9 +12,11 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label, Select, Static
 
 from tunelab.errors import TunelabError
-from tunelab.finetune import feedback_data
-from tunelab.stores.feedback import FeedbackStore, Rating
+from tunelab.runtime.feedback import FORMATS, FeedbackBrowser
 from tunelab.text import one_line
+
+if TYPE_CHECKING:
+    from tunelab.stores.feedback import Rating
 
 BASE = "(base)"
 """The adapter filter's label for replies of the plain base model (stored as no adapter)."""
@@ -29,11 +30,9 @@ class FeedbackScreen(Screen[None]):
         Binding("r", "refresh", "Refresh", id="feedback.refresh"),
     ]
 
-    def __init__(self, home: Path, conn: sqlite3.Connection) -> None:
+    def __init__(self, feedback: FeedbackBrowser) -> None:
         super().__init__()
-        self.home = home
-        self.store = FeedbackStore(conn)
-        self.conn = conn
+        self.store = feedback
         self.shown: list[Rating] = []
 
     def compose(self) -> ComposeResult:
@@ -41,7 +40,7 @@ class FeedbackScreen(Screen[None]):
         with Horizontal(id="feedback-filters"):
             yield Select([("👍 up", "up"), ("👎 down", "down")], prompt="any rating", id="feedback-rating")
             yield Select([], prompt="any adapter", id="feedback-adapter")
-            yield Select([(fmt, fmt) for fmt in feedback_data.FORMATS], value="kto", allow_blank=False, id="feedback-format")
+            yield Select([(fmt, fmt) for fmt in FORMATS], value="kto", allow_blank=False, id="feedback-format")
         with Vertical(id="feedback-main"):
             yield DataTable(id="feedback-ratings", cursor_type="row")
             yield Label("per model and adapter", classes="section")
@@ -112,9 +111,8 @@ class FeedbackScreen(Screen[None]):
 
     def action_export(self) -> None:
         fmt = str(self.query_one("#feedback-format", Select).value)
-        path = feedback_data.export_path(self.home, fmt)
         try:
-            n = feedback_data.export(self.conn, fmt, path)
+            n, path = self.store.export(fmt)
         except TunelabError as exc:
             self.notify(str(exc), severity="error")
             return

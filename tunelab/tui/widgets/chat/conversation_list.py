@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from textual.message import Message as TextualMessage
 from textual.widgets import Label, ListItem, ListView
 
-from tunelab.stores.conversations import Conversation
+if TYPE_CHECKING:
+    from tunelab.stores.conversations import Conversation
+
 
 
 class ConversationList(ListView):

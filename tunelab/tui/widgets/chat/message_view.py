@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Label, Markdown
 
-from tunelab.stores.conversations import Message
+if TYPE_CHECKING:
+    from tunelab.stores.conversations import Message
+
 
 
 class MessageView(Vertical, can_focus=True):
