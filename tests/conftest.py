@@ -10,6 +10,13 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+# Each xdist worker gets its share of the cores for torch, llama.cpp and the CLI processes it starts
+# (they inherit the environment). Measured on the 2-core machine: two workers with two threads
+# each ran one training + llama.cpp test in 508 s against 103 s alone; oversubscribed OpenMP and
+# ggml threads spin against each other. With one thread each the pair took 268 s.
+THREADS = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TUNELAB_N_THREADS"):
+    os.environ.setdefault(variable, str(THREADS))
 
 
 @pytest.fixture(autouse=True)
@@ -62,4 +69,4 @@ def engine(bundled_model: Path):
     """One loaded llama.cpp engine for the whole session: loading per test would waste minutes."""
     from tunelab.engine.llama_engine import LlamaEngine
 
-    return LlamaEngine(bundled_model, n_ctx=2048)
+    return LlamaEngine(bundled_model, n_ctx=2048, n_threads=THREADS)

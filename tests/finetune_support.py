@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import THREADS
 
 SENTENCE = "The quick brown fox jumps over the lazy dog because it wanted to see"
 
@@ -80,7 +81,7 @@ def hf_logits(hf_dir: Path, ids: list[int], adapter: Path | None = None) -> np.n
 def cpp_logits(gguf: Path, ids: list[int], lora: Path | None = None) -> np.ndarray:
     from llama_cpp import Llama
 
-    llama = Llama(model_path=str(gguf), lora_path=str(lora) if lora else None, logits_all=True, n_ctx=256, n_threads=2, verbose=False)
+    llama = Llama(model_path=str(gguf), lora_path=str(lora) if lora else None, logits_all=True, n_ctx=256, n_threads=THREADS, verbose=False)
     try:
         llama.eval(ids)
         return np.array(llama.scores[: len(ids)], dtype=np.float32)

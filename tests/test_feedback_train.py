@@ -21,6 +21,7 @@ from tunelab.finetune import dpo, feedback_data, feedback_train, kto, reward
 from tunelab.finetune.preference_args import PreferenceArgs
 from tunelab.finetune.sft import ADAPTER_GGUF
 from tunelab.stores.feedback import FeedbackStore
+from conftest import THREADS
 
 pytestmark = pytest.mark.slow
 
@@ -69,7 +70,7 @@ def test_policy_runs_raise_logp_of_preferred_replies(
     greedy = SamplerParams(temperature=0, max_tokens=12)
     replies = []
     for lora in (None, tmp_path / method / ADAPTER_GGUF):
-        llm = LlamaEngine(bundled_model, n_ctx=512, lora_path=lora)
+        llm = LlamaEngine(bundled_model, n_ctx=512, lora_path=lora, n_threads=THREADS)
         replies.append([llm.chat(messages, greedy).text() for messages in prompts])
         llm.llama.close()
     assert replies[0] != replies[1], replies  # a few steps need not flip every greedy reply, but some

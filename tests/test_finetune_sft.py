@@ -12,6 +12,7 @@ from tunelab.errors import TunelabError
 from tunelab.finetune import sft
 from tunelab.finetune.args import SFTArgs, field_docs
 from tunelab.stores.runs import RunStore, adapter_gguf, adapter_training_ids, latest_adapter_for_bank
+from conftest import THREADS
 
 INSTRUCTION = "Answer the question."
 QUESTION = "What is the secret password of the Glorbix hiking club?"
@@ -47,7 +48,7 @@ def test_sft_lowers_loss_and_llama_cpp_reproduces_the_memorised_answer(settings,
     assert adapter_training_ids(conn, "memo") == {0, 1, 2, 3}
     assert not result.run.checkpoints_dir.exists()  # checkpoints go once the adapter is complete
 
-    engine = LlamaEngine(base_pair.gguf_path, n_ctx=512, n_threads=2)
+    engine = LlamaEngine(base_pair.gguf_path, n_ctx=512, n_threads=THREADS)
     messages = [ChatMessage("system", INSTRUCTION), ChatMessage("user", QUESTION)]
     before = engine.chat(messages, greedy(24)).text()
     engine.set_adapter(adapter_gguf(conn, "memo"))

@@ -20,6 +20,7 @@ from tunelab.errors import TunelabError
 from tunelab.finetune import feedback_runs, rl
 from tunelab.finetune.preference_args import PreferenceArgs
 from tunelab.stores.runs import RunStore, adapter_gguf
+from conftest import THREADS
 
 SEED = 0
 
@@ -71,7 +72,7 @@ def test_grpo_raises_the_mean_reward_of_sampled_replies(settings, conn, base_pai
 
     from tunelab.engine.llama_engine import LlamaEngine
 
-    engine = LlamaEngine(base_pair.gguf_path, n_ctx=256, lora_path=adapter_gguf(conn, "rude-grpo"))  # llama.cpp loads it
+    engine = LlamaEngine(base_pair.gguf_path, n_ctx=256, lora_path=adapter_gguf(conn, "rude-grpo"), n_threads=THREADS)  # llama.cpp loads it
     assert engine.lora_path is not None
 
 
@@ -104,5 +105,5 @@ def test_rloo_on_a_bank_cancels_resumes_with_its_reward_model_and_exports(settin
 
     from tunelab.engine.llama_engine import LlamaEngine
 
-    engine = LlamaEngine(base_pair.gguf_path, n_ctx=256, lora_path=adapter_gguf(conn, "rude-rloo"))
+    engine = LlamaEngine(base_pair.gguf_path, n_ctx=256, lora_path=adapter_gguf(conn, "rude-rloo"), n_threads=THREADS)
     assert engine.lora_path is not None
