@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=${TUNELAB_VENV:-.venv}
 
-[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+# a venv whose creation was interrupted has python but no pip: make it again
+"$VENV/bin/python" -m pip --version >/dev/null 2>&1 || { rm -rf "$VENV"; "$PY" -m venv "$VENV"; }
 pip_() { "$VENV/bin/python" -m pip install --disable-pip-version-check -q "$@"; }
 
 # torch first: on a machine without an NVIDIA GPU a plain `pip install torch` pulls several GB
