@@ -25,6 +25,7 @@ from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Pro
 
 from tunelab.config import Settings
 from tunelab.errors import TunelabError
+from tunelab.field_types import field_types
 from tunelab.finetune import feedback_runs, pretrain, resume, sft
 from tunelab.finetune.args import SFTArgs
 from tunelab.finetune.form_args import args_from_text
@@ -36,12 +37,11 @@ from tunelab.stores.runs import Run, RunStore
 from tunelab.tui.widgets.train.loss_plot import LossPlot
 from tunelab.tui.widgets.train.run_table import RunTable
 
-FORM_FIELDS = {"max_steps": "steps", "epochs": "epochs", "lr": "lr", "r": "r"}
-"""The SFTArgs fields the form shows (label after each); the others keep their defaults."""
+FORM_FIELDS = {"max_steps": "steps", "epochs": "epochs", "learning_rate": "lr", "lora_r": "r"}
+"""The fields the form shows (label after each); the others keep their defaults. SFTArgs and
+PreferenceArgs share these names; GRPO skips epochs (it runs a number of steps)."""
 KINDS = [("SFT", "sft"), ("pre-train", "pretrain"), ("GRPO", "grpo")]
 """The kinds of run the screen starts: SFT and GRPO take a bank, continued pre-training a corpus path."""
-GRPO_FIELDS = {"max_steps": "max_steps", "lr": "learning_rate", "r": "lora_r"}
-"""The form's fields as PreferenceArgs names (epochs does not apply: GRPO runs a number of steps)."""
 
 
 class TrainScreen(Screen[None]):
@@ -68,6 +68,7 @@ class TrainScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         defaults = SFTArgs()
+        kinds = field_types(SFTArgs)
         yield Header()
         with Horizontal(id="train-form"):
             yield Select(KINDS, allow_blank=False, id="train-kind")  # without a blank the first kind (SFT) is chosen
@@ -77,9 +78,9 @@ class TrainScreen(Screen[None]):
             for name, label in FORM_FIELDS.items():
                 default = getattr(defaults, name)
                 yield Label(label, classes="train-label")
-                kind = "integer" if name in ("max_steps", "r") else "number"
                 placeholder = "by epochs" if default is None else str(default)
-                yield Input(placeholder=placeholder, type=kind, id=f"train-{name}", classes="train-number")
+                yield Input(placeholder=placeholder, type="integer" if kinds[name].base is int else "number",
+                            id=f"train-{name}", classes="train-number")
             yield Select([(c if c != "none" else "no log", c) for c in REPORT_TO], value=defaults.report_to,
                          allow_blank=False, id="train-report-to", tooltip="also send metrics to (--report-to)")
             yield Button("Start", id="train-start", variant="primary")
@@ -139,7 +140,7 @@ class TrainScreen(Screen[None]):
         return args_from_text(SFTArgs, {**texts, "report_to": str(self.query_one("#train-report-to", Select).value)})
 
     def grpo_args(self) -> PreferenceArgs:
-        return args_from_text(PreferenceArgs, {arg: self.query_one(f"#train-{name}", Input).value for name, arg in GRPO_FIELDS.items()})
+        return args_from_text(PreferenceArgs, {name: self.query_one(f"#train-{name}", Input).value for name in FORM_FIELDS if name != "epochs"})
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "train-start":
