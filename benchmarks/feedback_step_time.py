@@ -93,9 +93,10 @@ def main() -> None:
 
     with bench_home(opts.hf_dir) as (home, settings, conn, base):
         prompts = labelled_prompts(opts.examples)
-        common = dict(max_steps=opts.steps, batch_size=opts.batch_size, max_length=opts.max_length, seed=0)
-        sft_args = SFTArgs(lr=5e-5, r=8, alpha=16.0, dropout=0.0, save_steps=10**6, packing=False, **common)
-        pref_args = PreferenceArgs(learning_rate=5e-5, lora_r=8, lora_alpha=16, lora_dropout=0.0, save_steps=10**6, **common)
+        common = dict(max_steps=opts.steps, batch_size=opts.batch_size, max_length=opts.max_length, seed=0,
+                      learning_rate=5e-5, lora_r=8, lora_alpha=16, lora_dropout=0.0, save_steps=10**6)
+        sft_args = SFTArgs(packing=False, **common)
+        pref_args = PreferenceArgs(**common)
         print(f"{len(prompts)} prompts, {opts.steps} steps x batch {opts.batch_size}, max_length {opts.max_length}, "
               f"device {sft.device()}")
 

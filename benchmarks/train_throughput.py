@@ -120,7 +120,7 @@ def run_baseline(hf_dir: Path, rows: list[dict[str, Any]], args: SFTArgs, out: P
     cuda = torch.cuda.is_available()
     training_args = TrainingArguments(
         output_dir=str(out), max_steps=args.max_steps or -1, per_device_train_batch_size=args.batch_size,
-        gradient_accumulation_steps=args.grad_accum, learning_rate=args.lr, seed=args.seed, logging_steps=1,
+        gradient_accumulation_steps=args.grad_accum, learning_rate=args.learning_rate, seed=args.seed, logging_steps=1,
         save_strategy="no", report_to=[], disable_tqdm=True, use_cpu=not cuda, bf16=cuda and torch.cuda.is_bf16_supported(),
         include_num_input_tokens_seen="non_padding", remove_unused_columns=False,
     )
@@ -179,7 +179,7 @@ def main() -> None:
 
     with bench_home(opts.hf_dir) as (home, settings, conn, base):
         rows = rows_from_demo(opts.examples)
-        args = SFTArgs(max_steps=opts.steps, batch_size=opts.batch_size, max_length=opts.max_length, r=8, save_steps=10**6)
+        args = SFTArgs(max_steps=opts.steps, batch_size=opts.batch_size, max_length=opts.max_length, lora_r=8, save_steps=10**6)
         print(f"{len(rows)} examples, {opts.steps} steps x batch {opts.batch_size}, max_length {opts.max_length}, device {sft.device()}")
         from transformers import AutoTokenizer
 

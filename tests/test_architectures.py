@@ -100,7 +100,7 @@ def test_architecture_round_trip_matches_transformers(arch: TinyArch, tiny_gguf,
     lap("base")
 
     plan = sft.plan_for(settings, conn, f"tiny-{arch.name}", "tiny", list(range(len(BANK))), bank_rows(),
-                        SFTArgs(max_steps=4, lr=3e-2, r=4, alpha=8, dropout=0.0, batch_size=2, max_length=160, save_steps=100),
+                        SFTArgs(max_steps=4, learning_rate=3e-2, lora_r=4, lora_alpha=8, lora_dropout=0.0, batch_size=2, max_length=160, save_steps=100),
                         model=str(gguf))
     lap("plan")
     result = sft.train(plan)

@@ -38,7 +38,7 @@ def test_sft_lowers_loss_and_llama_cpp_reproduces_the_memorised_answer(settings,
     from tunelab.engine.llama_engine import LlamaEngine
 
     events = []
-    result = sft.train(plan(settings, conn, base_pair, "memo", MEMORY, max_steps=16, lr=3e-3, r=8, dropout=0.0, max_length=96), events.append)
+    result = sft.train(plan(settings, conn, base_pair, "memo", MEMORY, max_steps=16, learning_rate=3e-3, lora_r=8, lora_dropout=0.0, max_length=96), events.append)
     assert result.adapter is not None and result.run.status == "done"
     losses = [e.loss for e in events]
     assert len(losses) == 16 and losses[-1] < 0.5 * losses[0]
@@ -111,9 +111,9 @@ def test_run_names_are_unique(settings, conn, base_pair) -> None:
 
 def test_bad_settings_are_reported_together() -> None:
     with pytest.raises(TunelabError) as info:
-        SFTArgs(r=0, lr=-1, batch_size=0, target_modules=("lm_head",))
+        SFTArgs(lora_r=0, learning_rate=-1, batch_size=0, target_modules=("lm_head",))
     message = str(info.value)
-    for part in ("r must be", "lr must be", "batch_size must be", "lm_head"):
+    for part in ("lora_r must be", "learning_rate must be", "batch_size must be", "lm_head"):
         assert part in message
 
 

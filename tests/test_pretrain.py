@@ -77,7 +77,7 @@ def cpp_perplexity(gguf: Path, block: list[int], lora: Path | None = None) -> fl
 
 @pytest.mark.slow
 def test_pretrain_cancel_resume_lowers_held_out_perplexity_then_sft_on_top(settings, conn, base_pair, tmp_path):
-    args = SFTArgs(max_steps=6, lr=2e-3, max_length=64, batch_size=4, r=8, seed=0, save_steps=50)
+    args = SFTArgs(max_steps=6, learning_rate=2e-3, max_length=64, batch_size=4, lora_r=8, seed=0, save_steps=50)
     plan = pretrain.prepare(settings, conn, "glorbix-pt", write_corpus(tmp_path), args, held_out=0.2, hf_dir=base_pair.hf_dir)
     assert plan.run.method == "pretrain" and plan.held_out and all(len(r["input_ids"]) == 64 for r in plan.rows)
     cancel = threading.Event()
@@ -98,7 +98,7 @@ def test_pretrain_cancel_resume_lowers_held_out_perplexity_then_sft_on_top(setti
 
     BankStore(conn).create("glorbix", [ExampleRow(f"Tell me fact {i}.", fact, i + 1) for i, fact in enumerate(FACTS)],
                            "Answer about the Glorbix club.", test_size=0.25)
-    on_top = sft.prepare(settings, conn, "glorbix-sft", "glorbix", SFTArgs(max_steps=2, lr=1e-3, r=4), on="glorbix-pt")
+    on_top = sft.prepare(settings, conn, "glorbix-sft", "glorbix", SFTArgs(max_steps=2, learning_rate=1e-3, lora_r=4), on="glorbix-pt")
     assert on_top.start_adapter is not None and on_top.base.hf_dir == plan.base.hf_dir
     done = sft.train(on_top)
     config = json.loads((Path(done.adapter.peft_dir) / "adapter_config.json").read_text())

@@ -9,7 +9,7 @@ import pytest
 from tunelab.errors import TunelabError
 from tunelab.stores.conversations import ConversationStore, ReplyRecord
 from tunelab.stores.db import applied_migrations, connect
-from tunelab.stores.files import atomic_write_text, cached_sha256, sha256_file
+from tunelab.stores.files import atomic_file, atomic_write_text, cached_sha256, sha256_file
 from tunelab.stores.migrations import all_migrations
 
 
@@ -100,3 +100,12 @@ def test_atomic_write_replaces_whole_file(tmp_path):
     atomic_write_text(target, "two")
     assert target.read_text() == "two"
     assert [p.name for p in target.parent.iterdir()] == ["a.txt"]
+
+
+def test_a_writer_failing_inside_atomic_file_leaves_the_old_file_and_no_temp(tmp_path):
+    target = tmp_path / "model.gguf"
+    target.write_bytes(b"old")
+    with pytest.raises(OSError), atomic_file(target) as tmp:
+        tmp.write_bytes(b"half a ")
+        raise OSError(28, "No space left on device")
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["model.gguf"]

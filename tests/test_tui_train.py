@@ -51,8 +51,8 @@ async def test_start_watch_cancel_and_resume_a_run(settings, conn, base_pair) ->
         assert screen.query_one("#train-bank", Select).value == "glorbix"
         assert screen.query_one("#train-name", Input).value == "glorbix-lora"
         screen.query_one("#train-max_steps", Input).value = str(STEPS)
-        screen.query_one("#train-lr", Input).value = "0.001"
-        screen.query_one("#train-r", Input).value = "4"
+        screen.query_one("#train-learning_rate", Input).value = "0.001"
+        screen.query_one("#train-lora_r", Input).value = "4"
         await pilot.press("ctrl+t")
         plot = screen.query_one("#train-plot", LossPlot)
         await wait_for(pilot, lambda: len(screen.losses) >= 1)
@@ -64,7 +64,7 @@ async def test_start_watch_cancel_and_resume_a_run(settings, conn, base_pair) ->
         assert screen.steps[0] == 1 and "glorbix-lora: loss" in str(plot.render())
         await wait_for(pilot, lambda: screen.cancel is None)
         run = RunStore(conn).get("glorbix-lora")
-        assert run.status == "cancelled" and 1 <= run.step < STEPS and run.args["r"] == 4 and run.args["lr"] == 0.001
+        assert run.status == "cancelled" and 1 <= run.step < STEPS and run.args["lora_r"] == 4 and run.args["learning_rate"] == 0.001
         assert "ctrl+r to resume" in status(screen)
         table = screen.query_one("#train-runs", RunTable)
         assert table.selected_run == "glorbix-lora" and "cancelled (resumable)" in str(table.get_row("glorbix-lora"))
@@ -97,7 +97,7 @@ async def test_no_bank_and_bad_settings_are_reported_without_starting(settings, 
         screen.query_one("#train-bank", Select).set_options([("tiny", "tiny")])
         screen.query_one("#train-bank", Select).value = "tiny"
         await pilot.pause()
-        screen.query_one("#train-r", Input).value = "0"
+        screen.query_one("#train-lora_r", Input).value = "0"
         await pilot.press("ctrl+t")
         await pilot.pause()
         assert screen.cancel is None and RunStore(conn).list() == []

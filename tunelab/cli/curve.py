@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from tunelab.cli.app_context import AppContext, apply_engine_options, engine_options, pass_app
-from tunelab.cli.training import ctrl_c_checkpoints
+from tunelab.cli.training import args_from, ctrl_c_checkpoints, dataclass_options
 from tunelab.runtime import compare as cmp
 from tunelab.runtime import curve
 from tunelab.eval.arms import parse_selectors
@@ -27,11 +27,7 @@ def show(event: curve.CurveProgress) -> None:
 @click.option("--sizes", default="16,64,256,all", show_default=True, help="LoRA train-subset sizes, nested ('all' = the whole train split; '' = no LoRA).")
 @click.option("--seeds", type=int, default=curve.DEFAULT_SEEDS, show_default=True, help="Training seeds per LoRA size.")
 @click.option("--subset-seed", type=int, default=0, show_default=True, help="Seed of the shuffle whose prefixes are the subsets.")
-@click.option("--epochs", type=float, default=None, help=f"Epochs budget of every LoRA point (default {SFTArgs.epochs}).")
-@click.option("--lr", type=float, default=None, help=f"Peak learning rate (default {SFTArgs.lr}).")
-@click.option("--r", type=int, default=None, help=f"LoRA rank (default {SFTArgs.r}).")
-@click.option("--batch-size", type=int, default=None, help=f"Examples per micro-batch (default {SFTArgs.batch_size}).")
-@click.option("--max-length", type=int, default=None, help=f"Tokens per training example (default {SFTArgs.max_length}).")
+@dataclass_options(SFTArgs, only=curve.TRAIN_FIELDS)
 @click.option("--limit", type=int, default=None, help="Use only the first N test items.")
 @click.option("--max-tokens", type=int, default=None, help="Reply budget (default 16 with labels, 256 without).")
 @click.option("--hf-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="HF checkpoint of the model (default: dequantise the GGUF).")
@@ -48,7 +44,7 @@ def command(app: AppContext, bank: str, ks: str, selectors: str, sizes: str, see
     apply_engine_options(app, kwargs)
     if limit is not None and limit < 1:
         raise TunelabError(f"--limit must be >= 1 (got {limit})")
-    spec = curve.CurveSpec(SFTArgs(**{k: v for k, v in train.items() if v is not None}), curve.parse_ints(ks, "--ks"),
+    spec = curve.CurveSpec(args_from(SFTArgs, train), curve.parse_ints(ks, "--ks"),
                            tuple(parse_selectors(selectors)), curve.parse_sizes(sizes), seeds, subset_seed)
     found = cmp.open_bank(app.conn, bank)
     test_set = cmp.bank_test_set(app.conn, found, limit)

@@ -117,7 +117,7 @@ def delete(app: AppContext, rating_id: int | None, vote_id: int | None) -> None:
 @click.option("--restart", default=None, metavar="RUN", help="Train a stopped feedback run again from step 0 (same name, settings and rows).")
 @click.option("--model", "-m", default=None, help="Base GGUF (path or registered name); default: the chat model.")
 @click.option("--hf-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="HF checkpoint of the same model (default: dequantise the GGUF).")
-@dataclass_options(PreferenceArgs, {"max_steps": ("--max-steps", "--steps")})
+@dataclass_options(PreferenceArgs)
 @pass_app
 def train(app: AppContext, method: str | None, bank: str | None, reward_model: str | None, on: str | None, name: str | None,
           resume: str | None, restart: str | None, model: str | None, hf_dir: Path | None, **kwargs: Any) -> None:

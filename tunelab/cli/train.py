@@ -13,8 +13,6 @@ from tunelab.cli.training import args_from, dataclass_options, given, train_unti
 from tunelab.errors import TunelabError
 from tunelab.finetune.args import SFTArgs
 
-FLAG_NAMES = {"r": ("--r",), "alpha": ("--alpha",), "dropout": ("--dropout",), "lr": ("--lr",)}
-
 
 @click.command("train")
 @click.argument("name", required=False)
@@ -28,7 +26,7 @@ FLAG_NAMES = {"r": ("--r",), "alpha": ("--alpha",), "dropout": ("--dropout",), "
 @click.option("--restart", "restart", default=None, metavar="RUN", help="Train a stopped run again from step 0 (same name, settings and rows).")
 @click.option("--model", "-m", default=None, help="Base GGUF (path or registered name); default: the chat model.")
 @click.option("--hf-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="HF checkpoint of the same model (default: dequantise the GGUF).")
-@dataclass_options(SFTArgs, FLAG_NAMES)
+@dataclass_options(SFTArgs)
 @pass_app
 def command(app: AppContext, name: str | None, bank: str | None, corpus: Path | None, held_out: float, train_embeddings: bool,
             on: str | None, resume: str | None, restart: str | None, model: str | None, hf_dir: Path | None, **kwargs: Any) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import MISSING, fields
 from typing import TYPE_CHECKING, Any
@@ -17,35 +17,46 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from tunelab.field_types import field_types
-from tunelab.finetune.args import field_docs
+from tunelab.finetune.args import RENAMED, field_docs
 
 if TYPE_CHECKING:  # transformers loads with it: not for `--help` or a refused command
     from tunelab.finetune.progress import TrainProgress
 
-def dataclass_options(cls: type, flag_names: Mapping[str, tuple[str, ...]] = {}) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """One flag per field of `cls`, help from the field's docstring, so flags and dataclass can't drift.
+OLD_FLAGS = {**{new: "--" + old for old, new in RENAMED.items()}, "max_steps": "--steps"}
+"""Field -> the flag it had before both training commands took peft / trl's names
+(`tunelab train --lr`, `tunelab feedback train --steps`); hidden from --help."""
+
+
+def dataclass_options(cls: type, only: Collection[str] | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """One flag per field of `cls` (or per field named in `only`), help from the field's docstring,
+    so flags and dataclass can't drift.
 
     Every flag defaults to None ("not given"): `args_from` then leaves the dataclass default.
     Tuple fields take a comma-separated list; bool fields get `--x/--no-x`; a field with
-    `metadata={"choices": ...}` takes one of them.
+    `metadata={"choices": ...}` takes one of them. A field's old flag (`OLD_FLAGS`) stays as a
+    hidden option with the same destination, so scripts written against it keep working.
     """
     docs = field_docs(cls)
     kinds = field_types(cls)
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         for f in reversed(fields(cls)):
-            names = flag_names.get(f.name, ("--" + f.name.replace("_", "-"),))
+            if only is not None and f.name not in only:
+                continue
+            flag = "--" + f.name.replace("_", "-")
             default = f.default if f.default is not MISSING else None
             help_text = f"{docs.get(f.name, '')} (default {default})"
             kind = kinds[f.name].base
             if choices := f.metadata.get("choices"):
-                func = click.option(*names, f.name, type=click.Choice(choices), default=None, help=help_text)(func)
+                func = click.option(flag, f.name, type=click.Choice(choices), default=None, help=help_text)(func)
             elif kind is bool:
-                func = click.option(f"{names[0]}/--no-{names[0][2:]}", f.name, default=None, help=help_text)(func)
+                func = click.option(f"{flag}/--no-{flag[2:]}", f.name, default=None, help=help_text)(func)
             elif kind is tuple:
-                func = click.option(*names, f.name, default=None, help=f"{help_text}; comma-separated")(func)
+                func = click.option(flag, f.name, default=None, help=f"{help_text}; comma-separated")(func)
             else:
-                func = click.option(*names, f.name, type=kind, default=None, help=help_text)(func)
+                func = click.option(flag, f.name, type=kind, default=None, help=help_text)(func)
+                if f.name in OLD_FLAGS:
+                    func = click.option(OLD_FLAGS[f.name], f.name, type=kind, default=None, hidden=True)(func)
         return func
 
     return decorate

@@ -16,6 +16,12 @@ from tunelab.errors import TunelabError
 from tunelab.finetune.report_to import REPORT_TO, report_to_problem
 
 
+RENAMED = {"r": "lora_r", "alpha": "lora_alpha", "dropout": "lora_dropout", "lr": "learning_rate"}
+"""SFTArgs' old spelling -> the peft / trl name both trainers now share. Runs stored before the
+rename keep the old keys in their `args_json` (`from_dict` reads them), and the old flags stay
+as hidden aliases."""
+
+
 class StoredArgs:
     """Round trip of an argument dataclass through a run's `args_json` (checked when read back)."""
 
@@ -28,6 +34,7 @@ class StoredArgs:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Any:
+        values = {RENAMED.get(key, key): value for key, value in values.items()}
         known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(values) - known)
         if unknown:
@@ -39,15 +46,15 @@ class StoredArgs:
 class SFTArgs(StoredArgs):
     """LoRA SFT settings; defaults fit a ~100M-parameter model and a few hundred examples."""
 
-    r: int = 8
+    lora_r: int = 8
     """LoRA rank: size of the update matrices (more = more capacity, bigger adapter)."""
-    alpha: float = 16.0
+    lora_alpha: float = 16.0
     """LoRA alpha: the update is scaled by alpha / r."""
-    dropout: float = 0.05
+    lora_dropout: float = 0.05
     """Dropout on the LoRA input during training."""
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
     """Linear layers that get an adapter (names of the HF modules, e.g. q_proj,v_proj,up_proj)."""
-    lr: float = 2e-4
+    learning_rate: float = 2e-4
     """Peak learning rate (linear decay to 0)."""
     epochs: float = 3.0
     """Passes over the train split (ignored when max_steps is set)."""
@@ -75,18 +82,18 @@ class SFTArgs(StoredArgs):
         problems = []
         if problem := report_to_problem(self.report_to):
             problems.append(problem)
-        if self.r < 1:
-            problems.append(f"r must be >= 1 (got {self.r})")
-        if self.alpha <= 0:
-            problems.append(f"alpha must be > 0 (got {self.alpha})")
-        if not 0 <= self.dropout < 1:
-            problems.append(f"dropout must be in [0, 1) (got {self.dropout})")
+        if self.lora_r < 1:
+            problems.append(f"lora_r must be >= 1 (got {self.lora_r})")
+        if self.lora_alpha <= 0:
+            problems.append(f"lora_alpha must be > 0 (got {self.lora_alpha})")
+        if not 0 <= self.lora_dropout < 1:
+            problems.append(f"lora_dropout must be in [0, 1) (got {self.lora_dropout})")
         if not self.target_modules:
             problems.append("target_modules must name at least one module")
         if "lm_head" in self.target_modules or "embed_tokens" in self.target_modules:
             problems.append("lm_head/embed_tokens cannot be targets: llama.cpp adapters need them untouched (tied embeddings)")
-        if self.lr <= 0:
-            problems.append(f"lr must be > 0 (got {self.lr})")
+        if self.learning_rate <= 0:
+            problems.append(f"learning_rate must be > 0 (got {self.learning_rate})")
         if self.epochs <= 0:
             problems.append(f"epochs must be > 0 (got {self.epochs})")
         if self.max_steps is not None and self.max_steps < 1:

@@ -24,10 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -39,7 +35,7 @@ from tunelab.stores.model_files import check_gguf, check_gguf_complete, gguf_fie
 from tunelab.errors import TunelabError
 from tunelab.faults import pause_point
 from tunelab.finetune.safe_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, safetensors_adapter
-from tunelab.stores.files import TEMP_SUFFIX, temp_prefix
+from tunelab.stores.files import atomic_file
 
 PERMUTED_ARCHS = frozenset({"llama"})
 """GGUF architectures whose converter permutes q/k rows (llama.cpp's LlamaModel.permute)."""
@@ -155,21 +151,6 @@ def fit_targets(args: Any, base_gguf: Path, hf_dir: Path, exported: bool = True)
 def permute(weights: np.ndarray, n_head: int) -> np.ndarray:
     """llama.cpp's `LlamaModel.permute`: per head, HF's [first half; second half] rows -> interleaved."""
     return weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:]).swapaxes(1, 2).reshape(weights.shape)
-
-
-@contextmanager
-def atomic_file(path: Path) -> Iterator[Path]:
-    """A temp path beside `path`, renamed onto it only if the block finishes (GGUFs are written in parts)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=TEMP_SUFFIX)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        pause_point("export.gguf_written")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_peft_adapter(adapter_dir: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -336,7 +317,10 @@ def _add_model_tensor(writer: Any, name: str, data: np.ndarray, qtype: Any) -> N
 
 
 def _write(writer: Any) -> None:
+    """Write and close a GGUF inside `atomic_file`: the fault tests kill the process after the last
+    byte and before the rename, where only a temp file exists."""
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    pause_point("export.gguf_written")

@@ -21,8 +21,7 @@ from pathlib import Path
 
 from tunelab.engine.chat_template import ChatMessage
 from tunelab.errors import TunelabError
-from tunelab.finetune.export_gguf import atomic_file
-from tunelab.stores.files import atomic_write_text
+from tunelab.stores.files import atomic_file, atomic_write_text
 
 MODELFILE = "Modelfile"
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"

@@ -71,7 +71,7 @@ class Plan:
     held_out: list[list[int]] = field(default_factory=list)
     """Pre-training: token blocks the held-out perplexity is measured on, before and after."""
     start_adapter: Adapter | None = None
-    """`--on`: the adapter trained further (its LoRA shape wins over r / alpha / targets); None = a fresh LoRA."""
+    """`--on`: the adapter trained further (its LoRA shape wins over lora_r / lora_alpha / targets); None = a fresh LoRA."""
 
     @property
     def method(self) -> str:
@@ -226,7 +226,7 @@ def sft_config(args: SFTArgs, output_dir: Path, method: str = "sft") -> Any:
         max_steps=args.max_steps or -1,
         per_device_train_batch_size=args.batch_size,
         gradient_accumulation_steps=args.grad_accum,
-        learning_rate=args.lr,
+        learning_rate=args.learning_rate,
         max_length=args.max_length,
         packing=args.packing and method == "sft",
         packing_strategy="bfd",
@@ -250,7 +250,7 @@ def sft_config(args: SFTArgs, output_dir: Path, method: str = "sft") -> Any:
 def lora_config(args: SFTArgs) -> Any:
     from peft import LoraConfig
 
-    return LoraConfig(r=args.r, lora_alpha=args.alpha, lora_dropout=args.dropout,
+    return LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
                       target_modules=list(args.target_modules), task_type="CAUSAL_LM")
 
 

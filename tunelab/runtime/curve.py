@@ -26,7 +26,7 @@ from tunelab.runtime.compare import ArmRunner, Progress, TestSet, finish, finger
 from tunelab.eval.curve_summary import LORA, ZERO_SHOT, CurveArm
 from tunelab.engine.sampling import SamplerParams
 from tunelab.errors import TunelabError
-from tunelab.finetune.args import SFTArgs
+from tunelab.finetune.args import RENAMED, SFTArgs
 from tunelab.stores.comparisons import Comparison
 from tunelab.stores.runs import RunStore
 
@@ -38,7 +38,7 @@ DEFAULT_SELECTORS = ("jaccard", "random")
 DEFAULT_SIZES: tuple[int | None, ...] = (16, 64, 256, None)
 """None = the whole train split."""
 DEFAULT_SEEDS = 3
-TRAIN_FIELDS = ("epochs", "lr", "r", "batch_size", "max_length")
+TRAIN_FIELDS = ("epochs", "learning_rate", "lora_r", "batch_size", "max_length")
 """The SFTArgs a curve exposes; every LoRA point shares them (the seed is the curve's own)."""
 
 
@@ -104,7 +104,8 @@ def spec_from_text(text: str) -> tuple[CurveSpec, int | None]:
         key, sep, value = token.partition("=")
         if not sep:
             raise TunelabError(f"curve settings are key=value pairs (got {token!r})")
-        values[key.strip().replace("-", "_")] = value
+        key = key.strip().replace("-", "_")
+        values[RENAMED.get(key, key)] = value
     known = {"ks", "selectors", "sizes", "seeds", "subset_seed", "limit", *TRAIN_FIELDS}
     if unknown := sorted(set(values) - known):
         raise TunelabError(f"unknown curve setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
@@ -158,7 +159,9 @@ def lora_jobs(conn: Any, bank: str, spec: CurveSpec, model_sha256: str) -> list[
     order = list(range(len(ids)))
     random.Random(spec.subset_seed).shuffle(order)
     sizes = sorted({len(ids) if n is None else min(n, len(ids)) for n in spec.sizes})
-    settings = {k: v for k, v in spec.args.to_dict().items() if k not in ("seed", "save_steps")}
+    # hashed in the spelling the names were first made with, so a rerun still finds those adapters
+    before = {new: old for old, new in RENAMED.items()}
+    settings = {before.get(k, k): v for k, v in spec.args.to_dict().items() if k not in ("seed", "save_steps")}
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", bank)
     jobs = []
     for n in sizes:

@@ -41,19 +41,34 @@ def stale_temps(folder: Path) -> list[Path]:
     return found
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder and rename: readers see the old or the new file."""
+@contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """Yield a temp path beside `path` for any writer (text, a GGUFWriter, a copy); on success it
+    is synced to disk and renamed onto `path`, else removed.
+
+    Readers see the old file or the whole new one, never a part: a GGUF is written in several
+    passes, and a crash or a full disk halfway must not leave a file llama.cpp would try to load.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=TEMP_SUFFIX)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield Path(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the data reaches the disk before the rename makes it the file
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """`text` as the whole content of `path`, written through `atomic_file`."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_jsonl(path: Path, rows: list[Any]) -> None:

@@ -2,9 +2,9 @@
 GRPO against the reward model on a bank's prompts), name the adapter, start it and watch it train.
 
 The run goes through the same prepare / train functions the CLI uses (`sft`, `pretrain`,
-`feedback_runs`), in a thread worker; its
-progress events come back with `call_from_thread` and drive the progress bar, the status line
-and the loss plot. Escape sets the run's cancel event: the trainer saves a checkpoint after the
+`feedback_runs`), picked by `runtime.training.TrainingService` (which also reads the banks and
+runs the screen lists), in a thread worker; its progress events come back with
+`call_from_thread` and drive the progress bar, the status line and the loss plot. Escape sets the run's cancel event: the trainer saves a checkpoint after the
 current step and stops, and the run can be resumed from the table of runs.
 """
 
@@ -14,7 +14,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -25,23 +25,21 @@ from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Pro
 
 from tunelab.config import Settings
 from tunelab.errors import TunelabError
-from tunelab.finetune import feedback_runs, pretrain, resume, sft
+from tunelab.field_types import field_types
 from tunelab.finetune.args import SFTArgs
-from tunelab.finetune.form_args import args_from_text
 from tunelab.finetune.preference_args import PreferenceArgs
 from tunelab.finetune.progress import TrainProgress, measured_change
 from tunelab.finetune.report_to import REPORT_TO
-from tunelab.stores.banks import BankStore
-from tunelab.stores.runs import Run, RunStore
+from tunelab.runtime.training import KINDS, NOT_FOR_GRPO, TrainingService, form_args
 from tunelab.tui.widgets.train.loss_plot import LossPlot
 from tunelab.tui.widgets.train.run_table import RunTable
 
-FORM_FIELDS = {"max_steps": "steps", "epochs": "epochs", "lr": "lr", "r": "r"}
-"""The SFTArgs fields the form shows (label after each); the others keep their defaults."""
-KINDS = [("SFT", "sft"), ("pre-train", "pretrain"), ("GRPO", "grpo")]
-"""The kinds of run the screen starts: SFT and GRPO take a bank, continued pre-training a corpus path."""
-GRPO_FIELDS = {"max_steps": "max_steps", "lr": "learning_rate", "r": "lora_r"}
-"""The form's fields as PreferenceArgs names (epochs does not apply: GRPO runs a number of steps)."""
+if TYPE_CHECKING:
+    from tunelab.stores.runs import Run
+
+FORM_FIELDS = {"max_steps": "steps", "epochs": "epochs", "learning_rate": "lr", "lora_r": "r"}
+"""The fields the form shows (label after each); the others keep their defaults. SFTArgs and
+PreferenceArgs share these names."""
 
 
 class TrainScreen(Screen[None]):
@@ -54,9 +52,7 @@ class TrainScreen(Screen[None]):
     def __init__(self, settings: Settings, conn: sqlite3.Connection, hf_dir: Path | None = None) -> None:
         """`hf_dir`: an HF checkpoint paired with the chat model (default: its cached dequantisation)."""
         super().__init__()
-        self.settings = settings
-        self.conn = conn
-        self.hf_dir = hf_dir
+        self.service = TrainingService(settings, conn, hf_dir)
         self.cancel: threading.Event | None = None
         """Set while a run trains (Escape sets it); None when idle."""
         self.resumable: set[str] = set()
@@ -68,18 +64,20 @@ class TrainScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         defaults = SFTArgs()
+        kinds = field_types(SFTArgs)
         yield Header()
         with Horizontal(id="train-form"):
-            yield Select(KINDS, allow_blank=False, id="train-kind")  # without a blank the first kind (SFT) is chosen
+            # without a blank the first kind (SFT) is chosen
+            yield Select([(label, kind) for kind, label in KINDS.items()], allow_blank=False, id="train-kind")
             yield Select([], prompt="bank", id="train-bank")
             yield Input(placeholder="corpus: .txt/.md file or folder", id="train-corpus")
             yield Input(placeholder="adapter name", id="train-name")
             for name, label in FORM_FIELDS.items():
                 default = getattr(defaults, name)
                 yield Label(label, classes="train-label")
-                kind = "integer" if name in ("max_steps", "r") else "number"
                 placeholder = "by epochs" if default is None else str(default)
-                yield Input(placeholder=placeholder, type=kind, id=f"train-{name}", classes="train-number")
+                yield Input(placeholder=placeholder, type="integer" if kinds[name].base is int else "number",
+                            id=f"train-{name}", classes="train-number")
             yield Select([(c if c != "none" else "no log", c) for c in REPORT_TO], value=defaults.report_to,
                          allow_blank=False, id="train-report-to", tooltip="also send metrics to (--report-to)")
             yield Button("Start", id="train-start", variant="primary")
@@ -93,7 +91,7 @@ class TrainScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.sub_title = "LoRA fine-tuning"
-        banks = BankStore(self.conn).list()
+        banks = self.service.banks()
         select = self.query_one("#train-bank", Select)
         select.set_options([(f"{b.name} ({b.n_train} train)", b.name) for b in banks])
         if banks:
@@ -119,7 +117,8 @@ class TrainScreen(Screen[None]):
         corpus = self.kind == "pretrain"
         self.query_one("#train-bank", Select).display = not corpus
         self.query_one("#train-corpus", Input).display = corpus
-        self.query_one("#train-epochs", Input).disabled = self.kind == "grpo"
+        for name in NOT_FOR_GRPO:
+            self.query_one(f"#train-{name}", Input).disabled = self.kind == "grpo"
         hints = {"sft": "pick a bank, name the adapter, then Start (ctrl+t)",
                  "pretrain": "give a .txt/.md file or folder of raw text, name the adapter, then Start (ctrl+t)",
                  "grpo": "pick a bank for the prompts (the newest reward model scores the replies), then Start (ctrl+t)"}
@@ -134,12 +133,14 @@ class TrainScreen(Screen[None]):
     def set_status(self, text: str) -> None:
         self.query_one("#train-status", Static).update(text)
 
-    def form_args(self) -> SFTArgs:
+    def form_settings(self) -> dict[str, str]:
+        """The form's settings as field name -> text, for `runtime.training.form_args`."""
         texts = {name: self.query_one(f"#train-{name}", Input).value for name in FORM_FIELDS}
-        return args_from_text(SFTArgs, {**texts, "report_to": str(self.query_one("#train-report-to", Select).value)})
+        return {**texts, "report_to": str(self.query_one("#train-report-to", Select).value)}
 
-    def grpo_args(self) -> PreferenceArgs:
-        return args_from_text(PreferenceArgs, {arg: self.query_one(f"#train-{name}", Input).value for name, arg in GRPO_FIELDS.items()})
+    def form_args(self) -> SFTArgs | PreferenceArgs:
+        """What the run would train with (a TunelabError names every unreadable field)."""
+        return form_args(self.kind, self.form_settings())
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "train-start":
@@ -147,17 +148,14 @@ class TrainScreen(Screen[None]):
 
     # -- runs ------------------------------------------------------------------------------------
     def show_runs(self) -> None:
-        store = RunStore(self.conn)
-        runs = store.list()
-        self.resumable = {run.name for run in runs if resume.resumable(run)}
-        adapters = {adapter.run_id: adapter.name for adapter in store.adapters()}
-        self.query_one("#train-runs", RunTable).show(runs, adapters, self.resumable)
+        listing = self.service.runs()
+        self.resumable = listing.resumable
+        self.query_one("#train-runs", RunTable).show(listing)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         """Idle: the plot shows the highlighted run's loss history."""
         if self.cancel is None and event.row_key.value is not None:
-            run = RunStore(self.conn).get(str(event.row_key.value))
-            self.plot_history(run)
+            self.plot_history(self.service.run(str(event.row_key.value)))
 
     def plot_history(self, run: Run) -> None:
         self.run_name = run.name
@@ -171,31 +169,18 @@ class TrainScreen(Screen[None]):
         if self.cancel is not None:
             self.notify("a run is training: Escape stops it", severity="warning")
             return
-        kind = self.kind
+        name = self.query_one("#train-name", Input).value.strip()
+        corpus = self.query_one("#train-corpus", Input).value.strip()
+        chosen = self.query_one("#train-bank", Select).value
+        bank = None if chosen is Select.NULL else str(chosen)
         try:
-            name = self.query_one("#train-name", Input).value.strip()
-            corpus = self.query_one("#train-corpus", Input).value.strip()
-            bank = self.query_one("#train-bank", Select).value
-            if kind == "pretrain" and not corpus:
-                raise TunelabError("give the corpus: a .txt/.md file or a folder of them")
-            if kind != "pretrain" and bank is Select.NULL:
-                raise TunelabError("pick an example bank first (or import one: `tunelab bank import-demo sentiment`)")
-            if not name:
-                raise TunelabError("give the adapter a name")
-            args = self.form_args() if kind != "grpo" else self.grpo_args()
+            job = self.service.start(self.kind, name, bank, corpus, self.form_settings())
         except TunelabError as exc:
             self.notify(str(exc), severity="error")
             return
-        source = f"corpus {corpus}" if kind == "pretrain" else f"bank {bank!r}"
+        source = f"corpus {corpus}" if self.kind == "pretrain" else f"bank {bank!r}"
         self.begin(name, [], f"preparing {name!r} on {source} (the first run dequantises the model)…")
-        hf_dir = self.hf_dir
-        if kind == "pretrain":
-            self.train(lambda: pretrain.prepare(self.settings, self.conn, name, Path(corpus).expanduser(), args, hf_dir=hf_dir), sft.train)
-        elif kind == "grpo":
-            self.train(lambda: feedback_runs.prepare(self.settings, self.conn, "grpo", args, name, hf_dir=hf_dir, bank=str(bank)),
-                       feedback_runs.train)
-        else:
-            self.train(lambda: sft.prepare(self.settings, self.conn, name, str(bank), args, hf_dir=hf_dir), sft.train)
+        self.train(*job)
 
     def action_resume(self) -> None:
         name = self.query_one("#train-runs", RunTable).selected_run
@@ -205,9 +190,9 @@ class TrainScreen(Screen[None]):
         if name is None or name not in self.resumable:
             self.notify("select a cancelled, failed or interrupted run with a checkpoint to resume", severity="warning")
             return
-        run = RunStore(self.conn).get(name)
+        run = self.service.run(name)
         self.begin(name, run.loss_history, f"resuming {name!r} from step {run.step}…")
-        self.train(*resume.resume(self.settings, self.conn, run))
+        self.train(*self.service.resume(run))
 
     def action_stop_or_back(self) -> None:
         if self.cancel is None:

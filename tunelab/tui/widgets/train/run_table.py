@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from textual.widgets import DataTable
 
-from tunelab.stores.runs import Run
+from tunelab.runtime.training import RunListing
 
 COLUMNS = ("run", "method", "bank", "status", "step", "loss", "tok/s", "adapter")
 
@@ -14,17 +14,16 @@ class RunTable(DataTable[str]):
         self.cursor_type = "row"
         self.add_columns(*COLUMNS)
 
-    def show(self, runs: list[Run], adapters: dict[int, str], resumable: set[str]) -> None:
-        """`adapters`: run id -> adapter name; `resumable`: names of runs Resume can continue."""
+    def show(self, listing: RunListing) -> None:
         self.clear()
-        for run in runs:
+        for run in listing.runs:
             losses = [h["loss"] for h in run.loss_history]
             loss = f"{losses[0]:.3f} → {losses[-1]:.3f}" if losses else "-"
-            status = run.status + (" (resumable)" if run.name in resumable else "")
+            status = run.status + (" (resumable)" if run.name in listing.resumable else "")
             checkpoint = run.last_checkpoint if run.status not in ("done", "running") else None
             step = f"{run.step}/{run.total_steps}" + (f" · saved {checkpoint.name.split('-')[1]}" if checkpoint else "")
             self.add_row(run.name, run.method, run.bank, status, step, loss,
-                         f"{run.tokens_per_s:.0f}" if run.tokens_per_s else "-", adapters.get(run.id, "-"), key=run.name)
+                         f"{run.tokens_per_s:.0f}" if run.tokens_per_s else "-", listing.adapters.get(run.id, "-"), key=run.name)
 
     @property
     def selected_run(self) -> str | None:
