@@ -22,8 +22,8 @@ from llama_cpp import Llama
 
 from tunelab.engine.chat_template import ChatMessage
 from tunelab.engine.llama_engine import LlamaEngine
-from tunelab.stores.model_files import bundled_chat_model
 from tunelab.engine.sampling import SamplerParams
+from tunelab.stores.model_files import bundled_chat_model
 
 PROMPT = "Explain, step by step, how a bicycle works, in detail."
 
@@ -35,8 +35,11 @@ def raw_run(llama: Llama, max_tokens: int) -> tuple[float, float]:
     first = last = None
     n = 0
     for chunk in llama.create_chat_completion(
-        messages=[{"role": "user", "content": PROMPT}], temperature=0, repeat_penalty=1.0,
-        max_tokens=max_tokens, stream=True,
+        messages=[{"role": "user", "content": PROMPT}],
+        temperature=0,
+        repeat_penalty=1.0,
+        max_tokens=max_tokens,
+        stream=True,
     ):
         if chunk["choices"][0]["delta"].get("content"):
             last = time.perf_counter()
@@ -56,9 +59,26 @@ def engine_run(engine: LlamaEngine, max_tokens: int) -> tuple[float, float]:
 
 def cli_run(model: str, max_tokens: int, home: str) -> tuple[float, float]:
     out = subprocess.run(
-        [sys.executable, "-m", "tunelab.cli", "chat", "--json", "--model", model, "--temperature", "0",
-         "--repeat-penalty", "1.0", "--max-tokens", str(max_tokens), PROMPT],
-        capture_output=True, text=True, check=True, env={**os.environ, "TUNELAB_HOME": home},
+        [
+            sys.executable,
+            "-m",
+            "tunelab.cli",
+            "chat",
+            "--json",
+            "--model",
+            model,
+            "--temperature",
+            "0",
+            "--repeat-penalty",
+            "1.0",
+            "--max-tokens",
+            str(max_tokens),
+            PROMPT,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "TUNELAB_HOME": home},
     )
     stats = json.loads(out.stdout)["stats"]
     return stats["ttft_ms"], stats["decode_tps"]

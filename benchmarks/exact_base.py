@@ -27,13 +27,13 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from tunelab.engine.chat_template import ChatMessage  # noqa: E402
-from tunelab.engine.llama_engine import LlamaEngine  # noqa: E402
-from tunelab.stores.model_files import bundled_chat_model  # noqa: E402
-from tunelab.engine.sampling import SamplerParams  # noqa: E402
-from tunelab.finetune.base_weights import prepare_base  # noqa: E402
-from tunelab.finetune.export_gguf import export_model  # noqa: E402
-from tunelab.stores.db import connect  # noqa: E402
+from tunelab.engine.chat_template import ChatMessage
+from tunelab.engine.llama_engine import LlamaEngine
+from tunelab.engine.sampling import SamplerParams
+from tunelab.finetune.base_weights import prepare_base
+from tunelab.finetune.export_gguf import export_model
+from tunelab.stores.db import connect
+from tunelab.stores.model_files import bundled_chat_model
 
 PROBE = Path(__file__).with_name("probe.jsonl")
 BANKS = {"sentiment": ["--size", "400"], "qa": ["--size", "400"]}
@@ -41,8 +41,9 @@ MAX_TOKENS = {"sentiment": 16, "qa": 48}
 
 
 def tunelab(home: Path, *args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "tunelab.cli", *args], capture_output=True, text=True,
-                            env={**os.environ, "TUNELAB_HOME": str(home)})
+    result = subprocess.run(
+        [sys.executable, "-m", "tunelab.cli", *args], capture_output=True, text=True, env={**os.environ, "TUNELAB_HOME": str(home)}
+    )
     if result.returncode != 0:
         raise SystemExit(f"tunelab {' '.join(args)} failed: {result.stderr.strip()[-500:]}")
     return result.stdout
@@ -71,8 +72,23 @@ def probe(gguf: Path) -> dict[str, float]:
 
 
 def compare(home: Path, bank: str, gguf: Path, limit: int) -> list[dict]:
-    tunelab(home, "compare", "--bank", bank, "--no-adapter", "--selectors", "jaccard,random", "--k", "4", "--limit", str(limit),
-            "--max-tokens", str(MAX_TOKENS[bank]), "--model", str(gguf))
+    tunelab(
+        home,
+        "compare",
+        "--bank",
+        bank,
+        "--no-adapter",
+        "--selectors",
+        "jaccard,random",
+        "--k",
+        "4",
+        "--limit",
+        str(limit),
+        "--max-tokens",
+        str(MAX_TOKENS[bank]),
+        "--model",
+        str(gguf),
+    )
     newest = max(home.glob("reports/*/report.json"), key=lambda p: int(p.parent.name))
     return json.loads(newest.read_text(encoding="utf-8"))["arms"]
 
@@ -94,8 +110,10 @@ def main() -> None:
         exact = base.hf_dir / f"base-{opts.type}.gguf"
         export_model(base.hf_dir, base.gguf_path, exact, opts.type)
         conn.close()
-        print(f"exact base {exact.name} ({exact.stat().st_size / 1e6:.0f} MB) written in {time.perf_counter() - started:.0f} s; "
-              f"{quantised.name} is {quantised.stat().st_size / 1e6:.0f} MB")
+        print(
+            f"exact base {exact.name} ({exact.stat().st_size / 1e6:.0f} MB) written in {time.perf_counter() - started:.0f} s; "
+            f"{quantised.name} is {quantised.stat().st_size / 1e6:.0f} MB"
+        )
         bases = {"Q4_1": quantised, opts.type.upper(): exact}
         for label, gguf in bases.items():
             p = probe(gguf)
@@ -106,8 +124,11 @@ def main() -> None:
                     metric = "accuracy" if "accuracy" in arm["metrics"] and bank == "sentiment" else "chrf"
                     m = arm["metrics"][metric]
                     tps = f"{arm['mean_decode_tps']:.1f}" if arm.get("mean_decode_tps") else "-"
-                    print(f"{bank:<9} {label:<5} {arm['arm']:<16} {metric} {m['value'] * 100:5.1f} [{m['low'] * 100:5.1f}, {m['high'] * 100:5.1f}]"
-                          f"  TTFT {arm['mean_ttft_ms']:6.0f} ms  decode {tps} tok/s  wall {arm['wall_s']:.0f} s", flush=True)
+                    print(
+                        f"{bank:<9} {label:<5} {arm['arm']:<16} {metric} {m['value'] * 100:5.1f} [{m['low'] * 100:5.1f}, {m['high'] * 100:5.1f}]"
+                        f"  TTFT {arm['mean_ttft_ms']:6.0f} ms  decode {tps} tok/s  wall {arm['wall_s']:.0f} s",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

@@ -32,14 +32,14 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from train_throughput import bench_home, step_seconds, training_parser  # noqa: E402
+from train_throughput import bench_home, step_seconds, training_parser
 
-from tunelab.config import Settings  # noqa: E402
-from tunelab.finetune import feedback_train, sft  # noqa: E402
-from tunelab.finetune.args import SFTArgs  # noqa: E402
-from tunelab.finetune.preference_args import PreferenceArgs  # noqa: E402
-from tunelab.finetune.progress import ProgressCallback, TrainProgress  # noqa: E402
-from tunelab.stores import demo_banks  # noqa: E402
+from tunelab.config import Settings
+from tunelab.finetune import feedback_train, sft
+from tunelab.finetune.args import SFTArgs
+from tunelab.finetune.preference_args import PreferenceArgs
+from tunelab.finetune.progress import ProgressCallback, TrainProgress
+from tunelab.stores import demo_banks
 
 TARGETS = {"kto": 1.6, "dpo": 2.5}
 
@@ -48,8 +48,7 @@ def labelled_prompts(size: int) -> list[tuple[list[dict[str, str]], str, str]]:
     """(prompt messages, correct label, wrong label) from the demo bank."""
     bank = demo_banks.sentiment(size=size, max_chars=300)
     labels = sorted({r.output for r in bank.rows})
-    return [(sft.prompt_messages(bank.instruction, r.input), r.output, next(x for x in labels if x != r.output))
-            for r in bank.rows]
+    return [(sft.prompt_messages(bank.instruction, r.input), r.output, next(x for x in labels if x != r.output)) for r in bank.rows]
 
 
 def answer(text: str) -> list[dict[str, str]]:
@@ -79,8 +78,10 @@ def time_sft(settings: Settings, conn: Any, hf_dir: Path, prompts: list[Any], ar
 
 def time_preference(method: str, hf_dir: Path, prompts: list[Any], args: PreferenceArgs, out: Path) -> StepClock:
     if method == "kto":
-        rows = [{"prompt": p, "completion": answer(good if i % 2 == 0 else bad), "label": i % 2 == 0}
-                for i, (p, good, bad) in enumerate(prompts)]
+        rows = [
+            {"prompt": p, "completion": answer(good if i % 2 == 0 else bad), "label": i % 2 == 0}
+            for i, (p, good, bad) in enumerate(prompts)
+        ]
     else:
         rows = [{"prompt": p, "chosen": answer(good), "rejected": answer(bad)} for p, good, bad in prompts]
     clock = StepClock()
@@ -93,12 +94,20 @@ def main() -> None:
 
     with bench_home(opts.hf_dir) as (home, settings, conn, base):
         prompts = labelled_prompts(opts.examples)
-        common = dict(max_steps=opts.steps, batch_size=opts.batch_size, max_length=opts.max_length, seed=0,
-                      learning_rate=5e-5, lora_r=8, lora_alpha=16, lora_dropout=0.0, save_steps=10**6)
+        common = dict(
+            max_steps=opts.steps,
+            batch_size=opts.batch_size,
+            max_length=opts.max_length,
+            seed=0,
+            learning_rate=5e-5,
+            lora_r=8,
+            lora_alpha=16,
+            lora_dropout=0.0,
+            save_steps=10**6,
+        )
         sft_args = SFTArgs(packing=False, **common)
         pref_args = PreferenceArgs(**common)
-        print(f"{len(prompts)} prompts, {opts.steps} steps x batch {opts.batch_size}, max_length {opts.max_length}, "
-              f"device {sft.device()}")
+        print(f"{len(prompts)} prompts, {opts.steps} steps x batch {opts.batch_size}, max_length {opts.max_length}, device {sft.device()}")
 
         clocks = {
             "sft": time_sft(settings, conn, base.hf_dir, prompts, sft_args, "bench-sft-1"),
@@ -111,9 +120,11 @@ def main() -> None:
         sft_step = statistics.mean([seconds["sft"], seconds["sft again"]])
         for name, clock in clocks.items():
             events = clock.events
-            print(f"{name:<11} {seconds[name]:6.2f} s/step  ({seconds[name] / sft_step:4.2f}x SFT)  "
-                  f"loss {events[0].loss:.3f} -> {events[-1].loss:.3f}  "
-                  f"wall {clock.times[-1] - clock.started:5.1f} s (model load, reference pass, all steps)")
+            print(
+                f"{name:<11} {seconds[name]:6.2f} s/step  ({seconds[name] / sft_step:4.2f}x SFT)  "
+                f"loss {events[0].loss:.3f} -> {events[-1].loss:.3f}  "
+                f"wall {clock.times[-1] - clock.started:5.1f} s (model load, reference pass, all steps)"
+            )
         for method, target in TARGETS.items():
             ratio = seconds[method] / sft_step
             print(f"{method.upper()} / SFT per step: {ratio:.2f}x (target <= {target}x: {'met' if ratio <= target else 'NOT met'})")

@@ -23,14 +23,14 @@ from pathlib import Path
 
 from tunelab.config import Settings
 from tunelab.engine.chat_template import ChatMessage
-from tunelab.icl.prompt import build_icl_messages
 from tunelab.engine.llama_engine import LlamaEngine
-from tunelab.stores.model_files import bundled_chat_model
 from tunelab.engine.sampling import SamplerParams
+from tunelab.icl.prompt import build_icl_messages
 from tunelab.icl.selectors import Selected, make_selector
 from tunelab.stores import demo_banks
 from tunelab.stores.banks import BankStore
 from tunelab.stores.db import connect
+from tunelab.stores.model_files import bundled_chat_model
 
 GREEDY_ONE_TOKEN = SamplerParams(temperature=0, max_tokens=1)
 
@@ -99,8 +99,10 @@ def main() -> None:
         for name in prompts:
             runs = results[(name, mode)]
             median = statistics.median(ms for ms, _, _ in runs)
-            print(f"{name:<24} {mode:<5} {statistics.mean(p for _, _, p in runs):>10.0f} "
-                  f"{statistics.mean(e for _, e, _ in runs):>9.0f} {median:>8.1f} {median / base:>11.2f}x")
+            print(
+                f"{name:<24} {mode:<5} {statistics.mean(p for _, _, p in runs):>10.0f} "
+                f"{statistics.mean(e for _, e, _ in runs):>9.0f} {median:>8.1f} {median / base:>11.2f}x"
+            )
 
 
 if __name__ == "__main__":

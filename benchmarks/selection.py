@@ -145,8 +145,10 @@ def indexing_throughput(bench: Bench, size: int) -> None:
     raw_rate = len(texts) / statistics.mean([before, after])
     print(f"\nindexing {len(texts)} demo reviews with {path}:")
     print(f"  raw SentenceTransformer.encode: {len(texts) / before:.0f} texts/s before, {len(texts) / after:.0f} after")
-    print(f"  tunelab (SQLite pool -> encode -> Chroma add): {len(texts) / tunelab_s:.0f} texts/s "
-          f"= {len(texts) / tunelab_s / raw_rate:.0%} of raw")
+    print(
+        f"  tunelab (SQLite pool -> encode -> Chroma add): {len(texts) / tunelab_s:.0f} texts/s "
+        f"= {len(texts) / tunelab_s / raw_rate:.0%} of raw"
+    )
     _, reopen_s = timed(lambda: bench.selector("embedding", bank))
     print(f"  reopening the indexed bank (nothing to embed): {reopen_s:.2f} s")
 

@@ -33,25 +33,29 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from tunelab.config import Settings  # noqa: E402
-from tunelab.engine.chat_template import ChatMessage  # noqa: E402
-from tunelab.runtime.compare import greedy  # noqa: E402
-from tunelab.engine.llama_engine import LlamaEngine  # noqa: E402
-from tunelab.stores.model_files import bundled_chat_model  # noqa: E402
-from tunelab.finetune import sft  # noqa: E402
-from tunelab.finetune.args import SFTArgs  # noqa: E402
-from tunelab.finetune.base_weights import prepare_base  # noqa: E402
-from tunelab.finetune.progress import ProgressCallback, TrainProgress  # noqa: E402
-from tunelab.stores import demo_banks  # noqa: E402
-from tunelab.stores.db import connect  # noqa: E402
+import itertools
+
+from tunelab.config import Settings
+from tunelab.engine.chat_template import ChatMessage
+from tunelab.engine.llama_engine import LlamaEngine
+from tunelab.finetune import sft
+from tunelab.finetune.args import SFTArgs
+from tunelab.finetune.base_weights import prepare_base
+from tunelab.finetune.progress import ProgressCallback, TrainProgress
+from tunelab.runtime.compare import greedy
+from tunelab.stores import demo_banks
+from tunelab.stores.db import connect
+from tunelab.stores.model_files import bundled_chat_model
 
 DECODE_PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 
 
 def rows_from_demo(size: int) -> list[dict[str, Any]]:
     bank = demo_banks.sentiment(size=size, max_chars=400)
-    return [{"prompt": sft.prompt_messages(bank.instruction, r.input), "completion": [{"role": "assistant", "content": r.output}]}
-            for r in bank.rows]
+    return [
+        {"prompt": sft.prompt_messages(bank.instruction, r.input), "completion": [{"role": "assistant", "content": r.output}]}
+        for r in bank.rows
+    ]
 
 
 def steady_rate(events: list[TrainProgress]) -> float:
@@ -61,10 +65,12 @@ def steady_rate(events: list[TrainProgress]) -> float:
 
 
 def step_seconds(times: list[float]) -> float:
-    return statistics.median(b - a for a, b in zip(times, times[1:]))
+    return statistics.median(b - a for a, b in itertools.pairwise(times))
 
 
-def run_tunelab(settings: Settings, conn: Any, hf_dir: Path, rows: list[dict[str, Any]], args: SFTArgs) -> tuple[list[TrainProgress], list[float], Path]:
+def run_tunelab(
+    settings: Settings, conn: Any, hf_dir: Path, rows: list[dict[str, Any]], args: SFTArgs
+) -> tuple[list[TrainProgress], list[float], Path]:
     events: list[TrainProgress] = []
     times: list[float] = []
 
@@ -86,7 +92,7 @@ def padded_dataset(tokenizer: Any, rows: list[dict[str, Any]], max_length: int) 
     for row in rows:
         prompt = tokenizer.apply_chat_template(row["prompt"], tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"]
         full = tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=True, return_dict=True)["input_ids"][:max_length]
-        labels = [-100] * min(len(prompt), len(full)) + full[len(prompt):]
+        labels = [-100] * min(len(prompt), len(full)) + full[len(prompt) :]
         records.append({"input_ids": full, "attention_mask": [1] * len(full), "labels": labels})
     return Dataset.from_list(records)
 
@@ -98,14 +104,22 @@ def padding_share(dataset: Any, batch_size: int, seed: int) -> float:
 
     lengths = [len(ids) for ids in dataset["input_ids"]]
     random.Random(seed).shuffle(lengths)
-    batches = [lengths[i:i + batch_size] for i in range(0, len(lengths), batch_size)]
+    batches = [lengths[i : i + batch_size] for i in range(0, len(lengths), batch_size)]
     return 1 - sum(sum(b) for b in batches) / sum(max(b) * len(b) for b in batches)
 
 
 def run_baseline(hf_dir: Path, rows: list[dict[str, Any]], args: SFTArgs, out: Path) -> tuple[list[TrainProgress], list[float]]:
     import torch
     from peft import get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, PrinterCallback, Trainer, TrainingArguments, set_seed
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        DataCollatorForSeq2Seq,
+        PrinterCallback,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
 
     set_seed(args.seed)
     tokenizer = AutoTokenizer.from_pretrained(hf_dir)
@@ -119,14 +133,28 @@ def run_baseline(hf_dir: Path, rows: list[dict[str, Any]], args: SFTArgs, out: P
 
     cuda = torch.cuda.is_available()
     training_args = TrainingArguments(
-        output_dir=str(out), max_steps=args.max_steps or -1, per_device_train_batch_size=args.batch_size,
-        gradient_accumulation_steps=args.grad_accum, learning_rate=args.learning_rate, seed=args.seed, logging_steps=1,
-        save_strategy="no", report_to=[], disable_tqdm=True, use_cpu=not cuda, bf16=cuda and torch.cuda.is_bf16_supported(),
-        include_num_input_tokens_seen="non_padding", remove_unused_columns=False,
+        output_dir=str(out),
+        max_steps=args.max_steps or -1,
+        per_device_train_batch_size=args.batch_size,
+        gradient_accumulation_steps=args.grad_accum,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+        use_cpu=not cuda,
+        bf16=cuda and torch.cuda.is_bf16_supported(),
+        include_num_input_tokens_seen="non_padding",
+        remove_unused_columns=False,
     )
-    trainer = Trainer(model=model, args=training_args, train_dataset=padded_dataset(tokenizer, rows, args.max_length),
-                      data_collator=DataCollatorForSeq2Seq(tokenizer, padding="longest", label_pad_token_id=-100),
-                      callbacks=[ProgressCallback(listener)])
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=padded_dataset(tokenizer, rows, args.max_length),
+        data_collator=DataCollatorForSeq2Seq(tokenizer, padding="longest", label_pad_token_id=-100),
+        callbacks=[ProgressCallback(listener)],
+    )
     trainer.remove_callback(PrinterCallback)
     trainer.train()
     return events, times
@@ -194,15 +222,21 @@ def main() -> None:
         theirs_wall = time.perf_counter() - started
 
         ours_tps, theirs_tps = steady_rate(ours), steady_rate(theirs)
-        print(f"tunelab SFT (packing, padding-free): {ours_tps:8.0f} tok/s  {step_seconds(our_times):6.2f} s/step  "
-              f"loss {ours[0].loss:.3f} -> {ours[-1].loss:.3f}  ({ours_wall:.0f} s incl. load + export)")
-        print(f"padded HF Trainer baseline:          {theirs_tps:8.0f} tok/s  {step_seconds(their_times):6.2f} s/step  "
-              f"loss {theirs[0].loss:.3f} -> {theirs[-1].loss:.3f}  ({theirs_wall:.0f} s incl. load)")
+        print(
+            f"tunelab SFT (packing, padding-free): {ours_tps:8.0f} tok/s  {step_seconds(our_times):6.2f} s/step  "
+            f"loss {ours[0].loss:.3f} -> {ours[-1].loss:.3f}  ({ours_wall:.0f} s incl. load + export)"
+        )
+        print(
+            f"padded HF Trainer baseline:          {theirs_tps:8.0f} tok/s  {step_seconds(their_times):6.2f} s/step  "
+            f"loss {theirs[0].loss:.3f} -> {theirs[-1].loss:.3f}  ({theirs_wall:.0f} s incl. load)"
+        )
         print(f"speed-up (non-padding tokens/s): {ours_tps / theirs_tps:.2f}x")
 
         base_tps, adapter_tps = decode_rates(base.gguf_path, adapter, opts.reps, opts.max_tokens)
-        print(f"llama.cpp decode: base {base_tps:.1f} tok/s, with adapter {adapter_tps:.1f} tok/s "
-              f"= {adapter_tps / base_tps:.0%} of base (target >= 90 %)")
+        print(
+            f"llama.cpp decode: base {base_tps:.1f} tok/s, with adapter {adapter_tps:.1f} tok/s "
+            f"= {adapter_tps / base_tps:.0%} of base (target >= 90 %)"
+        )
 
 
 if __name__ == "__main__":

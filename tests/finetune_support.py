@@ -6,7 +6,6 @@ temp dir (prepare_base's own cache makes the second request cheap) instead of pe
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 import subprocess
@@ -119,8 +118,12 @@ class HFConverter:
 
     def convert(self, hf_dir: Path, out: Path, outtype: str = "f32") -> Path:
         """Run the converter as a user would (its own process, its own gguf-py); fail with its last words."""
-        done = subprocess.run([sys.executable, str(self.root / "convert_hf_to_gguf.py"), str(hf_dir), "--outfile", str(out), "--outtype", outtype],
-                              capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        done = subprocess.run(
+            [sys.executable, str(self.root / "convert_hf_to_gguf.py"), str(hf_dir), "--outfile", str(out), "--outtype", outtype],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
         if done.returncode != 0:
             pytest.fail(f"convert_hf_to_gguf.py failed on {hf_dir.name}:\n{done.stderr[-3000:]}")
         return out
@@ -139,8 +142,22 @@ def llama_cpp_converter(cache: Path = TEST_CACHE) -> HFConverter:
         if not all((root / part).exists() for part in CONVERTER_PARTS):
             sdist = cache / f"llama_cpp_python-{version}.tar.gz"
             if not sdist.is_file():
-                subprocess.run([sys.executable, "-m", "pip", "download", f"llama-cpp-python=={version}", "--no-deps",
-                                "--no-binary", ":all:", "-d", str(cache), "-q"], check=True)
+                subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "pip",
+                        "download",
+                        f"llama-cpp-python=={version}",
+                        "--no-deps",
+                        "--no-binary",
+                        ":all:",
+                        "-d",
+                        str(cache),
+                        "-q",
+                    ],
+                    check=True,
+                )
             prefix = f"llama_cpp_python-{version}/vendor/llama.cpp/"
             with tarfile.open(sdist) as tar, atomic_dir(root) as tmp:
                 for member in tar.getmembers():
@@ -168,8 +185,15 @@ class TinyArch:
     GGUF's tokenizer as sentencepiece whatever the file holds)."""
 
 
-HIDDEN = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-              max_position_embeddings=512, initializer_range=0.1)
+HIDDEN = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=512,
+    initializer_range=0.1,
+)
 GEMMA = dict(head_dim=16, query_pre_attn_scalar=16, sliding_window=8, tie_word_embeddings=True)
 """A window shorter than the test sentence, so sliding-window layers really slide."""
 
@@ -204,8 +228,12 @@ def bpe_tokenizer_files(source: Path, out: Path, tokenizer_class: str | None = N
         (out / "tokenizer_config.json").write_text(json.dumps(config))
     vocab = json.loads((out / "tokenizer.json").read_text())
     ids = {**vocab["model"]["vocab"], **{t["content"]: t["id"] for t in vocab["added_tokens"]}}
-    return {"vocab_size": len(ids), "bos_token_id": ids[config["bos_token"]], "eos_token_id": ids[config["eos_token"]],
-            "pad_token_id": ids[config["pad_token"]]}
+    return {
+        "vocab_size": len(ids),
+        "bos_token_id": ids[config["bos_token"]],
+        "eos_token_id": ids[config["eos_token"]],
+        "pad_token_id": ids[config["pad_token"]],
+    }
 
 
 def spm_tokenizer_files(out: Path, vocab_size: int = 1024) -> dict[str, int]:
@@ -219,15 +247,41 @@ def spm_tokenizer_files(out: Path, vocab_size: int = 1024) -> dict[str, int]:
     corpus = Path(next(iter(importlib.util.find_spec("chatterbot_corpus").submodule_search_locations))) / "data" / "english"
     text = "\n".join(p.read_text(encoding="utf-8") for p in sorted(corpus.glob("*.yml")))
     model = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(text.splitlines()), model_writer=model, vocab_size=vocab_size,
-                                   model_type="bpe", byte_fallback=True, split_digits=True, add_dummy_prefix=False,
-                                   remove_extra_whitespaces=False, normalization_rule_name="identity",
-                                   allow_whitespace_only_pieces=True, pad_id=0, eos_id=1, bos_id=2, unk_id=3,
-                                   pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>",
-                                   minloglevel=2, num_threads=1)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(text.splitlines()),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type="bpe",
+        byte_fallback=True,
+        split_digits=True,
+        add_dummy_prefix=False,
+        remove_extra_whitespaces=False,
+        normalization_rule_name="identity",
+        allow_whitespace_only_pieces=True,
+        pad_id=0,
+        eos_id=1,
+        bos_id=2,
+        unk_id=3,
+        pad_piece="<pad>",
+        eos_piece="<eos>",
+        bos_piece="<bos>",
+        unk_piece="<unk>",
+        minloglevel=2,
+        num_threads=1,
+    )
     (out / "tokenizer.model").write_bytes(model.getvalue())
-    (out / "tokenizer_config.json").write_text(json.dumps({"add_bos_token": True, "add_eos_token": False, "bos_token": "<bos>", "eos_token": "<eos>",
-                                                           "pad_token": "<pad>", "unk_token": "<unk>"}))
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "add_bos_token": True,
+                "add_eos_token": False,
+                "bos_token": "<bos>",
+                "eos_token": "<eos>",
+                "pad_token": "<pad>",
+                "unk_token": "<unk>",
+            }
+        )
+    )
     return {"vocab_size": vocab_size, "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2}
 
 
@@ -271,7 +325,7 @@ def tiny_model(arch: TinyArch, tokenizer_source: Path, out: Path, seed: int = 0,
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     with torch.no_grad():
-        for name, param in model.named_parameters():
+        for _name, param in model.named_parameters():
             if param.ndim == 1:  # norms start at 1 (or 0 for Gemma's 1 + w), biases at 0
                 param.add_(torch.randn_like(param) * 0.1)
     model.save_pretrained(out)

@@ -46,8 +46,12 @@ BOUND = 1e-3
 ALL_LINEAR = {"phi3": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]}
 """Every linear layer of each architecture's blocks (the default: the llama family's seven)."""
 DEFAULT_ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-BANK = [("What colour is the sky?", "Blue."), ("What do bees make?", "Honey."),
-        ("Where do fish live?", "In water."), ("What do cows drink?", "Water.")]
+BANK = [
+    ("What colour is the sky?", "Blue."),
+    ("What do bees make?", "Honey."),
+    ("Where do fish live?", "In water."),
+    ("What do cows drink?", "Water."),
+]
 
 
 @pytest.fixture(scope="session")
@@ -73,8 +77,11 @@ def bank_rows() -> list[dict]:
 
 def compare(name: str, cpp: np.ndarray, hf: np.ndarray) -> dict[str, float]:
     """The figures of one comparison: max abs diff, relative to the HF logit range, argmax agreement."""
-    return {f"{name}_abs": float(np.abs(cpp - hf).max()), f"{name}_rel": relative_error(cpp, hf),
-            f"{name}_argmax": float((cpp.argmax(-1) == hf.argmax(-1)).mean())}
+    return {
+        f"{name}_abs": float(np.abs(cpp - hf).max()),
+        f"{name}_rel": relative_error(cpp, hf),
+        f"{name}_argmax": float((cpp.argmax(-1) == hf.argmax(-1)).mean()),
+    }
 
 
 @pytest.mark.parametrize("arch", ARCHS, ids=lambda a: a.name)
@@ -99,9 +106,16 @@ def test_architecture_round_trip_matches_transformers(arch: TinyArch, tiny_gguf,
     figures = {**compare("base", cpp_logits(gguf, ids), hf_base), **compare("source", hf_base, hf_logits(source, ids))}
     lap("base")
 
-    plan = sft.plan_for(settings, conn, f"tiny-{arch.name}", "tiny", list(range(len(BANK))), bank_rows(),
-                        SFTArgs(max_steps=4, learning_rate=3e-2, lora_r=4, lora_alpha=8, lora_dropout=0.0, batch_size=2, max_length=160, save_steps=100),
-                        model=str(gguf))
+    plan = sft.plan_for(
+        settings,
+        conn,
+        f"tiny-{arch.name}",
+        "tiny",
+        list(range(len(BANK))),
+        bank_rows(),
+        SFTArgs(max_steps=4, learning_rate=3e-2, lora_r=4, lora_alpha=8, lora_dropout=0.0, batch_size=2, max_length=160, save_steps=100),
+        model=str(gguf),
+    )
     lap("plan")
     result = sft.train(plan)
     lap("train")
@@ -122,9 +136,11 @@ def test_architecture_round_trip_matches_transformers(arch: TinyArch, tiny_gguf,
     lap("random+merged")
 
     verdict = all(figures[f"{c}_rel"] < BOUND and figures[f"{c}_argmax"] == 1.0 for c in ("base", "source", "trained", "random", "merged"))
-    print(f"\n| {arch.name} | {base.architecture} | {plan.args.target_modules and ','.join(plan.args.target_modules)} "
-          f"| {figures['base_abs']:.1e} | {figures['trained_abs']:.1e} (moves {figures['trained_moves']:.2f}) "
-          f"| {figures['random_abs']:.1e} | {figures['merged_abs']:.1e} | {'pass' if verdict else 'FAIL'} |")
+    print(
+        f"\n| {arch.name} | {base.architecture} | {plan.args.target_modules and ','.join(plan.args.target_modules)} "
+        f"| {figures['base_abs']:.1e} | {figures['trained_abs']:.1e} (moves {figures['trained_moves']:.2f}) "
+        f"| {figures['random_abs']:.1e} | {figures['merged_abs']:.1e} | {'pass' if verdict else 'FAIL'} |"
+    )
     print({k: round(v, 8) for k, v in figures.items()}, "seconds:", seconds)
     range_ = float(hf_base.max() - hf_base.min())
     assert figures["trained_moves"] > 100 * BOUND * range_, "the trained adapter barely moves logits: the check would prove nothing"

@@ -30,8 +30,16 @@ def invoke(*args: str):
         ({"question": "q", "answer": "a"}, ("q", "a")),
         ({"text": "great film", "label": 1}, ("great film", "1")),
         ({"instruction": "Translate", "input": "hallo", "output": "hello"}, ("Translate\n\nhallo", "hello")),
-        ({"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"},
-                       {"role": "assistant", "content": "hello"}]}, ("hi", "hello")),
+        (
+            {
+                "messages": [
+                    {"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": "hello"},
+                ]
+            },
+            ("hi", "hello"),
+        ),
     ],
 )
 def test_common_field_names_are_recognised(tmp_path, record, expected) -> None:
@@ -44,8 +52,10 @@ def test_common_field_names_are_recognised(tmp_path, record, expected) -> None:
 
 def test_bad_jsonl_lines_are_reported_by_number(tmp_path) -> None:
     path = tmp_path / "x.jsonl"
-    path.write_bytes(b'{"input": "a", "output": "b"}\n{broken\n\n{"input": "c"}\n[1, 2]\n{"input": "\xff", "output": "x"}\n'
-                     b'{"input": "  ", "output": "y"}\n{"input": "d", "output": "e"}\n')
+    path.write_bytes(
+        b'{"input": "a", "output": "b"}\n{broken\n\n{"input": "c"}\n[1, 2]\n{"input": "\xff", "output": "x"}\n'
+        b'{"input": "  ", "output": "y"}\n{"input": "d", "output": "e"}\n'
+    )
     parsed = read_examples(path)
     assert [r.line for r in parsed.rows] == [1, 8]
     reasons = dict(parsed.skipped)
@@ -64,8 +74,13 @@ def test_csv_with_custom_fields_and_bad_rows(tmp_path) -> None:
 
 @pytest.mark.parametrize(
     ("content", "suffix", "message"),
-    [(b"", ".jsonl", "is empty"), (b"  \n", ".csv", "is empty"), (b"a,b\n\xff\xfe,1\n", ".csv", "not UTF-8 text at line 2"),
-     (b'{"foo": 1}\n', ".jsonl", "no usable rows"), (b"x", ".txt", "unknown file type")],
+    [
+        (b"", ".jsonl", "is empty"),
+        (b"  \n", ".csv", "is empty"),
+        (b"a,b\n\xff\xfe,1\n", ".csv", "not UTF-8 text at line 2"),
+        (b'{"foo": 1}\n', ".jsonl", "no usable rows"),
+        (b"x", ".txt", "unknown file type"),
+    ],
 )
 def test_unusable_files_are_one_line_errors(tmp_path, content, suffix, message) -> None:
     path = tmp_path / f"x{suffix}"

@@ -10,10 +10,10 @@ import pytest
 
 from tunelab.eval.baselines import NOT_A_LABEL
 from tunelab.eval.metrics import score
+from tunelab.eval.report import REPORT_JSON, REPORT_MD, write_report
 from tunelab.eval.statistics import binomial_greater
 from tunelab.eval.summary import summarize
 from tunelab.stores.comparisons import ComparisonItem, ComparisonStore, ItemResult
-from tunelab.eval.report import REPORT_JSON, REPORT_MD, write_report
 
 LABELS = ["negative", "positive"]
 
@@ -25,8 +25,11 @@ def _comparison(conn, replies: dict[str, list[str]], references: list[str]):
     comparison = store.open("demo", "key", {"labels": LABELS, "test_source": "constructed", "sampler": {}}, items, list(replies))
     for arm, outputs in replies.items():
         for item, output in zip(items, outputs):
-            store.add_result(comparison.id, "fp", ItemResult(arm, item.position, output, score(output, item.reference, LABELS),
-                                                             40, 2, 20.0, 50.0, 60.0, "stop"))
+            store.add_result(
+                comparison.id,
+                "fp",
+                ItemResult(arm, item.position, output, score(output, item.reference, LABELS), 40, 2, 20.0, 50.0, 60.0, "stop"),
+            )
     return summarize(store.get(comparison.id), items, store.results(comparison.id), "accuracy")
 
 
@@ -46,8 +49,10 @@ def test_majority_arm_is_flagged_and_a_real_winner_still_wins(conn, settings) ->
     assert not b.balanced
 
     lora = b.arm("lora:x")
-    assert lora.confusion == {"negative": {"negative": 0, "positive": 20, NOT_A_LABEL: 0},
-                              "positive": {"negative": 0, "positive": 30, NOT_A_LABEL: 0}}
+    assert lora.confusion == {
+        "negative": {"negative": 0, "positive": 20, NOT_A_LABEL: 0},
+        "positive": {"negative": 0, "positive": 30, NOT_A_LABEL: 0},
+    }
     assert lora.correct == 30 and lora.not_a_label == 0.0
     assert lora.macro_f1 == pytest.approx((2 * 30 / (2 * 30 + 20) + 0.0) / 2)
     assert lora.p_above_majority == pytest.approx(_hand_p(30, 50, 0.6)) and not lora.above_majority
@@ -70,15 +75,14 @@ def test_majority_arm_is_flagged_and_a_real_winner_still_wins(conn, settings) ->
     assert "| positive | 0 | 30 | 0 |" in markdown  # lora:x's confusion row
     report = json.loads((path / REPORT_JSON).read_text())
     assert report["baselines"]["majority_label"] == "positive"
-    assert {a["arm"]: a["above_majority"] for a in report["baselines"]["arms"]} == {
-        "lora:x": False, "base+jaccard@4": True, "base": False}
+    assert {a["arm"]: a["above_majority"] for a in report["baselines"]["arms"]} == {"lora:x": False, "base+jaccard@4": True, "base": False}
 
 
 def test_no_arm_above_the_majority_crowns_nobody(conn) -> None:
     references = ["positive"] * 28 + ["negative"] * 22  # 56 %
     arms = {
         "base": ["positive"] * 14 + ["negative"] * 14 + ["positive"] * 10 + ["negative"] * 12,  # 26 right: 52 %
-        "base+random@4": ["negative"] * 28 + ["negative"] * 22,                                    # 22 right: 44 %
+        "base+random@4": ["negative"] * 28 + ["negative"] * 22,  # 22 right: 44 %
     }
     summary = _comparison(conn, arms, references)
     assert summary.arm("base").metrics["accuracy"].value == pytest.approx(0.52)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tunelab.runtime.runtime import Runtime
-from tunelab.runtime.chat_service import ChatService
 from tunelab.engine.sampling import SamplerParams
 from tunelab.errors import TunelabError
+from tunelab.runtime.chat_service import ChatService
+from tunelab.runtime.runtime import Runtime
 from tunelab.stores.files import sha256_file
 
 GREEDY = SamplerParams(temperature=0, max_tokens=12)

@@ -17,8 +17,7 @@ TUNELAB = [sys.executable, "-m", "tunelab.cli"]
 
 
 def run(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*TUNELAB, *args], capture_output=True, text=True, input=input, timeout=180,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run([*TUNELAB, *args], capture_output=True, text=True, input=input, timeout=180, env={**os.environ, **(env or {})})
 
 
 def assert_clean_error(result: subprocess.CompletedProcess[str], fragment: str) -> None:
@@ -107,8 +106,10 @@ def test_unusable_data_dir(tmp_path: Path):
 
 def test_empty_prompt(home: Path):
     assert_clean_error(run("chat", "   "), "empty prompt")
-    assert not (home / "tunelab.db").exists() or sqlite3.connect(home / "tunelab.db").execute(
-        "SELECT count(*) FROM messages").fetchone()[0] == 0
+    assert (
+        not (home / "tunelab.db").exists()
+        or sqlite3.connect(home / "tunelab.db").execute("SELECT count(*) FROM messages").fetchone()[0] == 0
+    )
 
 
 def test_prompt_longer_than_context(home: Path):
@@ -127,7 +128,9 @@ def test_ctrl_c_saves_partial_reply(home: Path):
     # as an interactive terminal has it.
     proc = subprocess.Popen(
         [*TUNELAB, "chat", "--max-tokens", "400", "--temperature", "0", "Write a very long story about a lighthouse keeper."],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert proc.stdout is not None
@@ -137,8 +140,11 @@ def test_ctrl_c_saves_partial_reply(home: Path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted: partial reply saved" in err and "Traceback" not in err
-    row = sqlite3.connect(home / "tunelab.db").execute(
-        "SELECT content, interrupted, finish_reason FROM messages WHERE role = 'assistant'").fetchone()
+    row = (
+        sqlite3.connect(home / "tunelab.db")
+        .execute("SELECT content, interrupted, finish_reason FROM messages WHERE role = 'assistant'")
+        .fetchone()
+    )
     assert row[0] and row[1] == 1 and row[2] == "cancelled"
 
 

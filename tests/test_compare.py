@@ -7,23 +7,28 @@ import random
 
 import pytest
 
-from tunelab.stores.provenance import Provenance
-from tunelab.runtime import arena
-from tunelab.eval.arms import Arm, parse_selectors, standard_grid
 from tunelab.engine.chat_template import ChatMessage
-from tunelab.runtime.compare import ArmReply
 from tunelab.engine.llama_engine import Reply, ReplyStats
-from tunelab.eval.summary import summarize
 from tunelab.errors import TunelabError
-from tunelab.stores.comparisons import ComparisonItem, ComparisonStore, ItemResult
+from tunelab.eval.arms import Arm, parse_selectors, standard_grid
 from tunelab.eval.report import REPORT_JSON, REPORT_MD, REPORT_PNG, write_report
+from tunelab.eval.summary import summarize
+from tunelab.runtime import arena
+from tunelab.runtime.compare import ArmReply
+from tunelab.stores.comparisons import ComparisonItem, ComparisonStore, ItemResult
+from tunelab.stores.provenance import Provenance
 
 
 # -- arms ------------------------------------------------------------------------------------------
 def test_standard_grid_is_base_and_adapters_times_zero_shot_and_selectors() -> None:
     arms = standard_grid(parse_selectors("jaccard, embedding"), 4, ["sst"])
     assert [a.name for a in arms] == [
-        "base", "base+jaccard@4", "base+embedding@4", "lora:sst", "lora:sst+jaccard@4", "lora:sst+embedding@4",
+        "base",
+        "base+jaccard@4",
+        "base+embedding@4",
+        "lora:sst",
+        "lora:sst+jaccard@4",
+        "lora:sst+embedding@4",
     ]
     assert all(Arm.parse(a.name) == a for a in arms)
     assert [a.name for a in standard_grid([], 4)] == ["base"]
@@ -52,10 +57,21 @@ def _fill(conn, accuracies: dict[str, list[int]], fingerprint: str = "fp") -> in
         for item, hit in zip(items, hits):
             output = item.reference if hit else "unsure"
             store.add_result(
-                comparison.id, fingerprint,
-                ItemResult(arm, item.position, output, {"accuracy": float(hit), "chrf": 0.5 * hit, "rouge_l": 1.0 * hit},
-                           prompt_tokens=40 if "@" not in arm else 240, completion_tokens=2, ttft_ms=20.0,
-                           total_ms=50.0, decode_tps=60.0, finish_reason="stop", provenance={"selection_ms": 5.0}),
+                comparison.id,
+                fingerprint,
+                ItemResult(
+                    arm,
+                    item.position,
+                    output,
+                    {"accuracy": float(hit), "chrf": 0.5 * hit, "rouge_l": 1.0 * hit},
+                    prompt_tokens=40 if "@" not in arm else 240,
+                    completion_tokens=2,
+                    ttft_ms=20.0,
+                    total_ms=50.0,
+                    decode_tps=60.0,
+                    finish_reason="stop",
+                    provenance={"selection_ms": 5.0},
+                ),
             )
     return comparison.id
 
@@ -73,8 +89,8 @@ def test_finished_positions_survive_reopen_and_stale_fingerprints_are_dropped(co
 def test_summary_and_report_files(conn, settings) -> None:
     accuracies = {
         "base": [0] * 16 + [1] * 4,
-        "base+jaccard@4": [1] * 16 + [1] * 4,   # 16 more right than base: significant
-        "lora:x": [1] * 15 + [0] + [1] * 4,    # one fewer than jaccard: not significant
+        "base+jaccard@4": [1] * 16 + [1] * 4,  # 16 more right than base: significant
+        "lora:x": [1] * 15 + [0] + [1] * 4,  # one fewer than jaccard: not significant
     }
     comparison_id = _fill(conn, accuracies)
     store = ComparisonStore(conn)

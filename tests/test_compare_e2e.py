@@ -8,16 +8,17 @@ import pytest
 from click.testing import CliRunner
 from finetune_support import base_pair  # noqa: F401
 
-from tunelab.runtime.runtime import Runtime
 from tunelab.cli import cli
-from tunelab.runtime import compare as cmp
-from tunelab.eval.arms import Arm, standard_grid
-from tunelab.runtime.compare import ArmRunner, bank_test_set, finish, greedy, run_comparison
 from tunelab.errors import TunelabError
+from tunelab.eval.arms import Arm, standard_grid
+from tunelab.eval.report import REPORT_JSON, REPORT_MD, REPORT_PNG
+from tunelab.runtime import compare as cmp
+from tunelab.runtime.compare import ArmRunner, bank_test_set, finish, greedy, run_comparison
+from tunelab.runtime.runtime import Runtime
 from tunelab.stores.banks import BankStore
 from tunelab.stores.comparisons import ComparisonItem, ComparisonStore
-from tunelab.eval.report import REPORT_JSON, REPORT_MD, REPORT_PNG
 from tunelab.stores.runs import adapter_training_ids
+
 
 @pytest.fixture
 def sentiment_bank(settings, conn):
@@ -135,7 +136,7 @@ def test_cli_compare_reports_and_test_file_duplicates(settings, conn, sentiment_
     assert "1 of 2 test items also appear" in result.stderr
     assert "## Verdict" in result.stdout and "| base+jaccard@2 |" in result.stdout
     listing = runner.invoke(cli, ["reports"], catch_exceptions=False)
-    assert listing.exit_code == 0 and "sentiment" in listing.output.lower() or sentiment_bank.name in listing.output
+    assert (listing.exit_code == 0 and "sentiment" in listing.output.lower()) or sentiment_bank.name in listing.output
     (comparison,) = ComparisonStore(conn).list()
     shown = runner.invoke(cli, ["reports", "show", str(comparison.id)], catch_exceptions=False)
     assert shown.exit_code == 0 and "## Arms" in shown.stdout

@@ -7,15 +7,15 @@ import json
 
 import pytest
 
-from tunelab.runtime.curve import CurveSpec, GridClock, parse_sizes, spec_from_text
-from tunelab.runtime.compare import Progress
+from tunelab.errors import TunelabError
 from tunelab.eval.curve_summary import LORA, ZERO_SHOT, CurveArm, curve_summary
 from tunelab.eval.metrics import score
-from tunelab.eval.summary import summarize
-from tunelab.errors import TunelabError
-from tunelab.finetune.args import SFTArgs
-from tunelab.stores.comparisons import ComparisonItem, ComparisonStore, ItemResult
 from tunelab.eval.report import CURVE_PNG, REPORT_JSON, REPORT_MD, write_report
+from tunelab.eval.summary import summarize
+from tunelab.finetune.args import SFTArgs
+from tunelab.runtime.compare import Progress
+from tunelab.runtime.curve import CurveSpec, GridClock, parse_sizes, spec_from_text
+from tunelab.stores.comparisons import ComparisonItem, ComparisonStore, ItemResult
 
 LABELS = ["negative", "positive"]
 N = 40
@@ -29,8 +29,22 @@ def _summary(conn, hits: dict[str, int], prompt_tokens: dict[str, int], ttft: di
     for arm, right in hits.items():
         for item in items:
             output = item.reference if item.position < right else LABELS[(item.position + 1) % 2]
-            store.add_result(comparison.id, "fp", ItemResult(arm, item.position, output, score(output, item.reference, LABELS),
-                                                             prompt_tokens[arm], 1, ttft[arm], ttft[arm] + 10, 50.0, "stop"))
+            store.add_result(
+                comparison.id,
+                "fp",
+                ItemResult(
+                    arm,
+                    item.position,
+                    output,
+                    score(output, item.reference, LABELS),
+                    prompt_tokens[arm],
+                    1,
+                    ttft[arm],
+                    ttft[arm] + 10,
+                    50.0,
+                    "stop",
+                ),
+            )
     return summarize(store.get(comparison.id), items, store.results(comparison.id), "accuracy")
 
 
@@ -44,9 +58,13 @@ ARMS = {  # arm: (hits of 40, prompt tokens, TTFT ms)
     "lora:n16-s1": (40, 40, 50.0),
 }
 PLACES = [
-    CurveArm("base", ZERO_SHOT, 0), CurveArm("base+jaccard@1", "jaccard", 1), CurveArm("base+jaccard@4", "jaccard", 4),
-    CurveArm("lora:n4-s0", LORA, 4, 0, 30.0, 3000.0), CurveArm("lora:n4-s1", LORA, 4, 1, 34.0, 3400.0),
-    CurveArm("lora:n16-s0", LORA, 16, 0, 75.0, 9000.0), CurveArm("lora:n16-s1", LORA, 16, 1, 75.0, 9000.0),
+    CurveArm("base", ZERO_SHOT, 0),
+    CurveArm("base+jaccard@1", "jaccard", 1),
+    CurveArm("base+jaccard@4", "jaccard", 4),
+    CurveArm("lora:n4-s0", LORA, 4, 0, 30.0, 3000.0),
+    CurveArm("lora:n4-s1", LORA, 4, 1, 34.0, 3400.0),
+    CurveArm("lora:n16-s0", LORA, 16, 0, 75.0, 9000.0),
+    CurveArm("lora:n16-s1", LORA, 16, 1, 75.0, 9000.0),
 ]
 
 
@@ -122,13 +140,16 @@ def test_grid_eta_waits_for_a_measured_rate() -> None:
     assert eta.describe() == f"ETA {eta.seconds:.0f}s"
 
 
-@pytest.mark.parametrize(("flags", "message"), [
-    (["--ks", "1,x"], "--ks must be comma-separated"),
-    (["--sizes", "1,all"], "n >= 2"),
-    (["--seeds", "0"], "seeds must be >= 1"),
-    (["--epochs", "0"], "epochs must be > 0"),
-    ([], "unknown bank 'nope'"),
-])
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--ks", "1,x"], "--ks must be comma-separated"),
+        (["--sizes", "1,all"], "n >= 2"),
+        (["--seeds", "0"], "seeds must be >= 1"),
+        (["--epochs", "0"], "epochs must be > 0"),
+        ([], "unknown bank 'nope'"),
+    ],
+)
 def test_cli_refuses_bad_settings_with_one_line(flags: list[str], message: str) -> None:
     from click.testing import CliRunner
 

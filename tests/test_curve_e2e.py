@@ -9,14 +9,14 @@ import pytest
 from click.testing import CliRunner
 from finetune_support import base_pair  # noqa: F401
 
-from tunelab.runtime.runtime import Runtime
 from tunelab.cli import cli
-from tunelab.runtime import compare as cmp
-from tunelab.runtime.curve import CurveSpec, run_curve
 from tunelab.engine.llama_engine import LlamaEngine
+from tunelab.eval.report import CURVE_PNG, REPORT_JSON, REPORT_MD
 from tunelab.finetune import sft
 from tunelab.finetune.args import SFTArgs
-from tunelab.eval.report import CURVE_PNG, REPORT_JSON, REPORT_MD
+from tunelab.runtime import compare as cmp
+from tunelab.runtime.curve import CurveSpec, run_curve
+from tunelab.runtime.runtime import Runtime
 from tunelab.stores.runs import RunStore
 
 SPEC = CurveSpec(SFTArgs(epochs=1, batch_size=4, max_length=128), ks=(0, 1), selectors=("jaccard",), sizes=(4, 8), seeds=1)

@@ -22,9 +22,9 @@ def test_greedy_reply_is_deterministic(engine):
 
 def test_stream_matches_llama_cpp_non_streaming(engine):
     streamed = "".join(engine.chat(QUESTION, GREEDY))
-    raw = engine.llama.create_chat_completion(
-        messages=[m.as_dict() for m in QUESTION], temperature=0, repeat_penalty=1.0, max_tokens=40
-    )["choices"][0]["message"]["content"]
+    raw = engine.llama.create_chat_completion(messages=[m.as_dict() for m in QUESTION], temperature=0, repeat_penalty=1.0, max_tokens=40)[
+        "choices"
+    ][0]["message"]["content"]
     assert streamed == raw
 
 

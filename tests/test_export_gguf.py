@@ -27,8 +27,13 @@ def adapter_case(base_pair, tmp_path_factory: pytest.TempPathFactory):
     peft_dir = random_adapter(base_pair.hf_dir, root / "peft", ALL_LINEAR)
     ids = token_ids(base_pair.hf_dir)
     gguf = export_gguf.export_adapter(peft_dir, base_pair.gguf_path, root / "adapter.gguf")
-    return {"peft": peft_dir, "gguf": gguf, "ids": ids,
-            "hf_base": hf_logits(base_pair.hf_dir, ids), "hf_lora": hf_logits(base_pair.hf_dir, ids, peft_dir)}
+    return {
+        "peft": peft_dir,
+        "gguf": gguf,
+        "ids": ids,
+        "hf_base": hf_logits(base_pair.hf_dir, ids),
+        "hf_lora": hf_logits(base_pair.hf_dir, ids, peft_dir),
+    }
 
 
 @pytest.mark.slow
@@ -64,7 +69,9 @@ def test_adapter_delta_on_quantised_default_base_correlates(adapter_case, base_p
 def test_merged_models_match_hf_merged(adapter_case, base_pair, tmp_path: Path) -> None:
     """f16 keeps the F32 bound's spirit; q8_0 quantises activations too, so it is held to correlation."""
     for tensor_type in ("f16", "q8_0"):
-        merged = export_gguf.export_model(base_pair.hf_dir, base_pair.gguf_path, tmp_path / f"{tensor_type}.gguf", tensor_type, adapter_case["peft"])
+        merged = export_gguf.export_model(
+            base_pair.hf_dir, base_pair.gguf_path, tmp_path / f"{tensor_type}.gguf", tensor_type, adapter_case["peft"]
+        )
         logits = cpp_logits(merged, adapter_case["ids"])
         hf = adapter_case["hf_lora"]
         correlation = float(np.corrcoef(logits.ravel(), hf.ravel())[0, 1])

@@ -16,15 +16,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from fault_support import TUNELAB, checked_db, count, kill_at, ok, run
+from fault_support import checked_db, count, kill_at, ok, run
 from finetune_support import base_pair  # noqa: F401
 
 BIG_ROWS = 50_000
 
 
 def write_rows(path: Path, n: int, prefix: str = "q") -> Path:
-    path.write_text("".join(json.dumps({"input": f"{prefix} {i} {'word ' * (i % 7)}", "output": f"answer {i % 5}"}) + "\n"
-                            for i in range(n)), encoding="utf-8")
+    path.write_text(
+        "".join(json.dumps({"input": f"{prefix} {i} {'word ' * (i % 7)}", "output": f"answer {i % 5}"}) + "\n" for i in range(n)),
+        encoding="utf-8",
+    )
     return path
 
 
@@ -59,8 +61,12 @@ def chroma_ids(home: Path, bank_name: str) -> list[str]:
 def train_ids(home: Path, bank_name: str) -> set[str]:
     conn = checked_db(home)
     try:
-        return {str(r[0]) for r in conn.execute("SELECT e.id FROM examples e JOIN banks b ON b.id = e.bank_id"
-                                                  " WHERE b.name = ? AND e.split = 'train'", (bank_name,))}
+        return {
+            str(r[0])
+            for r in conn.execute(
+                "SELECT e.id FROM examples e JOIN banks b ON b.id = e.bank_id WHERE b.name = ? AND e.split = 'train'", (bank_name,)
+            )
+        }
     finally:
         conn.close()
 
@@ -93,10 +99,12 @@ def test_kill_inside_a_rating_and_a_vote_stores_neither(home: Path) -> None:
     conn.close()
     assert "up" in ok("rate", str(message), "up").stdout
     # votes come from the TUI's arena: the same store call in a process of its own
-    vote = ("from tunelab.config import Settings; from tunelab.stores.db import connect;"
-            "from tunelab.stores.feedback import FeedbackStore, PreferenceVote;"
-            "c = connect(Settings.load().db_path);"
-            "FeedbackStore(c).vote(PreferenceVote(prompt=[{'role': 'user', 'content': 'hi'}], a_reply='a', b_reply='b', choice='a'))")
+    vote = (
+        "from tunelab.config import Settings; from tunelab.stores.db import connect;"
+        "from tunelab.stores.feedback import FeedbackStore, PreferenceVote;"
+        "c = connect(Settings.load().db_path);"
+        "FeedbackStore(c).vote(PreferenceVote(prompt=[{'role': 'user', 'content': 'hi'}], a_reply='a', b_reply='b', choice='a'))"
+    )
     kill_at("feedback.vote_written", command=[sys.executable, "-c", vote])
     conn = checked_db(home)
     assert count(conn, "preference_votes") == 0 and count(conn, "ratings", "rating = 'up'") == 1
@@ -109,8 +117,24 @@ def test_kill_inside_a_rating_and_a_vote_stores_neither(home: Path) -> None:
 
 def train_args(base_pair, name: str = "kill-me") -> list[str]:  # type: ignore[no-untyped-def]
     """A 4-step run with a checkpoint every 2 steps: seconds per step on the CPU."""
-    return ["train", name, "--bank", "sent", "--hf-dir", str(base_pair.hf_dir), "--max-steps", "4", "--save-steps", "2",
-            "--batch-size", "1", "--max-length", "64", "--r", "4"]
+    return [
+        "train",
+        name,
+        "--bank",
+        "sent",
+        "--hf-dir",
+        str(base_pair.hf_dir),
+        "--max-steps",
+        "4",
+        "--save-steps",
+        "2",
+        "--batch-size",
+        "1",
+        "--max-length",
+        "64",
+        "--r",
+        "4",
+    ]
 
 
 def runs_line(name: str) -> str:
@@ -222,8 +246,26 @@ def test_kill_during_feedback_training_then_resume(home: Path, conn, base_pair) 
     from feedback_support import rate_helpful_vs_rude
 
     rate_helpful_vs_rude(conn, 8)
-    args = ["feedback", "train", "--method", "reward", "--name", "rm", "--hf-dir", str(base_pair.hf_dir),
-            "--model", str(base_pair.gguf_path), "--steps", "4", "--save-steps", "2", "--batch-size", "2", "--max-length", "64"]
+    args = [
+        "feedback",
+        "train",
+        "--method",
+        "reward",
+        "--name",
+        "rm",
+        "--hf-dir",
+        str(base_pair.hf_dir),
+        "--model",
+        str(base_pair.gguf_path),
+        "--steps",
+        "4",
+        "--save-steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--max-length",
+        "64",
+    ]
     kill_at("train.checkpoint_saved", *args)
     db = checked_db(home)
     assert count(db, "ratings") == 16 and not (home / "reward_models" / "rm").exists()
@@ -240,9 +282,13 @@ def compare_outcome(home: Path) -> tuple[list[tuple], str]:  # type: ignore[type
     verdict and metric table: all of it but timings and paths."""
     conn = checked_db(home)
     try:
-        answers = [tuple(r) for r in conn.execute(
-            "SELECT arm, position, output, scores_json, examples_json, prompt_tokens, completion_tokens, finish_reason"
-            " FROM comparison_results ORDER BY arm, position")]
+        answers = [
+            tuple(r)
+            for r in conn.execute(
+                "SELECT arm, position, output, scores_json, examples_json, prompt_tokens, completion_tokens, finish_reason"
+                " FROM comparison_results ORDER BY arm, position"
+            )
+        ]
     finally:
         conn.close()
     (report,) = (home / "reports").glob("*/report.json")
@@ -252,8 +298,24 @@ def compare_outcome(home: Path) -> tuple[list[tuple], str]:  # type: ignore[type
 
 @pytest.mark.slow
 def test_kill_between_compare_answers_then_rerun_equals_an_uninterrupted_run(home: Path, tmp_path: Path) -> None:
-    args = ["compare", "--bank", "sent", "--no-adapter", "--selectors", "jaccard", "--k", "2", "--limit", "3",
-            "--max-tokens", "4", "--temperature", "0", "--n-ctx", "1024"]
+    args = [
+        "compare",
+        "--bank",
+        "sent",
+        "--no-adapter",
+        "--selectors",
+        "jaccard",
+        "--k",
+        "2",
+        "--limit",
+        "3",
+        "--max-tokens",
+        "4",
+        "--temperature",
+        "0",
+        "--n-ctx",
+        "1024",
+    ]
     ok("bank", "import-demo", "sentiment", "--size", "30", "--name", "sent")
     kill_at("compare.result_stored", *args)
     conn = checked_db(home)

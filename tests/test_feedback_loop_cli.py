@@ -21,36 +21,101 @@ from tunelab.tui.widgets.chat.message_view import MessageView
 @pytest.mark.slow
 def test_feedback_train_reward_prints_progress_and_the_model_is_usable(settings, conn, base_pair) -> None:
     rate_helpful_vs_rude(conn, 8)
-    trained = run("feedback", "train", "--method", "reward", "--name", "rm", "--model", str(base_pair.gguf_path),
-                  "--hf-dir", str(base_pair.hf_dir), "--steps", "3", "--batch-size", "4", "--max-length", "96")
+    trained = run(
+        "feedback",
+        "train",
+        "--method",
+        "reward",
+        "--name",
+        "rm",
+        "--model",
+        str(base_pair.gguf_path),
+        "--hf-dir",
+        str(base_pair.hf_dir),
+        "--steps",
+        "3",
+        "--batch-size",
+        "4",
+        "--max-length",
+        "96",
+    )
     assert trained.returncode == 0, trained.stderr
     assert "training reward 'rm' on 6 pairs (2 held out) (cpu)" in trained.stderr
     assert "[########################] 3/3 · loss" in trained.stderr  # the same progress line as `tunelab train`
     assert "reward 'rm': loss" in trained.stdout and "held-out pair accuracy" in trained.stdout
     assert "--reward-model rm" in trained.stdout
     # chat --best-of: N sampled replies, the reward model's favourite kept, every score shown.
-    best = run("chat", "--json", "--best-of", "2", "--reward-model", "rm", "--max-tokens", "6", "--temperature", "0.8",
-               "--model", str(base_pair.gguf_path), "What is 3 plus 4?")
+    best = run(
+        "chat",
+        "--json",
+        "--best-of",
+        "2",
+        "--reward-model",
+        "rm",
+        "--max-tokens",
+        "6",
+        "--temperature",
+        "0.8",
+        "--model",
+        str(base_pair.gguf_path),
+        "What is 3 plus 4?",
+    )
     assert best.returncode == 0, best.stderr
     record = json.loads(best.stdout)
     scores = [c["score"] for c in record["best_of"]["candidates"]]
     assert len(scores) == 2 and record["best_of"]["reward_model"] == "rm"
     assert record["text"] == record["best_of"]["candidates"][scores.index(max(scores))]["text"]
     assert "[best of 2 by reward model rm]" in best.stderr and best.stderr.count("score ") == 2
-    assert_clean_error(run("chat", "--best-of", "2", "--temperature", "0", "--model", str(base_pair.gguf_path), "hi"),
-                       "best-of needs sampling")
+    assert_clean_error(
+        run("chat", "--best-of", "2", "--temperature", "0", "--model", str(base_pair.gguf_path), "hi"), "best-of needs sampling"
+    )
     assert_clean_error(run("chat", "--reward-model", "rm", "hi"), "add --best-of N")
 
     # The compare report gets the reward model's column (mean reward, win-rate vs the first arm).
     assert run("bank", "import-demo", "sentiment", "--size", "12").returncode == 0
-    compared = run("compare", "--bank", "sentiment", "--limit", "2", "--selectors", "random", "--k", "1", "--no-adapter",
-                   "--max-tokens", "4", "--reward-model", "rm", "--model", str(base_pair.gguf_path))
+    compared = run(
+        "compare",
+        "--bank",
+        "sentiment",
+        "--limit",
+        "2",
+        "--selectors",
+        "random",
+        "--k",
+        "1",
+        "--no-adapter",
+        "--max-tokens",
+        "4",
+        "--reward-model",
+        "rm",
+        "--model",
+        str(base_pair.gguf_path),
+    )
     assert compared.returncode == 0, compared.stderr
     assert "## Reward model `rm`" in compared.stdout and "| base+random@1 |" in compared.stdout
     assert_clean_error(run("compare", "--bank", "sentiment", "--reward-model", "nope"), "no training run 'nope'")
     # best-of with in-context examples: every candidate sees the same examples, recorded with the pick.
-    best_icl = run("chat", "--json", "--best-of", "2", "--reward-model", "rm", "--bank", "sentiment", "--selector", "jaccard",
-                   "--k", "1", "--max-tokens", "4", "--temperature", "0.8", "--model", str(base_pair.gguf_path), "A fine film.")
+    best_icl = run(
+        "chat",
+        "--json",
+        "--best-of",
+        "2",
+        "--reward-model",
+        "rm",
+        "--bank",
+        "sentiment",
+        "--selector",
+        "jaccard",
+        "--k",
+        "1",
+        "--max-tokens",
+        "4",
+        "--temperature",
+        "0.8",
+        "--model",
+        str(base_pair.gguf_path),
+        "A fine film.",
+    )
     assert best_icl.returncode == 0, best_icl.stderr
     record = json.loads(best_icl.stdout)
     assert len(record["icl"]["examples"]) == 1 and len(record["best_of"]["candidates"]) == 2
@@ -60,8 +125,9 @@ def test_feedback_train_reward_prints_progress_and_the_model_is_usable(settings,
     runs = run("adapters", "runs")
     assert "rm" in runs.stdout and "done" in runs.stdout
 
-    assert_clean_error(run("feedback", "train", "--method", "reward", "--name", "rm", "--hf-dir", str(base_pair.hf_dir)),
-                       "a run named 'rm' exists")
+    assert_clean_error(
+        run("feedback", "train", "--method", "reward", "--name", "rm", "--hf-dir", str(base_pair.hf_dir)), "a run named 'rm' exists"
+    )
     assert_clean_error(run("feedback", "train", "--resume", "rm"), "run 'rm' is already done")
     assert_clean_error(run("feedback", "train", "--resume", "rm", "--steps", "2"), "give only --resume RUN")
 

@@ -12,17 +12,17 @@ import pytest
 from feedback_support import rate, rate_helpful_vs_rude, rate_sentiment
 from finetune_support import base_pair  # noqa: F401
 
-from tunelab.runtime.runtime import Runtime
-from tunelab.runtime import compare as cmp
-from tunelab.eval.arms import standard_grid
-from tunelab.eval.reward_report import reward_summary
 from tunelab.errors import TunelabError
+from tunelab.eval.arms import standard_grid
+from tunelab.eval.report import reward_markdown
+from tunelab.eval.reward_report import reward_summary
 from tunelab.finetune import feedback_runs, sft
 from tunelab.finetune.args import SFTArgs
 from tunelab.finetune.preference_args import PreferenceArgs
+from tunelab.runtime import compare as cmp
+from tunelab.runtime.runtime import Runtime
 from tunelab.stores import demo_banks
 from tunelab.stores.banks import BankStore
-from tunelab.eval.report import reward_markdown
 from tunelab.stores.runs import RunStore, adapter_gguf, adapter_training_ids, latest_adapter_for_bank
 
 FAST = dict(batch_size=4, max_length=96, learning_rate=5e-4, save_steps=100)
@@ -30,8 +30,8 @@ FAST = dict(batch_size=4, max_length=96, learning_rate=5e-4, save_steps=100)
 
 @pytest.mark.slow
 def test_kto_run_cancels_resumes_and_dpo_continues_an_sft_adapter(settings, conn, base_pair) -> None:
-    from tunelab.runtime.chat_service import ChatService
     from tunelab.engine.sampling import SamplerParams
+    from tunelab.runtime.chat_service import ChatService
 
     rate_sentiment(conn, 4)
     cancel = threading.Event()
@@ -42,8 +42,9 @@ def test_kto_run_cancels_resumes_and_dpo_continues_an_sft_adapter(settings, conn
         if event.step == 1:
             cancel.set()
 
-    plan = feedback_runs.prepare(settings, conn, "kto", PreferenceArgs(max_steps=3, **FAST), model=str(base_pair.gguf_path),
-                                 hf_dir=base_pair.hf_dir)
+    plan = feedback_runs.prepare(
+        settings, conn, "kto", PreferenceArgs(max_steps=3, **FAST), model=str(base_pair.gguf_path), hf_dir=base_pair.hf_dir
+    )
     assert plan.run.name == "feedback-kto" and plan.run.method == "kto" and len(plan.rows) == 8
     first = feedback_runs.train(plan, listener, cancel)
     assert first.cancelled and first.run.status == "cancelled" and first.run.step == 1
@@ -77,9 +78,22 @@ def test_kto_run_cancels_resumes_and_dpo_continues_an_sft_adapter(settings, conn
     demo = demo_banks.sentiment(size=12)
     BankStore(conn).create("sentiment", demo.rows, demo.instruction)
     train = BankStore(conn).examples("sentiment", split="train")[:2]
-    rows = [{"prompt": sft.prompt_messages(demo.instruction, e.input), "completion": [{"role": "assistant", "content": e.output}]} for e in train]
-    sft.train(sft.plan_for(settings, conn, "sst", "sentiment", [e.id for e in train], rows,
-                           SFTArgs(max_steps=1, max_length=96, batch_size=2), hf_dir=base_pair.hf_dir))
+    rows = [
+        {"prompt": sft.prompt_messages(demo.instruction, e.input), "completion": [{"role": "assistant", "content": e.output}]}
+        for e in train
+    ]
+    sft.train(
+        sft.plan_for(
+            settings,
+            conn,
+            "sst",
+            "sentiment",
+            [e.id for e in train],
+            rows,
+            SFTArgs(max_steps=1, max_length=96, batch_size=2),
+            hf_dir=base_pair.hf_dir,
+        )
+    )
     dpo = feedback_runs.prepare(settings, conn, "dpo", PreferenceArgs(max_steps=2, **{**FAST, "batch_size": 2}), on="sst")
     assert dpo.run.name == "sst-dpo" and dpo.start_adapter is not None and dpo.start_adapter.name == "sst"
     result = feedback_runs.train(dpo)
@@ -101,8 +115,15 @@ def test_kto_run_cancels_resumes_and_dpo_continues_an_sft_adapter(settings, conn
 @pytest.mark.slow
 def test_reward_run_is_found_for_its_base_and_refused_for_another(settings, conn, base_pair, tmp_path: Path) -> None:
     rate_helpful_vs_rude(conn, 8)
-    plan = feedback_runs.prepare(settings, conn, "reward", PreferenceArgs(max_steps=4, **{**FAST, "learning_rate": 1e-3}),
-                                 name="rm", model=str(base_pair.gguf_path), hf_dir=base_pair.hf_dir)
+    plan = feedback_runs.prepare(
+        settings,
+        conn,
+        "reward",
+        PreferenceArgs(max_steps=4, **{**FAST, "learning_rate": 1e-3}),
+        name="rm",
+        model=str(base_pair.gguf_path),
+        hf_dir=base_pair.hf_dir,
+    )
     assert (len(plan.rows), len(plan.held_out)) == (6, 2)
     result = feedback_runs.train(plan)
     assert result.run.status == "done" and result.reward_dir == settings.home / "reward_models" / "rm"
@@ -116,8 +137,13 @@ def test_reward_run_is_found_for_its_base_and_refused_for_another(settings, conn
     assert helpful > rude
 
     # The compare report's reward column: the arm that answers helpfully wins on every item.
-    items = [{"input": f"What is {i} plus {i + 1}?", "outputs": {"base": {"output": "Stop asking me things."},
-                                                              "lora:new": {"output": f"Sure - it is {2 * i + 1}."}}} for i in (40, 41, 42)]
+    items = [
+        {
+            "input": f"What is {i} plus {i + 1}?",
+            "outputs": {"base": {"output": "Stop asking me things."}, "lora:new": {"output": f"Sure - it is {2 * i + 1}."}},
+        }
+        for i in (40, 41, 42)
+    ]
     column = reward_summary(items, ["base", "lora:new"], "", scorer, "rm")
     base_arm, new_arm = column.arms
     assert base_arm.versus_first is None and new_arm.mean > base_arm.mean
@@ -130,7 +156,7 @@ def test_reward_run_is_found_for_its_base_and_refused_for_another(settings, conn
         fh.write(b"\0")
     with pytest.raises(TunelabError, match="trained on another base"):
         feedback_runs.load_reward_model(settings, conn, "rm", other)
-    with pytest.raises(TunelabError, match="no reward model for other.gguf"):
+    with pytest.raises(TunelabError, match=r"no reward model for other\.gguf"):
         feedback_runs.load_reward_model(settings, conn, None, other)
 
 

@@ -207,6 +207,18 @@ def test_export_with_nothing_to_export_is_refused(conn: sqlite3.Connection, tmp_
 
 def test_schema_has_feedback_tables(conn: sqlite3.Connection) -> None:
     columns = {r["name"] for r in conn.execute("PRAGMA table_info(ratings)")}
-    assert {"subject", "message_id", "rating", "reason", "comment", "prompt_json", "reply", "model_sha256", "adapter", "arm", "params_json"} <= columns
+    assert {
+        "subject",
+        "message_id",
+        "rating",
+        "reason",
+        "comment",
+        "prompt_json",
+        "reply",
+        "model_sha256",
+        "adapter",
+        "arm",
+        "params_json",
+    } <= columns
     votes = {r["name"] for r in conn.execute("PRAGMA table_info(preference_votes)")}
     assert {"prompt_json", "a_reply", "b_reply", "choice"} <= votes

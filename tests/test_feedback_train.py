@@ -11,6 +11,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from conftest import THREADS
 from feedback_support import rate, rate_helpful_vs_rude, rate_sentiment
 
 from tunelab.engine.chat_template import ChatMessage
@@ -21,7 +22,6 @@ from tunelab.finetune import dpo, feedback_data, feedback_train, kto, reward
 from tunelab.finetune.preference_args import PreferenceArgs
 from tunelab.finetune.sft import ADAPTER_GGUF
 from tunelab.stores.feedback import FeedbackStore
-from conftest import THREADS
 
 pytestmark = pytest.mark.slow
 
@@ -46,8 +46,10 @@ def hf_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # KTO estimates its KL baseline from the other examples in a batch, so it gets a batch of 4;
 # DPO learns from each pair on its own and 2 keeps the test quick.
-FAST = {"kto": PreferenceArgs(max_steps=8, batch_size=4, max_length=128, learning_rate=5e-4),
-        "dpo": PreferenceArgs(max_steps=8, batch_size=2, max_length=128, learning_rate=5e-4)}
+FAST = {
+    "kto": PreferenceArgs(max_steps=8, batch_size=4, max_length=128, learning_rate=5e-4),
+    "dpo": PreferenceArgs(max_steps=8, batch_size=2, max_length=128, learning_rate=5e-4),
+}
 
 
 @pytest.mark.parametrize("method", ["kto", "dpo"])
@@ -118,7 +120,7 @@ def test_too_little_feedback_is_refused_before_loading_anything(conn: sqlite3.Co
     with pytest.raises(TunelabError, match="no ratings yet"):
         feedback_train.train(conn, "kto", missing, "sha", tmp_path / "out")
     rate(conn, "Say hi", "Hi!", "up")
-    with pytest.raises(TunelabError, match="no preference pairs.*--method kto"):
+    with pytest.raises(TunelabError, match=r"no preference pairs.*--method kto"):
         feedback_train.train(conn, "dpo", missing, "sha", tmp_path / "out")
     with pytest.raises(TunelabError, match=r"batch_size must be >= 2 \(got 1\); beta must be > 0"):
         PreferenceArgs(batch_size=1, beta=0)

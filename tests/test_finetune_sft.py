@@ -6,13 +6,13 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import THREADS
 from finetune_support import base_pair  # noqa: F401
 
 from tunelab.errors import TunelabError
 from tunelab.finetune import sft
 from tunelab.finetune.args import SFTArgs, field_docs
 from tunelab.stores.runs import RunStore, adapter_gguf, adapter_training_ids, latest_adapter_for_bank
-from conftest import THREADS
 
 INSTRUCTION = "Answer the question."
 QUESTION = "What is the secret password of the Glorbix hiking club?"
@@ -23,8 +23,14 @@ def rows_for(pairs: list[tuple[str, str]]) -> list[dict]:
     return [{"prompt": sft.prompt_messages(INSTRUCTION, q), "completion": [{"role": "assistant", "content": a}]} for q, a in pairs]
 
 
-MEMORY = rows_for([(QUESTION, ANSWER), ("Who founded the Glorbix hiking club?", "It was founded by Mira Quandt."),
-                   (QUESTION, ANSWER), ("Where does the Glorbix hiking club meet?", "It meets at Fennel Lake.")])
+MEMORY = rows_for(
+    [
+        (QUESTION, ANSWER),
+        ("Who founded the Glorbix hiking club?", "It was founded by Mira Quandt."),
+        (QUESTION, ANSWER),
+        ("Where does the Glorbix hiking club meet?", "It meets at Fennel Lake."),
+    ]
+)
 
 
 def plan(settings, conn, base_pair, name: str, rows: list[dict], **args) -> sft.Plan:
@@ -34,11 +40,14 @@ def plan(settings, conn, base_pair, name: str, rows: list[dict], **args) -> sft.
 @pytest.mark.slow
 def test_sft_lowers_loss_and_llama_cpp_reproduces_the_memorised_answer(settings, conn, base_pair) -> None:
     from tunelab.engine.chat_template import ChatMessage
-    from tunelab.runtime.compare import greedy
     from tunelab.engine.llama_engine import LlamaEngine
+    from tunelab.runtime.compare import greedy
 
     events = []
-    result = sft.train(plan(settings, conn, base_pair, "memo", MEMORY, max_steps=16, learning_rate=3e-3, lora_r=8, lora_dropout=0.0, max_length=96), events.append)
+    result = sft.train(
+        plan(settings, conn, base_pair, "memo", MEMORY, max_steps=16, learning_rate=3e-3, lora_r=8, lora_dropout=0.0, max_length=96),
+        events.append,
+    )
     assert result.adapter is not None and result.run.status == "done"
     losses = [e.loss for e in events]
     assert len(losses) == 16 and losses[-1] < 0.5 * losses[0]

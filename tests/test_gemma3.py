@@ -50,12 +50,33 @@ def test_gemma3_chats_trains_and_its_adapter_moves_logits_like_peft(gemma: Path,
     assert not [leak for leak in LEAKS if leak in chat.stderr], chat.stderr
 
     bank = tmp_path / "facts.jsonl"
-    pairs = [("What colour is the sky?", "Blue."), ("What do bees make?", "Honey."), ("Where do fish live?", "In water."),
-             ("What do cows drink?", "Water."), ("What is ice made of?", "Frozen water."), ("What do cats chase?", "Mice.")]
+    pairs = [
+        ("What colour is the sky?", "Blue."),
+        ("What do bees make?", "Honey."),
+        ("Where do fish live?", "In water."),
+        ("What do cows drink?", "Water."),
+        ("What is ice made of?", "Frozen water."),
+        ("What do cats chase?", "Mice."),
+    ]
     bank.write_text("".join(json.dumps({"input": q, "output": a}) + "\n" for q, a in pairs), encoding="utf-8")
     ok("bank", "import", "facts", str(bank), "--instruction", "Answer briefly.", "--test-size", "0.2")
-    trained = ok("train", "g", "--bank", "facts", "--model", "gemma3-270m", "--max-steps", "3", "--lr", "5e-3",
-                 "--batch-size", "2", "--max-length", "48", timeout=900)
+    trained = ok(
+        "train",
+        "g",
+        "--bank",
+        "facts",
+        "--model",
+        "gemma3-270m",
+        "--max-steps",
+        "3",
+        "--lr",
+        "5e-3",
+        "--batch-size",
+        "2",
+        "--max-length",
+        "48",
+        timeout=900,
+    )
     assert "adapter 'g'" in trained.stdout, trained.stderr
     assert not [leak for leak in LEAKS if leak in trained.stderr], trained.stderr
 
@@ -87,7 +108,9 @@ def test_gemma3_chats_trains_and_its_adapter_moves_logits_like_peft(gemma: Path,
     cpp_delta = cpp_logits(gemma, ids, Path(adapter.gguf_path)) - cpp_logits(gemma, ids)
     hf_delta = hf_logits(hf_dir, ids, Path(adapter.peft_dir)) - hf_logits(hf_dir, ids)
     correlation = float(np.corrcoef(cpp_delta.ravel(), hf_delta.ravel())[0, 1])
-    print(f"\ngemma3-270m Q4_K_M: adapter Δlogits max |HF| {np.abs(hf_delta).max():.3f}, "
-          f"max |llama.cpp| {np.abs(cpp_delta).max():.3f}, correlation {correlation:.4f}")
+    print(
+        f"\ngemma3-270m Q4_K_M: adapter Δlogits max |HF| {np.abs(hf_delta).max():.3f}, "
+        f"max |llama.cpp| {np.abs(cpp_delta).max():.3f}, correlation {correlation:.4f}"
+    )
     assert np.abs(hf_delta).max() > 0.05  # the adapter really moves the logits
     assert correlation > CORRELATION

@@ -13,8 +13,18 @@ from tunelab.stores.conversations import ConversationStore, ReplyRecord
 from tunelab.stores.db import connect
 from tunelab.stores.migrations import all_migrations
 
-RECORD = ReplyRecord(model_path="/m.gguf", model_sha256="abc", params={}, seed=0, prompt_tokens=5,
-                     completion_tokens=3, ttft_ms=1.0, decode_tps=10.0, total_ms=5.0, finish_reason="stop")
+RECORD = ReplyRecord(
+    model_path="/m.gguf",
+    model_sha256="abc",
+    params={},
+    seed=0,
+    prompt_tokens=5,
+    completion_tokens=3,
+    ttft_ms=1.0,
+    decode_tps=10.0,
+    total_ms=5.0,
+    finish_reason="stop",
+)
 
 
 def chat(store: ConversationStore, title: str, prompt: str, reply: str) -> int:

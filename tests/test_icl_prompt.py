@@ -7,27 +7,38 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from tunelab.runtime.runtime import Runtime
 from tunelab.cli import cli
-from tunelab.runtime.chat_service import ChatService, IclRequest
 from tunelab.engine.chat_template import ChatMessage
-from tunelab.icl.prompt import build_icl_messages
 from tunelab.engine.sampling import SamplerParams
+from tunelab.icl.prompt import build_icl_messages
 from tunelab.icl.selectors import Selected
+from tunelab.runtime.chat_service import ChatService, IclRequest
+from tunelab.runtime.runtime import Runtime
 from tunelab.stores.bank_files import ExampleRow
 from tunelab.stores.banks import BankStore
 from tunelab.stores.feedback import prompt_as_sent
 
 GREEDY = SamplerParams(temperature=0, max_tokens=6)
-PICKS = [Selected(1, "best input", "best output", 0.9), Selected(2, "second input", "second output", 0.5),
-         Selected(3, "third input", "third output", 0.1)]
+PICKS = [
+    Selected(1, "best input", "best output", 0.9),
+    Selected(2, "second input", "second output", 0.5),
+    Selected(3, "third input", "third output", 0.1),
+]
 
 
 @pytest.fixture
 def bank(conn):
-    rows = [ExampleRow(f"Review: {text}", label, 0) for text, label in
-            [("loved it", "positive"), ("hated it", "negative"), ("a joy", "positive"), ("a bore", "negative"),
-             ("wonderful cast", "positive"), ("dreadful plot", "negative")]]
+    rows = [
+        ExampleRow(f"Review: {text}", label, 0)
+        for text, label in [
+            ("loved it", "positive"),
+            ("hated it", "negative"),
+            ("a joy", "positive"),
+            ("a bore", "negative"),
+            ("wonderful cast", "positive"),
+            ("dreadful plot", "negative"),
+        ]
+    ]
     return BankStore(conn).create("tiny", rows, instruction="Answer positive or negative.", test_size=0.0).bank
 
 
@@ -35,8 +46,17 @@ def test_order_is_system_then_history_then_examples_most_relevant_last(engine, b
     history = [ChatMessage("system", "You are terse."), ChatMessage("user", "hi"), ChatMessage("assistant", "hello")]
     prompt = build_icl_messages(engine, bank, PICKS, "the query", 64, history)
     assert [m.content for m in prompt.messages] == [
-        "You are terse.\n\nAnswer positive or negative.", "hi", "hello",
-        "third input", "third output", "second input", "second output", "best input", "best output", "the query"]
+        "You are terse.\n\nAnswer positive or negative.",
+        "hi",
+        "hello",
+        "third input",
+        "third output",
+        "second input",
+        "second output",
+        "best input",
+        "best output",
+        "the query",
+    ]
     assert [m.role for m in prompt.messages[3:]] == ["user", "assistant"] * 3 + ["user"]
     assert prompt.dropped == 0 and prompt.example_tokens > 0
     rendered = engine.template.render(prompt.messages)
@@ -84,9 +104,28 @@ def test_icl_turn_stores_selector_examples_and_prompt_as_sent(settings, conn, en
 
 
 def test_chat_cli_with_bank_shows_examples_and_records_them(conn, bank) -> None:
-    result = CliRunner().invoke(cli, ["chat", "--bank", "tiny", "--selector", "jaccard", "--k", "2", "--show-examples", "--json",
-                                      "--temperature", "0", "--max-tokens", "4", "--n-ctx", "1024", "Review: a dreadful plot and a bore"],
-                                catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli,
+        [
+            "chat",
+            "--bank",
+            "tiny",
+            "--selector",
+            "jaccard",
+            "--k",
+            "2",
+            "--show-examples",
+            "--json",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "4",
+            "--n-ctx",
+            "1024",
+            "Review: a dreadful plot and a bore",
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert [e["input"] for e in record["icl"]["examples"]] == ["Review: a bore", "Review: dreadful plot"]

@@ -9,11 +9,11 @@ from click.testing import CliRunner
 from test_compare import _fill
 
 from tunelab.cli import cli
+from tunelab.eval.report import write_report
 from tunelab.eval.summary import summarize
 from tunelab.stores.bank_files import ExampleRow
 from tunelab.stores.banks import BankStore
 from tunelab.stores.comparisons import ComparisonStore
-from tunelab.eval.report import write_report
 
 
 def invoke(*args: str) -> object:
@@ -39,15 +39,27 @@ def test_bank_list_and_show(conn, tmp_path: Path) -> None:
 
 def test_models_list(bundled_model: Path) -> None:
     bundled, *packaged = invoke("models", "list", "--json")
-    assert bundled == {"name": "smollm2-135m", "source": "bundled", "path": str(bundled_model),
-                       "size_bytes": bundled_model.stat().st_size, "install": None, "default": True}
+    assert bundled == {
+        "name": "smollm2-135m",
+        "source": "bundled",
+        "path": str(bundled_model),
+        "size_bytes": bundled_model.stat().st_size,
+        "install": None,
+        "default": True,
+    }
     # the optional packaged models (tunelab[gemma], installed by scripts/setup.sh): listed, never the default
     assert [(m["name"], m["source"], m["default"]) for m in packaged] == [("gemma3-270m", "package", False)]
 
 
 def test_empty_lists_are_empty_arrays() -> None:
-    for command in (["adapters", "list"], ["adapters", "runs"], ["feedback", "list"], ["feedback", "list", "--counts"],
-                    ["reports", "list"], ["history", "list"]):
+    for command in (
+        ["adapters", "list"],
+        ["adapters", "runs"],
+        ["feedback", "list"],
+        ["feedback", "list", "--counts"],
+        ["reports", "list"],
+        ["history", "list"],
+    ):
         assert invoke(*command, "--json") == [], command
 
 

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 
-def test_llama_cpp_warnings_are_logged_not_printed(bundled_model: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+def test_llama_cpp_warnings_are_logged_not_printed(
+    bundled_model: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     from tunelab.engine.chat_template import gguf_template
 
     with caplog.at_level(logging.WARNING, logger="llama.cpp"):

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from finetune_support import base_pair, random_adapter  # noqa: F401
-from test_selectors import free_port
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+from test_selectors import free_port
 
 from tunelab.cli import cli
 from tunelab.engine.chat_template import ChatMessage
@@ -26,8 +26,21 @@ from tunelab.stores.runs import Adapter, RunStore
 
 INSTRUCTION = "Classify the review as fresh or rotten."
 INSTRUCTIONS = {"FROM", "PARAMETER", "TEMPLATE", "SYSTEM", "ADAPTER", "LICENSE", "MESSAGE"}
-PARAMETERS = {"mirostat", "mirostat_eta", "mirostat_tau", "num_ctx", "repeat_last_n", "repeat_penalty", "temperature",
-              "seed", "stop", "num_predict", "top_k", "top_p", "min_p"}
+PARAMETERS = {
+    "mirostat",
+    "mirostat_eta",
+    "mirostat_tau",
+    "num_ctx",
+    "repeat_last_n",
+    "repeat_penalty",
+    "temperature",
+    "seed",
+    "stop",
+    "num_predict",
+    "top_k",
+    "top_p",
+    "min_p",
+}
 TEMPLATE_VARIABLES = {"System", "Prompt", "Response", "Messages", "Role", "Content", "Tools", "First"}
 
 
@@ -124,8 +137,9 @@ def adapter_name(conn, base_pair, tmp_path: Path) -> str:
     peft_dir = random_adapter(base_pair.hf_dir, tmp_path / "peft", ["q_proj", "v_proj"])
     export_adapter(peft_dir, base_pair.gguf_path, peft_dir / "adapter.gguf")
     store = RunStore(conn)
-    run = store.create("Rev-LoRA", base_pair.gguf_path, base_pair.gguf_sha256, base_pair.hf_dir, "reviews", [0, 1], {},
-                       tmp_path / "run", "cpu")
+    run = store.create(
+        "Rev-LoRA", base_pair.gguf_path, base_pair.gguf_sha256, base_pair.hf_dir, "reviews", [0, 1], {}, tmp_path / "run", "cpu"
+    )
     store.add_adapter(Adapter("Rev-LoRA", run.id, "reviews", base_pair.gguf_sha256, str(peft_dir), str(peft_dir / "adapter.gguf")))
     return "Rev-LoRA"
 
@@ -180,8 +194,10 @@ def test_merged_export_points_from_at_the_merged_gguf(adapter_name: str, tmp_pat
 
 
 def test_a_template_that_is_not_chatml_is_not_converted() -> None:
-    llama3 = ("{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n{{ m['content'] }}<|eot_id|>"
-              "{% endfor %}<|start_header_id|>assistant<|end_header_id|>\n\n")
+    llama3 = (
+        "{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n{{ m['content'] }}<|eot_id|>"
+        "{% endfor %}<|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
     formatter = Jinja2ChatFormatter(template=llama3, eos_token="<|eot_id|>", bos_token="")
     assert convert_template(lambda ms: formatter(messages=[m.as_dict() for m in ms]).prompt, "<|eot_id|>") is None
 
@@ -203,8 +219,9 @@ def test_ollama_creates_the_model(adapter_name: str, tmp_path: Path) -> None:
             if subprocess.run(["ollama", "list"], env=env, capture_output=True).returncode == 0:
                 break
             time.sleep(0.5)
-        created = subprocess.run(["ollama", "create", "rev-lora", "-f", str(tmp_path / "o" / MODELFILE)], env=env,
-                                 capture_output=True, text=True, timeout=300)
+        created = subprocess.run(
+            ["ollama", "create", "rev-lora", "-f", str(tmp_path / "o" / MODELFILE)], env=env, capture_output=True, text=True, timeout=300
+        )
         assert created.returncode == 0, created.stderr
         shown = subprocess.run(["ollama", "show", "--modelfile", "rev-lora"], env=env, capture_output=True, text=True)
         assert "<|im_start|>" in shown.stdout and INSTRUCTION in shown.stdout

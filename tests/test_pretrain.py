@@ -56,14 +56,18 @@ def test_documents_become_full_blocks_with_end_of_text_between_them(base_pair, t
 
 
 def test_corpus_refusals_are_one_line(settings, conn, base_pair, tmp_path):
-    with pytest.raises(TunelabError, match="no .txt or .md files"):
+    with pytest.raises(TunelabError, match=r"no \.txt or \.md files"):
         pretrain.corpus_files(tmp_path)
     (tmp_path / "tiny.txt").write_text("Too short.", encoding="utf-8")
     with pytest.raises(TunelabError, match="fewer than 2 blocks of --max-length 64"):
         pretrain.prepare(settings, conn, "tiny", tmp_path / "tiny.txt", SFTArgs(max_length=64), hf_dir=base_pair.hf_dir)
     assert RunStore(conn).list() == []  # nothing recorded for a refused run
-    result = subprocess.run([sys.executable, "-m", "tunelab.cli", "train", "x", "--corpus", str(tmp_path), "--train-embeddings"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "tunelab.cli", "train", "x", "--corpus", str(tmp_path), "--train-embeddings"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1 and "cannot carry full embedding" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
@@ -96,8 +100,12 @@ def test_pretrain_cancel_resume_lowers_held_out_perplexity_then_sft_on_top(setti
     gguf = adapter_gguf(conn, "glorbix-pt")
     assert cpp_perplexity(base_pair.gguf_path, block, gguf) < cpp_perplexity(base_pair.gguf_path, block)
 
-    BankStore(conn).create("glorbix", [ExampleRow(f"Tell me fact {i}.", fact, i + 1) for i, fact in enumerate(FACTS)],
-                           "Answer about the Glorbix club.", test_size=0.25)
+    BankStore(conn).create(
+        "glorbix",
+        [ExampleRow(f"Tell me fact {i}.", fact, i + 1) for i, fact in enumerate(FACTS)],
+        "Answer about the Glorbix club.",
+        test_size=0.25,
+    )
     on_top = sft.prepare(settings, conn, "glorbix-sft", "glorbix", SFTArgs(max_steps=2, learning_rate=1e-3, lora_r=4), on="glorbix-pt")
     assert on_top.start_adapter is not None and on_top.base.hf_dir == plan.base.hf_dir
     done = sft.train(on_top)

@@ -12,7 +12,6 @@ import json
 import os
 import resource
 import signal
-import sqlite3
 import subprocess
 import threading
 import time
@@ -36,6 +35,7 @@ def one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) ->
 
 
 # -- runs that know whether they are alive -----------------------------------------------------
+
 
 def test_a_running_row_whose_process_is_gone_reads_as_interrupted(conn, home: Path) -> None:
     from tunelab.stores import liveness
@@ -112,12 +112,12 @@ def test_sweep_puts_back_the_files_of_a_deletion_killed_before_its_rows_went(con
     folder.rename(trashed)  # what a deletion killed between its rename and its transaction leaves
     trash = DataDir(home).trash
     trash.mkdir()
-    (trash / "abc.json").write_text(json.dumps({"table": "things", "column": "id", "key": 7,
-                                                           "moves": [[str(folder), str(trashed)]]}))
+    (trash / "abc.json").write_text(json.dumps({"table": "things", "column": "id", "key": 7, "moves": [[str(folder), str(trashed)]]}))
     other = home / "reports" / "8"
     other.with_name(".8.trash-def").mkdir()
-    (trash / "def.json").write_text(json.dumps({"table": "things", "column": "id", "key": 9,
-                                                           "moves": [[str(other), str(other.with_name(".8.trash-def"))]]}))
+    (trash / "def.json").write_text(
+        json.dumps({"table": "things", "column": "id", "key": 9, "moves": [[str(other), str(other.with_name(".8.trash-def"))]]})
+    )
     assert sweep(conn, home) == 2
     assert (folder / "report.md").read_text() == "kept" and not trashed.exists()  # row still there: restored
     assert not other.with_name(".8.trash-def").exists() and not other.exists()  # row gone: trash removed
@@ -136,12 +136,20 @@ def test_a_refused_first_prompt_leaves_no_empty_conversation(home: Path, tmp_pat
 
 # -- two writers at once -----------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_eight_parallel_chats_on_one_data_dir(home: Path) -> None:
-    procs = [subprocess.Popen([*TUNELAB, "chat", "--json", "--max-tokens", "3", "--temperature", "0", "--threads", "1", f"Say {i}"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(8)]
+    procs = [
+        subprocess.Popen(
+            [*TUNELAB, "chat", "--json", "--max-tokens", "3", "--temperature", "0", "--threads", "1", f"Say {i}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(8)
+    ]
     outputs = [p.communicate(timeout=300) for p in procs]
-    for p, (out, err) in zip(procs, outputs):
+    for p, (_out, err) in zip(procs, outputs):
         assert p.returncode == 0, err
         assert "locked" not in err
     conn = checked_db(home)
@@ -154,14 +162,16 @@ def test_eight_parallel_chats_on_one_data_dir(home: Path) -> None:
 def test_two_first_trainings_at_once_dequantise_the_base_once(home: Path, bundled_model: Path) -> None:
     ok("bank", "import-demo", "sentiment", "--size", "12", "--name", "sent")
     args = ["--bank", "sent", "--max-steps", "1", "--save-steps", "5", "--batch-size", "1", "--max-length", "48", "--r", "2"]
-    procs = [subprocess.Popen([*TUNELAB, "train", name, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for name in ("first", "second")]
+    procs = [
+        subprocess.Popen([*TUNELAB, "train", name, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for name in ("first", "second")
+    ]
     seen: set[int] = set()
     while any(p.poll() is None for p in procs):  # every folder that ever stands under the cache's name
         seen |= {c.stat().st_ino for c in (home / "models").glob("[0-9a-f]*") if c.is_dir() and not c.name.startswith(".")}
         time.sleep(0.05)
     for p in procs:
-        out, err = p.communicate()
+        _out, err = p.communicate()
         assert p.returncode == 0, err
     caches = [c for c in (home / "models").iterdir() if c.is_dir()]
     assert len(caches) == 1 and len(seen) == 1  # written once, renamed into place once, never replaced
@@ -205,6 +215,7 @@ async def asyncio_run(args: list[str]) -> subprocess.CompletedProcess[str]:
 
 
 # -- damaged files -----------------------------------------------------------------------------
+
 
 def test_a_database_of_random_bytes_is_named_and_never_overwritten(home: Path) -> None:
     home.mkdir(parents=True)
@@ -286,6 +297,7 @@ def test_a_full_disk_during_a_database_write_rolls_back_and_keeps_the_data(home:
 
 # -- untrusted files ---------------------------------------------------------------------------
 
+
 def test_a_chat_template_reaching_for_python_internals_is_refused(bundled_model: Path) -> None:
     from llama_cpp import Llama
 
@@ -294,8 +306,11 @@ def test_a_chat_template_reaching_for_python_internals_is_refused(bundled_model:
     llama = Llama(model_path=str(bundled_model), vocab_only=True, verbose=False)
     try:
         assert "hi" in ChatTemplate(llama).render([ChatMessage("user", "hi")])  # the model's own template renders
-        for escape in ("{{ ''.__class__.__mro__[1].__subclasses__() }}", "{{ cycler.__init__.__globals__.os }}",
-                       "{% for m in messages %}{{ m.__class__.__base__ }}{% endfor %}"):
+        for escape in (
+            "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+            "{{ cycler.__init__.__globals__.os }}",
+            "{% for m in messages %}{{ m.__class__.__base__ }}{% endfor %}",
+        ):
             llama.metadata["tokenizer.chat_template"] = escape
             with pytest.raises(TunelabError, match="refused the chat template") as refused:
                 ChatTemplate(llama)
@@ -320,8 +335,11 @@ def test_pickled_adapters_and_reward_models_are_never_loaded(tmp_path: Path, bas
     folder.mkdir()
     (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2, "target_modules": ["q_proj"]}))
     (folder / "adapter_model.bin").write_bytes(pickle.dumps(Evil()))
-    (folder / "tunelab.json").write_text(json.dumps({"base_sha256": "sha", "base_dir": str(base_pair.hf_dir), "train_pairs": 1,
-                                                     "held_out_pairs": 1, "held_out_accuracy": None}))
+    (folder / "tunelab.json").write_text(
+        json.dumps(
+            {"base_sha256": "sha", "base_dir": str(base_pair.hf_dir), "train_pairs": 1, "held_out_pairs": 1, "held_out_accuracy": None}
+        )
+    )
     with pytest.raises(TunelabError, match="pickles are never loaded"):
         safetensors_adapter(folder)
     with pytest.raises(TunelabError, match="pickles are never loaded"):
@@ -362,8 +380,12 @@ class TokenGate:
                     return
                 gate.allowed += 1
                 length = int(self.headers.get("Content-Length") or 0)
-                request = urllib.request.Request(upstream + self.path, data=self.rfile.read(length) if length else None,
-                                                 method=self.command, headers={"Content-Type": self.headers.get("Content-Type", "application/json")})
+                request = urllib.request.Request(
+                    upstream + self.path,
+                    data=self.rfile.read(length) if length else None,
+                    method=self.command,
+                    headers={"Content-Type": self.headers.get("Content-Type", "application/json")},
+                )
                 try:
                     with urllib.request.urlopen(request, timeout=60) as response:
                         status, body, kind = response.status, response.read(), response.headers.get("Content-Type", "application/json")

@@ -19,8 +19,10 @@ from tunelab.finetune.preference_args import PreferenceArgs
 from tunelab.finetune.report_to import log_dir
 from tunelab.stores.runs import Run
 
-ROWS = [{"prompt": sft.prompt_messages("Answer.", f"What is {i} plus {i}?"), "completion": [{"role": "assistant", "content": str(2 * i)}]}
-        for i in range(4)]
+ROWS = [
+    {"prompt": sft.prompt_messages("Answer.", f"What is {i} plus {i}?"), "completion": [{"role": "assistant", "content": str(2 * i)}]}
+    for i in range(4)
+]
 
 
 def logged_losses(run: Run) -> list[tuple[int, float]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from conftest import THREADS
 from feedback_support import rate_helpful_vs_rude
 from finetune_support import base_pair  # noqa: F401
 
@@ -20,7 +21,6 @@ from tunelab.errors import TunelabError
 from tunelab.finetune import feedback_runs, rl
 from tunelab.finetune.preference_args import PreferenceArgs
 from tunelab.stores.runs import RunStore, adapter_gguf
-from conftest import THREADS
 
 SEED = 0
 
@@ -40,7 +40,6 @@ def test_rl_prompts_come_from_the_rated_prompts_once_each(conn):
     assert [r["prompt"][-1]["content"] for r in rows] == [f"What is {i} plus {i + 3}?" for i in range(3)]
 
 
-
 @pytest.fixture
 def one_torch_thread():
     import torch
@@ -54,11 +53,11 @@ def one_torch_thread():
 @pytest.mark.slow
 def test_grpo_raises_the_mean_reward_of_sampled_replies(settings, conn, base_pair, one_torch_thread):
     rate_helpful_vs_rude(conn, 12)
-    reward_plan = feedback_runs.prepare(settings, conn, "reward", PreferenceArgs(max_steps=12, learning_rate=1e-3, seed=SEED),
-                                        hf_dir=base_pair.hf_dir)
+    reward_plan = feedback_runs.prepare(
+        settings, conn, "reward", PreferenceArgs(max_steps=12, learning_rate=1e-3, seed=SEED), hf_dir=base_pair.hf_dir
+    )
     feedback_runs.train(reward_plan)
-    args = PreferenceArgs(max_steps=8, learning_rate=2e-3, batch_size=4, num_generations=4, max_completion_length=24,
-                          beta=0.01, seed=SEED)
+    args = PreferenceArgs(max_steps=8, learning_rate=2e-3, batch_size=4, num_generations=4, max_completion_length=24, beta=0.01, seed=SEED)
     plan = feedback_runs.prepare(settings, conn, "grpo", args, "rude-grpo", hf_dir=base_pair.hf_dir)
     assert plan.run.args["reward_model"] == reward_plan.run.name and len(plan.rows) == 12
     result = feedback_runs.train(plan)
@@ -86,12 +85,15 @@ def test_rloo_on_a_bank_cancels_resumes_with_its_reward_model_and_exports(settin
     from tunelab.stores.banks import BankStore
 
     rate_helpful_vs_rude(conn, 4)
-    reward_plan = feedback_runs.prepare(settings, conn, "reward", PreferenceArgs(max_steps=2, batch_size=2, max_length=64, seed=SEED),
-                                        "rm", hf_dir=base_pair.hf_dir)
+    reward_plan = feedback_runs.prepare(
+        settings, conn, "reward", PreferenceArgs(max_steps=2, batch_size=2, max_length=64, seed=SEED), "rm", hf_dir=base_pair.hf_dir
+    )
     feedback_runs.train(reward_plan)
     demo = demo_banks.sentiment(size=12)
     BankStore(conn).create("sentiment", demo.rows, demo.instruction)
-    args = PreferenceArgs(max_steps=2, batch_size=2, num_generations=2, max_completion_length=6, learning_rate=1e-3, save_steps=1, seed=SEED)
+    args = PreferenceArgs(
+        max_steps=2, batch_size=2, num_generations=2, max_completion_length=6, learning_rate=1e-3, save_steps=1, seed=SEED
+    )
     plan = feedback_runs.prepare(settings, conn, "rloo", args, "rude-rloo", hf_dir=base_pair.hf_dir, bank="sentiment", reward_model="rm")
     assert plan.run.args["reward_model"] == "rm" and plan.run.bank == "sentiment"
     cancel = threading.Event()

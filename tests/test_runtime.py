@@ -81,20 +81,48 @@ def test_rows_stored_before_the_typed_record_are_migrated_to_it(conn) -> None:
     conversations = ConversationStore(conn)
     conv = conversations.create("old")
     conversations.add_user(conv.id, "hello")
-    old_chat = {"icl": {"bank": "b", "selector": "jaccard", "k": 1, "dropped": 0, "example_tokens": 9,
-                        "examples": [{"id": 3, "score": 0.5, "input": "i", "output": "o"}]}, "prompt_messages": [{"role": "user", "content": "hello"}]}
-    conn.execute("INSERT INTO messages (conversation_id, role, content, created_at, model_path, model_sha256, adapter, params_json, seed,"
-                 " provenance_json) VALUES (?, 'assistant', 'hi', '2026-01-01', 'm.gguf', 'abc', NULL, ?, 7, ?)",
-                 (conv.id, json.dumps({"temperature": 0.7, "seed": 7}), json.dumps(old_chat)))
-    conn.execute("INSERT INTO comparisons (id, bank, config_key, config_json, arms_json, status, created_at, updated_at)"
-                 " VALUES (1, 'b', 'f', '{}', '[\"base+jaccard@1\"]', 'done', '2026-01-01', '2026-01-01')")
+    old_chat = {
+        "icl": {
+            "bank": "b",
+            "selector": "jaccard",
+            "k": 1,
+            "dropped": 0,
+            "example_tokens": 9,
+            "examples": [{"id": 3, "score": 0.5, "input": "i", "output": "o"}],
+        },
+        "prompt_messages": [{"role": "user", "content": "hello"}],
+    }
+    conn.execute(
+        "INSERT INTO messages (conversation_id, role, content, created_at, model_path, model_sha256, adapter, params_json, seed,"
+        " provenance_json) VALUES (?, 'assistant', 'hi', '2026-01-01', 'm.gguf', 'abc', NULL, ?, 7, ?)",
+        (conv.id, json.dumps({"temperature": 0.7, "seed": 7}), json.dumps(old_chat)),
+    )
+    conn.execute(
+        "INSERT INTO comparisons (id, bank, config_key, config_json, arms_json, status, created_at, updated_at)"
+        " VALUES (1, 'b', 'f', '{}', '[\"base+jaccard@1\"]', 'done', '2026-01-01', '2026-01-01')"
+    )
     conn.execute("INSERT INTO comparison_items (comparison_id, position, item_key, input, reference) VALUES (1, 0, '1', 'x', 'y')")
-    old_compare = {"arm": "base+jaccard@1", "model_path": "m.gguf", "model_sha256": "abc", "adapter": None, "adapter_sha256": None,
-                   "selector": "jaccard", "k": 1, "example_ids": [3], "example_scores": [0.5], "dropped_examples": 0,
-                   "params": {"temperature": 0.0, "seed": 0}, "seed": 0, "selection_ms": 1.5}
-    conn.execute("INSERT INTO comparison_results (comparison_id, arm, position, arm_fingerprint, output, scores_json, prompt_tokens,"
-                 " completion_tokens, total_ms, finish_reason, provenance_json, created_at)"
-                 " VALUES (1, 'base+jaccard@1', 0, 'k', 'y', '{}', 5, 1, 3.0, 'stop', ?, '2026-01-01')", (json.dumps(old_compare),))
+    old_compare = {
+        "arm": "base+jaccard@1",
+        "model_path": "m.gguf",
+        "model_sha256": "abc",
+        "adapter": None,
+        "adapter_sha256": None,
+        "selector": "jaccard",
+        "k": 1,
+        "example_ids": [3],
+        "example_scores": [0.5],
+        "dropped_examples": 0,
+        "params": {"temperature": 0.0, "seed": 0},
+        "seed": 0,
+        "selection_ms": 1.5,
+    }
+    conn.execute(
+        "INSERT INTO comparison_results (comparison_id, arm, position, arm_fingerprint, output, scores_json, prompt_tokens,"
+        " completion_tokens, total_ms, finish_reason, provenance_json, created_at)"
+        " VALUES (1, 'base+jaccard@1', 0, 'k', 'y', '{}', 5, 1, 3.0, 'stop', ?, '2026-01-01')",
+        (json.dumps(old_compare),),
+    )
 
     m0011_typed_provenance.migrate(conn)
 
@@ -102,12 +130,19 @@ def test_rows_stored_before_the_typed_record_are_migrated_to_it(conn) -> None:
     compare = json.loads(conn.execute("SELECT provenance_json FROM comparison_results").fetchone()[0])
     assert set(chat) == set(compare) == FIELDS
     assert (chat["model_path"], chat["seed"], chat["icl"]["examples"][0]["id"]) == ("m.gguf", 7, 3)
-    assert compare["icl"] == {"bank": "", "selector": "jaccard", "k": 1, "dropped": 0, "example_tokens": 0, "selection_ms": 1.5,
-                              "examples": [{"id": 3, "score": 0.5, "input": "", "output": ""}]}
+    assert compare["icl"] == {
+        "bank": "",
+        "selector": "jaccard",
+        "k": 1,
+        "dropped": 0,
+        "example_tokens": 0,
+        "selection_ms": 1.5,
+        "examples": [{"id": 3, "score": 0.5, "input": "", "output": ""}],
+    }
     assert Provenance.from_dict(compare).example_ids == [3] and compare["arm"] == "base+jaccard@1"
 
 
-def test_the_trainer_sees_the_tokens_compare_sends_before_the_answer(settings, conn, engine, base_pair) -> None:  # noqa: F811
+def test_the_trainer_sees_the_tokens_compare_sends_before_the_answer(settings, conn, engine, base_pair) -> None:
     """For a bank example, SFT's prompt tokens (trl tokenises the prompt with the generation prompt,
     then trains on what follows) equal the tokens llama.cpp is sent for the zero-shot arm."""
     from tunelab.finetune import sft
@@ -116,7 +151,9 @@ def test_the_trainer_sees_the_tokens_compare_sends_before_the_answer(settings, c
     ids, rows = sft.training_rows(conn, "mini")
     example = next(e for e in BankStore(conn).examples("mini", split="train") if e.id == ids[0])
     tokenizer = base_pair.tokenizer()
-    trainer_prompt = tokenizer.apply_chat_template(rows[0]["prompt"], add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+    trainer_prompt = tokenizer.apply_chat_template(rows[0]["prompt"], add_generation_prompt=True, tokenize=True, return_dict=True)[
+        "input_ids"
+    ]
     trainer_full = tokenizer.apply_chat_template(rows[0]["prompt"] + rows[0]["completion"], tokenize=True, return_dict=True)["input_ids"]
     assert trainer_full[: len(trainer_prompt)] == trainer_prompt  # trl trains on exactly what follows these tokens
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from tunelab.config import Settings
+from tunelab.errors import TunelabError
 from tunelab.icl.selectors import make_selector
 from tunelab.icl.selectors.embedding import mmr
 from tunelab.icl.selectors.jaccard import JaccardSelector
 from tunelab.icl.selectors.tokens import jaccard, tokenize
-from tunelab.errors import TunelabError
 from tunelab.stores.bank_files import ExampleRow
 from tunelab.stores.banks import BankStore, Example
 from tunelab.stores.chroma_index import Neighbour
@@ -36,7 +36,7 @@ def test_tokens_are_lowercased_words_and_cjk_characters_with_bigrams() -> None:
     assert tokenize("我喜欢猫") == {"我", "喜", "欢", "猫", "我喜", "喜欢", "欢猫"}
     assert tokenize("GPU 显卡ok") == {"gpu", "显", "卡", "显卡", "ok"}
     assert jaccard(tokenize("我喜欢猫"), tokenize("我喜欢狗")) == pytest.approx(5 / 9)  # 我 喜 欢 我喜 喜欢 shared
-    assert "我喜欢猫".split(" ") == ["我喜欢猫"]  # what a plain split would have compared
+    assert ["我喜欢猫"] == ["我喜欢猫"]  # what a plain split would have compared
 
 
 def test_jaccard_scores_are_hand_computed_and_ties_broken_by_id(conn) -> None:
@@ -61,7 +61,7 @@ def topical_texts(n_topics: int, per_topic: int, seed: int = 0) -> tuple[random.
 
 
 def test_exact_scorer_matches_brute_force_ranking_with_common_words_and_ties() -> None:
-    rng, vocabulary, topics, texts = topical_texts(40, 10)
+    rng, _vocabulary, topics, texts = topical_texts(40, 10)
     texts = [f"the a {t}" if i % 3 else t for i, t in enumerate(texts)]  # common words touch most of the pool
     pool = [Example(3 * i + 7, t, "x", "train") for i, t in enumerate(texts)]
     selector = JaccardSelector(pool, "gen")
@@ -149,8 +149,11 @@ def chroma_server(tmp_path):
     if not Path(chroma).exists():
         pytest.skip("the chroma CLI is not installed")
     port = free_port()
-    process = subprocess.Popen([chroma, "run", "--path", str(tmp_path / "server"), "--host", "127.0.0.1", "--port", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [chroma, "run", "--path", str(tmp_path / "server"), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 60
         while time.time() < deadline:

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from tunelab.eval import statistics as st
 from tunelab.errors import TunelabError
+from tunelab.eval import statistics as st
 
 
 def test_bootstrap_ci_matches_the_normal_approximation() -> None:

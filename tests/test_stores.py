@@ -15,8 +15,16 @@ from tunelab.stores.migrations import all_migrations
 
 def _record(**changes) -> ReplyRecord:
     values = dict(
-        model_path="/m.gguf", model_sha256="abc", params={"temperature": 0.0}, seed=7, prompt_tokens=10,
-        completion_tokens=3, ttft_ms=12.5, decode_tps=80.0, total_ms=50.0, finish_reason="stop",
+        model_path="/m.gguf",
+        model_sha256="abc",
+        params={"temperature": 0.0},
+        seed=7,
+        prompt_tokens=10,
+        completion_tokens=3,
+        ttft_ms=12.5,
+        decode_tps=80.0,
+        total_ms=50.0,
+        finish_reason="stop",
         provenance={"icl": {"k": 2}},
     )
     values.update(changes)

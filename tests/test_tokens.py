@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from tunelab.runtime.runtime import Runtime
-from tunelab.runtime.chat_service import ChatService, IclRequest
 from tunelab.engine.sampling import SamplerParams
+from tunelab.runtime.chat_service import ChatService, IclRequest
+from tunelab.runtime.runtime import Runtime
 from tunelab.runtime.tokens import pieces, prompt_view, text_pieces, tokenize
 from tunelab.stores.bank_files import ExampleRow
 from tunelab.stores.banks import BankStore
@@ -37,8 +37,16 @@ def test_bytes_cut_mid_character_show_as_escapes(engine):
 
 
 def test_prompt_view_splits_a_stored_icl_prompt_into_its_parts(settings, conn, engine):
-    BankStore(conn).create("caps", [ExampleRow("capital of France?", "Paris.", 1), ExampleRow("capital of Japan?", "東京 (Tokyo).", 2),
-                                    ExampleRow("capital of Italy?", "Rome.", 3)], "Answer with the city.", test_size=0.0)
+    BankStore(conn).create(
+        "caps",
+        [
+            ExampleRow("capital of France?", "Paris.", 1),
+            ExampleRow("capital of Japan?", "東京 (Tokyo).", 2),
+            ExampleRow("capital of Italy?", "Rome.", 3),
+        ],
+        "Answer with the city.",
+        test_size=0.0,
+    )
     service = ChatService(Runtime(settings, conn, engine=engine))  # the session's loaded model
     conv = service.store.create("t", system_prompt="Be brief.")
     first = service.send(conv.id, "Hello", GREEDY)
@@ -73,8 +81,9 @@ def test_tokens_command_refuses_a_user_message(settings, conn):
     store = ChatService(Runtime(settings, conn)).store
     conv = store.create("t")
     user = store.add_user(conv.id, "hi")
-    result = subprocess.run([sys.executable, "-m", "tunelab.cli", "tokens", "--prompt", str(user.id)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "tunelab.cli", "tokens", "--prompt", str(user.id)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 1 and "give the id of a reply" in result.stderr and "Traceback" not in result.stderr
 
 

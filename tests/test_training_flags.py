@@ -28,9 +28,14 @@ def test_a_run_stored_with_the_old_keys_loads_into_the_new_fields() -> None:
         SFTArgs.from_dict({"rank": 4})
 
 
-@pytest.mark.parametrize(("command", "new_flags"), [
-    (["train"], NEW_FLAGS), (["feedback", "train"], NEW_FLAGS), (["curve"], ("--learning-rate", "--lora-r")),
-])
+@pytest.mark.parametrize(
+    ("command", "new_flags"),
+    [
+        (["train"], NEW_FLAGS),
+        (["feedback", "train"], NEW_FLAGS),
+        (["curve"], ("--learning-rate", "--lora-r")),
+    ],
+)
 def test_help_shows_the_new_flags_and_hides_the_old_ones(command: list[str], new_flags: tuple[str, ...], tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["--home", str(tmp_path), *command, "--help"], terminal_width=200)
     assert result.exit_code == 0, result.output

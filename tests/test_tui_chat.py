@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from tunelab.stores.conversations import ConversationStore
 from tunelab.tui.app import TunelabApp
 from tunelab.tui.screens.chat import ChatScreen

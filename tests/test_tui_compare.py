@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
 from textual.widgets import DataTable, Static
 
-from tunelab.runtime.runtime import Runtime
+from tunelab.eval.report import write_report
 from tunelab.eval.summary import summarize
+from tunelab.runtime.runtime import Runtime
 from tunelab.stores.comparisons import ComparisonItem, ComparisonStore, ItemResult
 from tunelab.stores.feedback import FeedbackStore
 from tunelab.tui.app import TunelabApp
 from tunelab.tui.screens.compare import CompareScreen
 from tunelab.tui.screens.compare_report import ReportScreen
-from tunelab.eval.report import write_report
 from tunelab.tui.widgets.compare.arm_column import ArmColumn
 
 SIZE = (140, 44)
@@ -54,8 +53,11 @@ def write_small_report(settings, conn):
         for item in items:
             hit = float(item.position in right)
             output = item.reference if hit else "no idea"
-            store.add_result(comparison.id, "fp", ItemResult(arm, item.position, output, {"accuracy": hit, "chrf": hit, "rouge_l": hit},
-                                                              30, 2, 15.0, 40.0, 50.0, "stop"))
+            store.add_result(
+                comparison.id,
+                "fp",
+                ItemResult(arm, item.position, output, {"accuracy": hit, "chrf": hit, "rouge_l": hit}, 30, 2, 15.0, 40.0, 50.0, "stop"),
+            )
     summary = summarize(store.get(comparison.id), items, store.results(comparison.id), "accuracy")
     path = write_report(settings, summary)
     store.finish(comparison.id, str(path))

@@ -6,12 +6,12 @@ from __future__ import annotations
 from test_curve import PLACES, _constructed
 from textual.widgets import DataTable, Static
 
-from tunelab.runtime.runtime import Runtime
 from tunelab.eval.curve_summary import curve_summary
+from tunelab.eval.report import write_report
+from tunelab.runtime.runtime import Runtime
 from tunelab.stores.bank_files import ExampleRow
 from tunelab.stores.banks import BankStore
 from tunelab.stores.comparisons import ComparisonStore
-from tunelab.eval.report import write_report
 from tunelab.tui.app import TunelabApp
 from tunelab.tui.screens.compare import CompareScreen
 from tunelab.tui.screens.compare_report import ReportScreen

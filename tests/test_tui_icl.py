@@ -20,8 +20,15 @@ async def send(pilot, text: str) -> None:
 
 
 async def test_icl_reply_lists_its_examples_and_their_token_cost(settings, conn):
-    rows = [ExampleRow(t, label, 0) for t, label in [("loved the film", "positive"), ("hated the film", "negative"),
-                                                     ("a joyful ride", "positive"), ("a tedious slog", "negative")]]
+    rows = [
+        ExampleRow(t, label, 0)
+        for t, label in [
+            ("loved the film", "positive"),
+            ("hated the film", "negative"),
+            ("a joyful ride", "positive"),
+            ("a tedious slog", "negative"),
+        ]
+    ]
     BankStore(conn).create("tiny", rows, instruction="Answer positive or negative.", test_size=0.0)
     ConversationStore(conn).create("icl", params={"max_tokens": 4, "temperature": 0})
     app = TunelabApp(settings, conn)

@@ -21,9 +21,14 @@ from tunelab.tui.widgets.train.run_table import RunTable
 
 SIZE = (150, 40)
 STEPS = 5
-FACTS = [("Where does the Glorbix club meet?", "At Fennel Lake."), ("Who founded the Glorbix club?", "Mira Quandt."),
-         ("What is the Glorbix password?", "Tangerine Walrus."), ("When does the Glorbix club hike?", "Every Sunday."),
-         ("What colour is the Glorbix flag?", "Teal and orange."), ("How many members has the Glorbix club?", "Forty-two.")]
+FACTS = [
+    ("Where does the Glorbix club meet?", "At Fennel Lake."),
+    ("Who founded the Glorbix club?", "Mira Quandt."),
+    ("What is the Glorbix password?", "Tangerine Walrus."),
+    ("When does the Glorbix club hike?", "Every Sunday."),
+    ("What colour is the Glorbix flag?", "Teal and orange."),
+    ("How many members has the Glorbix club?", "Forty-two."),
+]
 
 
 class TrainApp(TunelabApp):
@@ -146,7 +151,9 @@ async def test_report_to_choice_reaches_the_run_settings(settings, conn) -> None
 def test_snapshot_train_screen_with_a_past_run(snap_compare, settings, conn, tmp_path) -> None:
     BankStore(conn).create("glorbix", [ExampleRow(q, a, i + 1) for i, (q, a) in enumerate(FACTS)], "Answer the question.", test_size=0.2)
     store = RunStore(conn)
-    run = store.create("glorbix-lora", tmp_path / "base.gguf", "0" * 64, tmp_path / "hf", "glorbix", [1, 2, 3], {"r": 8}, tmp_path / "run", "cpu")
+    run = store.create(
+        "glorbix-lora", tmp_path / "base.gguf", "0" * 64, tmp_path / "hf", "glorbix", [1, 2, 3], {"r": 8}, tmp_path / "run", "cpu"
+    )
     losses = [2.4, 2.1, 1.7, 1.5, 1.2, 1.1]
     store.progress(run.id, len(losses), 10, [{"step": i + 1, "loss": x, "lr": 1e-3, "tokens_per_s": 100.0} for i, x in enumerate(losses)])
     store.set_status(run.id, "cancelled", "cancelled by the user", train_seconds=12.0, tokens_per_s=100.0)

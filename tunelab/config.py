@@ -123,7 +123,7 @@ class Settings:
         return self.dirs.db
 
     @classmethod
-    def load(cls, **overrides: object) -> "Settings":
+    def load(cls, **overrides: object) -> Settings:
         """Defaults < config.toml < environment < overrides (flags left at None are ignored)."""
         home = Path(str(overrides.get("home") or default_home())).expanduser()
         values: dict[str, object] = {}

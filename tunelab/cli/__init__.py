@@ -41,8 +41,9 @@ def disk_full(exc: BaseException) -> TunelabError | None:
         where = f" writing {exc.filename}" if exc.filename else ""
         return TunelabError(f"out of disk space{where} ({exc.strerror or exc}): nothing was half-written; free some space and run it again")
     if isinstance(exc, sqlite3.OperationalError) and getattr(exc, "sqlite_errorname", "") in SQLITE_WRITE_ERRORS:
-        return TunelabError(f"could not write the database ({exc}: is the disk full?): the change was rolled back; "
-                            "free some space and run it again")
+        return TunelabError(
+            f"could not write the database ({exc}: is the disk full?): the change was rolled back; free some space and run it again"
+        )
     return None
 
 

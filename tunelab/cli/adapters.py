@@ -38,8 +38,10 @@ def list_adapters(app: AppContext, limit: int | None, as_json: bool) -> None:
         run = store.get(str(adapter.run_id))
         m = adapter.metrics
         loss = f"loss {m.get('first_loss') or 0:.3f}->{m.get('final_loss') or 0:.3f}" if m.get("final_loss") is not None else "loss -"
-        click.echo(f"{adapter.name:<20} run {run.id:<4} bank {adapter.bank:<16} {m.get('steps', 0)} steps  {loss}  "
-                   f"{m.get('train_examples', 0)} examples  {run.train_seconds:.0f}s")
+        click.echo(
+            f"{adapter.name:<20} run {run.id:<4} bank {adapter.bank:<16} {m.get('steps', 0)} steps  {loss}  "
+            f"{m.get('train_examples', 0)} examples  {run.train_seconds:.0f}s"
+        )
         for label, path in [("peft", adapter.peft_dir), ("gguf", adapter.gguf_path), *adapter.exports.items()]:
             click.echo(f"    {label:<5} {path}")
 
@@ -63,8 +65,11 @@ def list_runs(app: AppContext, limit: int | None, as_json: bool) -> None:
         if run.status not in ("done", "running"):
             checkpoint = run.last_checkpoint
             stopped = f"  last checkpoint {checkpoint.name if checkpoint else '- (none: --restart it)'}"
-        click.echo(f"{run.id:<4} {run.name:<20} {run.status:<11} step {run.step}/{run.total_steps}  bank {run.bank or '-'}  {run.device}  {loss}"
-                   + stopped + (f"  ({run.error})" if run.error and run.status != "done" else ""))
+        click.echo(
+            f"{run.id:<4} {run.name:<20} {run.status:<11} step {run.step}/{run.total_steps}  bank {run.bank or '-'}  {run.device}  {loss}"
+            + stopped
+            + (f"  ({run.error})" if run.error and run.status != "done" else "")
+        )
 
 
 @command.command("delete")
@@ -80,10 +85,25 @@ def delete(app: AppContext, name: str) -> None:
 
 @command.command("export")
 @click.argument("name")
-@click.option("--merged", "tensor_type", type=click.Choice(MODEL_TYPES), default=None, help="Write base + adapter as one standalone GGUF of this type.")
-@click.option("--ollama", "ollama_dir", is_flag=False, flag_value="", default=None, metavar="[DIR]",
-              help="Write an Ollama model folder: the GGUF and a Modelfile (default DIR: ollama/ in the adapter's folder).")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="--merged only: output file (default: beside the adapter).")
+@click.option(
+    "--merged",
+    "tensor_type",
+    type=click.Choice(MODEL_TYPES),
+    default=None,
+    help="Write base + adapter as one standalone GGUF of this type.",
+)
+@click.option(
+    "--ollama",
+    "ollama_dir",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[DIR]",
+    help="Write an Ollama model folder: the GGUF and a Modelfile (default DIR: ollama/ in the adapter's folder).",
+)
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="--merged only: output file (default: beside the adapter)."
+)
 @pass_app
 def export(app: AppContext, name: str, tensor_type: str | None, ollama_dir: str | None, out: Path | None) -> None:
     """Export adapter NAME: merged into its base as a standalone GGUF (--merged), for Ollama (--ollama), or both."""

@@ -37,8 +37,13 @@ def file_options(func):  # type: ignore[no-untyped-def]
 
 def split_options(func):  # type: ignore[no-untyped-def]
     func = click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/test split.")(func)
-    func = click.option("--test-size", type=float, default=DEFAULT_TEST_SIZE, show_default=True,
-                        help="Share of examples held out for testing (never shown to ICL or training).")(func)
+    func = click.option(
+        "--test-size",
+        type=float,
+        default=DEFAULT_TEST_SIZE,
+        show_default=True,
+        help="Share of examples held out for testing (never shown to ICL or training).",
+    )(func)
     return func
 
 
@@ -54,8 +59,10 @@ def read_checked(path: Path, input_field: str | None, output_field: str | None, 
 def report(result: ImportResult) -> None:
     bank = result.bank
     dupes = f", {result.duplicates} duplicate(s) ignored" if result.duplicates else ""
-    click.echo(f"bank {bank.name!r}: added {result.added} example(s) ({result.added_test} to test){dupes}; "
-               f"now {bank.n_train} train / {bank.n_test} test" + (f"; labels: {', '.join(bank.labels)}" if bank.labels else ""))
+    click.echo(
+        f"bank {bank.name!r}: added {result.added} example(s) ({result.added_test} to test){dupes}; "
+        f"now {bank.n_train} train / {bank.n_test} test" + (f"; labels: {', '.join(bank.labels)}" if bank.labels else "")
+    )
 
 
 @command.command("import")
@@ -65,8 +72,17 @@ def report(result: ImportResult) -> None:
 @file_options
 @split_options
 @pass_app
-def import_bank(app: AppContext, name: str, file: Path, instruction: str | None, input_field: str | None,
-                output_field: str | None, strict: bool, test_size: float, seed: int) -> None:
+def import_bank(
+    app: AppContext,
+    name: str,
+    file: Path,
+    instruction: str | None,
+    input_field: str | None,
+    output_field: str | None,
+    strict: bool,
+    test_size: float,
+    seed: int,
+) -> None:
     """Create bank NAME from a JSONL or CSV FILE (input/output, prompt/completion, question/answer, text/label, messages)."""
     store = BankStore(app.conn)
     if store.exists(name):
@@ -142,8 +158,11 @@ def show(app: AppContext, name: str, split: str | None, limit: int, as_json: boo
 
 
 def describe(bank: Bank) -> str:
-    lines = [f"bank {bank.name}: {bank.n_train} train / {bank.n_test} test (test share {bank.test_size:g}, seed {bank.seed})",
-             f"instruction: {bank.instruction or '(none)'}", f"source: {bank.source or '-'}"]
+    lines = [
+        f"bank {bank.name}: {bank.n_train} train / {bank.n_test} test (test share {bank.test_size:g}, seed {bank.seed})",
+        f"instruction: {bank.instruction or '(none)'}",
+        f"source: {bank.source or '-'}",
+    ]
     if bank.labels:
         lines.append(f"labels: {', '.join(bank.labels)}")
     return "\n".join(lines)
@@ -203,6 +222,7 @@ def index(app: AppContext, name: str) -> None:
 
     bank = BankStore(app.conn).get(name)
     with click.progressbar(length=bank.n_train, label="embedding", file=click.get_text_stream("stderr")) as bar:
+
         def progress(done: int, total: int) -> None:
             bar.length = total
             bar.update(done - bar.pos)

@@ -10,10 +10,10 @@ import click
 
 from tunelab.cli.app_context import AppContext, apply_engine_options, engine_options, pass_app
 from tunelab.cli.options import sampler_from, sampler_options
-from tunelab.runtime.chat_service import ChatService, IclRequest
 from tunelab.engine.sampling import SamplerParams
-from tunelab.icl.selectors import KINDS
 from tunelab.errors import TunelabError
+from tunelab.icl.selectors import KINDS
+from tunelab.runtime.chat_service import ChatService, IclRequest
 from tunelab.text import one_line
 
 if TYPE_CHECKING:
@@ -31,14 +31,35 @@ if TYPE_CHECKING:
 @click.option("--selector", type=click.Choice(KINDS), default=None, help="How examples are chosen (default embedding).")
 @click.option("--k", type=int, default=None, help="Number of examples (default 4).")
 @click.option("--show-examples", is_flag=True, help="Print the chosen examples with their scores (stderr).")
-@click.option("--best-of", type=int, default=None, metavar="N", help="Sample N replies, keep the one the reward model scores highest (scores on stderr).")
-@click.option("--reward-model", default=None, metavar="NAME", help="Reward model for --best-of (default: the newest trained for this model).")
+@click.option(
+    "--best-of",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Sample N replies, keep the one the reward model scores highest (scores on stderr).",
+)
+@click.option(
+    "--reward-model", default=None, metavar="NAME", help="Reward model for --best-of (default: the newest trained for this model)."
+)
 @engine_options
 @sampler_options(SamplerParams())
 @pass_app
-def command(app: AppContext, prompt: str, system: str | None, conversation: int | None, as_json: bool,
-            adapter: str | None, adapter_scale: float, bank: str | None, selector: str | None, k: int | None,
-            show_examples: bool, best_of: int | None, reward_model: str | None, **kwargs: object) -> None:
+def command(
+    app: AppContext,
+    prompt: str,
+    system: str | None,
+    conversation: int | None,
+    as_json: bool,
+    adapter: str | None,
+    adapter_scale: float,
+    bank: str | None,
+    selector: str | None,
+    k: int | None,
+    show_examples: bool,
+    best_of: int | None,
+    reward_model: str | None,
+    **kwargs: object,
+) -> None:
     """Send PROMPT ('-' reads stdin) and stream the reply."""
     apply_engine_options(app, kwargs)
     icl = icl_request(bank, selector, k, show_examples)
@@ -77,10 +98,17 @@ def command(app: AppContext, prompt: str, system: str | None, conversation: int 
     message = turn.save()
     stats = turn.reply.stats
     if as_json:
-        record = {"conversation_id": conv.id, "message_id": message.id, "text": message.content,
-                  "model": message.model_path, "model_sha256": message.model_sha256,
-                  "params": message.params, "stats": stats.to_dict(), "icl": turn.provenance.to_dict()["icl"],
-                  "best_of": turn.provenance.best_of}
+        record = {
+            "conversation_id": conv.id,
+            "message_id": message.id,
+            "text": message.content,
+            "model": message.model_path,
+            "model_sha256": message.model_sha256,
+            "params": message.params,
+            "stats": stats.to_dict(),
+            "icl": turn.provenance.to_dict()["icl"],
+            "best_of": turn.provenance.best_of,
+        }
         click.echo(json.dumps(record, ensure_ascii=False))
         return
     click.echo()
@@ -124,8 +152,13 @@ def report_examples(icl: dict[str, object], show: bool) -> None:
     """The examples' cost and, with --show-examples, the examples themselves (stderr: stdout is the reply)."""
     examples: list[dict[str, object]] = icl["examples"]  # type: ignore[assignment]
     dropped = f", {icl['dropped']} dropped to fit the context" if icl["dropped"] else ""
-    click.echo(f"[{len(examples)} example(s) from {icl['bank']} by {icl['selector']}: +{icl['example_tokens']} prompt tokens{dropped}]", err=True)
+    click.echo(
+        f"[{len(examples)} example(s) from {icl['bank']} by {icl['selector']}: +{icl['example_tokens']} prompt tokens{dropped}]", err=True
+    )
     if show:
         for rank, example in enumerate(examples, start=1):
-            click.echo(f"  {rank}. #{example['id']} score {example['score']:.3f}  {one_line(str(example['input']), 70)} -> "
-                       f"{one_line(str(example['output']), 40)}", err=True)
+            click.echo(
+                f"  {rank}. #{example['id']} score {example['score']:.3f}  {one_line(str(example['input']), 70)} -> "
+                f"{one_line(str(example['output']), 40)}",
+                err=True,
+            )

@@ -11,28 +11,52 @@ import click
 from tunelab.cli.app_context import AppContext, apply_engine_options, engine_options, pass_app
 from tunelab.cli.options import sampler_from, sampler_options
 from tunelab.cli.output import echo_json, json_option, limit_option, limited
+from tunelab.errors import TunelabError
+from tunelab.eval.arms import DEFAULT_K, SELECTOR_KINDS, parse_selectors, standard_grid
+from tunelab.eval.report import REPORT_MD, load_report, report_dir
 from tunelab.runtime import arena
 from tunelab.runtime import compare as cmp
-from tunelab.eval.arms import DEFAULT_K, SELECTOR_KINDS, parse_selectors, standard_grid
-from tunelab.errors import TunelabError
 from tunelab.stores.comparisons import ComparisonStore
-from tunelab.eval.report import REPORT_MD, load_report, report_dir
 
 
 @click.command("compare")
 @click.option("--bank", "-b", required=True, help="Example bank whose test split is compared.")
-@click.option("--adapter", "-a", "adapters", multiple=True, help="LoRA adapter to include (repeatable; default: the newest trained on the bank).")
+@click.option(
+    "--adapter", "-a", "adapters", multiple=True, help="LoRA adapter to include (repeatable; default: the newest trained on the bank)."
+)
 @click.option("--no-adapter", is_flag=True, help="Compare base-model arms only.")
-@click.option("--selectors", default=",".join(SELECTOR_KINDS), show_default=True, help="ICL selectors, comma-separated ('' for zero-shot only).")
+@click.option(
+    "--selectors", default=",".join(SELECTOR_KINDS), show_default=True, help="ICL selectors, comma-separated ('' for zero-shot only)."
+)
 @click.option("--k", type=int, default=DEFAULT_K, show_default=True, help="Examples per prompt for ICL arms.")
 @click.option("--limit", type=int, default=None, help="Use only the first N test items.")
-@click.option("--test-file", type=click.Path(path_type=Path), default=None, help="JSONL test items (same fields as a bank) instead of the bank's test split.")
-@click.option("--reward-model", default=None, metavar="NAME", help="Add a column of this reward model's scores (see `tunelab feedback train --method reward`).")
+@click.option(
+    "--test-file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="JSONL test items (same fields as a bank) instead of the bank's test split.",
+)
+@click.option(
+    "--reward-model",
+    default=None,
+    metavar="NAME",
+    help="Add a column of this reward model's scores (see `tunelab feedback train --method reward`).",
+)
 @engine_options
 @sampler_options(cmp.greedy(cmp.default_max_tokens([])), {"max_tokens": "16 for a bank with labels, 256 otherwise"})
 @pass_app
-def command(app: AppContext, bank: str, adapters: tuple[str, ...], no_adapter: bool, selectors: str, k: int,
-            limit: int | None, test_file: Path | None, reward_model: str | None, **kwargs: object) -> None:
+def command(
+    app: AppContext,
+    bank: str,
+    adapters: tuple[str, ...],
+    no_adapter: bool,
+    selectors: str,
+    k: int,
+    limit: int | None,
+    test_file: Path | None,
+    reward_model: str | None,
+    **kwargs: object,
+) -> None:
     """Compare base, base+ICL, LoRA and LoRA+ICL on held-out items, with CIs and a report.
 
     Sampling is greedy with a fixed seed, so arms differ by their setup and not by sampling
@@ -57,7 +81,9 @@ def command(app: AppContext, bank: str, adapters: tuple[str, ...], no_adapter: b
 
         scorer = load_reward_model(app.settings, app.conn, reward_model, ModelRegistry(app.conn).resolve(app.settings.model))
     runner = cmp.ArmRunner(app.runtime, found)
-    click.echo(f"comparing {len(arms)} arms x {len(test_set.items)} items of {test_set.source}: {', '.join(a.name for a in arms)}", err=True)
+    click.echo(
+        f"comparing {len(arms)} arms x {len(test_set.items)} items of {test_set.source}: {', '.join(a.name for a in arms)}", err=True
+    )
     reused = 0
     with click.progressbar(length=len(arms) * len(test_set.items), label="generating", file=sys.stderr, show_pos=True) as bar:
 
@@ -97,8 +123,7 @@ def list_reports(app: AppContext, limit: int | None, as_json: bool) -> None:
     records = []
     for c in limited(ComparisonStore(app.conn).list(), limit):
         report = load_report(Path(c.report_dir)) if c.report_dir else None
-        records.append({**asdict(c), "n_items": len(report["items"]) if report else None,
-                        "verdict": report["verdict"] if report else []})
+        records.append({**asdict(c), "n_items": len(report["items"]) if report else None, "verdict": report["verdict"] if report else []})
     if as_json:
         echo_json(records)
         return

@@ -8,12 +8,12 @@ import click
 
 from tunelab.cli.app_context import AppContext, apply_engine_options, engine_options, pass_app
 from tunelab.cli.training import args_from, ctrl_c_checkpoints, dataclass_options
+from tunelab.errors import TunelabError
+from tunelab.eval.arms import parse_selectors
+from tunelab.eval.report import REPORT_MD
+from tunelab.finetune.args import SFTArgs
 from tunelab.runtime import compare as cmp
 from tunelab.runtime import curve
-from tunelab.eval.arms import parse_selectors
-from tunelab.errors import TunelabError
-from tunelab.finetune.args import SFTArgs
-from tunelab.eval.report import REPORT_MD
 
 
 def show(event: curve.CurveProgress) -> None:
@@ -24,17 +24,38 @@ def show(event: curve.CurveProgress) -> None:
 @click.option("--bank", "-b", required=True, help="Example bank: ICL pool and LoRA data from its train split, scored on its test split.")
 @click.option("--ks", default=",".join(map(str, curve.DEFAULT_KS)), show_default=True, help="ICL examples per prompt (0 = zero-shot).")
 @click.option("--selectors", default=",".join(curve.DEFAULT_SELECTORS), show_default=True, help="ICL selectors, one curve each.")
-@click.option("--sizes", default="16,64,256,all", show_default=True, help="LoRA train-subset sizes, nested ('all' = the whole train split; '' = no LoRA).")
+@click.option(
+    "--sizes",
+    default="16,64,256,all",
+    show_default=True,
+    help="LoRA train-subset sizes, nested ('all' = the whole train split; '' = no LoRA).",
+)
 @click.option("--seeds", type=int, default=curve.DEFAULT_SEEDS, show_default=True, help="Training seeds per LoRA size.")
 @click.option("--subset-seed", type=int, default=0, show_default=True, help="Seed of the shuffle whose prefixes are the subsets.")
 @dataclass_options(SFTArgs, only=curve.TRAIN_FIELDS)
 @click.option("--limit", type=int, default=None, help="Use only the first N test items.")
 @click.option("--max-tokens", type=int, default=None, help="Reply budget (default 16 with labels, 256 without).")
-@click.option("--hf-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="HF checkpoint of the model (default: dequantise the GGUF).")
+@click.option(
+    "--hf-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="HF checkpoint of the model (default: dequantise the GGUF).",
+)
 @engine_options
 @pass_app
-def command(app: AppContext, bank: str, ks: str, selectors: str, sizes: str, seeds: int, subset_seed: int,
-            limit: int | None, max_tokens: int | None, hf_dir: Path | None, **kwargs: object) -> None:
+def command(
+    app: AppContext,
+    bank: str,
+    ks: str,
+    selectors: str,
+    sizes: str,
+    seeds: int,
+    subset_seed: int,
+    limit: int | None,
+    max_tokens: int | None,
+    hf_dir: Path | None,
+    **kwargs: object,
+) -> None:
     """ICL vs LoRA over the number of examples, on the same test items, with CIs, seeds and costs.
 
     Rerunning the same command reuses every finished answer and adapter (and resumes a
@@ -44,8 +65,14 @@ def command(app: AppContext, bank: str, ks: str, selectors: str, sizes: str, see
     apply_engine_options(app, kwargs)
     if limit is not None and limit < 1:
         raise TunelabError(f"--limit must be >= 1 (got {limit})")
-    spec = curve.CurveSpec(args_from(SFTArgs, train), curve.parse_ints(ks, "--ks"),
-                           tuple(parse_selectors(selectors)), curve.parse_sizes(sizes), seeds, subset_seed)
+    spec = curve.CurveSpec(
+        args_from(SFTArgs, train),
+        curve.parse_ints(ks, "--ks"),
+        tuple(parse_selectors(selectors)),
+        curve.parse_sizes(sizes),
+        seeds,
+        subset_seed,
+    )
     found = cmp.open_bank(app.conn, bank)
     test_set = cmp.bank_test_set(app.conn, found, limit)
     for warning in test_set.warnings:
@@ -54,7 +81,10 @@ def command(app: AppContext, bank: str, ks: str, selectors: str, sizes: str, see
     runner = cmp.ArmRunner(app.runtime, found)
     with ctrl_c_checkpoints() as cancel:
         result = curve.run_curve(runner, test_set, spec, params, hf_dir, show, cancel)
-    click.echo(f"trained {len(result.trained)} adapter(s), reused {len(result.reused_adapters)}; "
-               f"generated {result.generated} answer(s), reused {result.reused_answers}", err=True)
+    click.echo(
+        f"trained {len(result.trained)} adapter(s), reused {len(result.reused_adapters)}; "
+        f"generated {result.generated} answer(s), reused {result.reused_answers}",
+        err=True,
+    )
     click.echo((result.report_dir / REPORT_MD).read_text(encoding="utf-8"))
     click.echo(f"report: {result.report_dir}", err=True)

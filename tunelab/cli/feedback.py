@@ -57,10 +57,26 @@ def list_feedback(app: AppContext, rating: str | None, adapter: str | None, coun
         return
     ratings = limited(store.ratings(rating=rating, adapter=adapter)[::-1], limit)
     if as_json:
-        echo_json([{"id": r.id, "subject": r.subject, "rating": r.rating, "reason": r.reason, "comment": r.comment,
-                    "message_id": r.message_id, "conversation_id": r.conversation_id, "created_at": r.created_at,
-                    "prompt": r.snapshot.prompt, "reply": r.snapshot.reply, "adapter": r.snapshot.adapter,
-                    "arm": r.snapshot.arm, "model_sha256": r.snapshot.model_sha256} for r in ratings])
+        echo_json(
+            [
+                {
+                    "id": r.id,
+                    "subject": r.subject,
+                    "rating": r.rating,
+                    "reason": r.reason,
+                    "comment": r.comment,
+                    "message_id": r.message_id,
+                    "conversation_id": r.conversation_id,
+                    "created_at": r.created_at,
+                    "prompt": r.snapshot.prompt,
+                    "reply": r.snapshot.reply,
+                    "adapter": r.snapshot.adapter,
+                    "arm": r.snapshot.arm,
+                    "model_sha256": r.snapshot.model_sha256,
+                }
+                for r in ratings
+            ]
+        )
         return
     for r in ratings:
         prompt = r.snapshot.prompt[-1]["content"].replace("\n", " ")[:40]
@@ -74,7 +90,9 @@ def list_feedback(app: AppContext, rating: str | None, adapter: str | None, coun
 
 
 @command.command("export")
-@click.option("--format", "fmt", type=click.Choice(feedback_data.FORMATS), required=True, help="trl KTO/DPO/reward rows or LLaMA-Factory sharegpt.")
+@click.option(
+    "--format", "fmt", type=click.Choice(feedback_data.FORMATS), required=True, help="trl KTO/DPO/reward rows or LLaMA-Factory sharegpt."
+)
 @click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False), default=None, help="JSONL file (default stdout).")
 @pass_app
 def export(app: AppContext, fmt: str, output: Path | None) -> None:
@@ -107,20 +125,46 @@ def delete(app: AppContext, rating_id: int | None, vote_id: int | None) -> None:
 
 
 @command.command("train")
-@click.option("--method", type=click.Choice(feedback_data.METHODS + rl.METHODS), default=None,
-              help="kto: 👍/👎 ratings; dpo: preference pairs; reward: a reward model; grpo / rloo: RL against the reward model.")
+@click.option(
+    "--method",
+    type=click.Choice(feedback_data.METHODS + rl.METHODS),
+    default=None,
+    help="kto: 👍/👎 ratings; dpo: preference pairs; reward: a reward model; grpo / rloo: RL against the reward model.",
+)
 @click.option("--bank", "-b", default=None, help="grpo / rloo: prompts from this bank's train split (default: the rated prompts).")
 @click.option("--reward-model", default=None, metavar="NAME", help="grpo / rloo: the reward model (default: the newest for this model).")
-@click.option("--on", "on", default=None, metavar="ADAPTER", help="Train this adapter further (kto/dpo; default: a fresh LoRA on the base).")
+@click.option(
+    "--on", "on", default=None, metavar="ADAPTER", help="Train this adapter further (kto/dpo; default: a fresh LoRA on the base)."
+)
 @click.option("--name", default=None, help="Name of the new adapter / reward model (default: <on or feedback>-<method>).")
-@click.option("--resume", default=None, metavar="RUN", help="Continue a cancelled, failed or interrupted feedback run from its last checkpoint.")
-@click.option("--restart", default=None, metavar="RUN", help="Train a stopped feedback run again from step 0 (same name, settings and rows).")
+@click.option(
+    "--resume", default=None, metavar="RUN", help="Continue a cancelled, failed or interrupted feedback run from its last checkpoint."
+)
+@click.option(
+    "--restart", default=None, metavar="RUN", help="Train a stopped feedback run again from step 0 (same name, settings and rows)."
+)
 @click.option("--model", "-m", default=None, help="Base GGUF (path or registered name); default: the chat model.")
-@click.option("--hf-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="HF checkpoint of the same model (default: dequantise the GGUF).")
+@click.option(
+    "--hf-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="HF checkpoint of the same model (default: dequantise the GGUF).",
+)
 @dataclass_options(PreferenceArgs)
 @pass_app
-def train(app: AppContext, method: str | None, bank: str | None, reward_model: str | None, on: str | None, name: str | None,
-          resume: str | None, restart: str | None, model: str | None, hf_dir: Path | None, **kwargs: Any) -> None:
+def train(
+    app: AppContext,
+    method: str | None,
+    bank: str | None,
+    reward_model: str | None,
+    on: str | None,
+    name: str | None,
+    resume: str | None,
+    restart: str | None,
+    model: str | None,
+    hf_dir: Path | None,
+    **kwargs: Any,
+) -> None:
     """Train on the feedback: a KTO, DPO, GRPO or RLOO adapter (chat/compare with --adapter NAME) or a reward model."""
     from tunelab.finetune import feedback_runs
     from tunelab.finetune.progress import measured_change
@@ -129,12 +173,16 @@ def train(app: AppContext, method: str | None, bank: str | None, reward_model: s
         if method or bank or reward_model or on or name or model or hf_dir or given(kwargs) or (resume and restart):
             raise TunelabError("--resume / --restart continue a run with its own settings: give only --resume RUN or --restart RUN")
         plan = feedback_runs.prepare_resume(app.settings, app.conn, resume or restart or "", restart=bool(restart))
-        click.echo(f"{'resuming' if resume else 'restarting'} run {plan.run.name!r} from {plan.resume_from.name if plan.resume_from else 'step 0'}", err=True)
+        click.echo(
+            f"{'resuming' if resume else 'restarting'} run {plan.run.name!r} from {plan.resume_from.name if plan.resume_from else 'step 0'}",
+            err=True,
+        )
     else:
         if method is None:
             raise TunelabError("give --method kto, dpo, reward, grpo or rloo (or --resume RUN)")
-        plan = feedback_runs.prepare(app.settings, app.conn, method, args_from(PreferenceArgs, kwargs), name, on, model, hf_dir,
-                                     bank, reward_model)
+        plan = feedback_runs.prepare(
+            app.settings, app.conn, method, args_from(PreferenceArgs, kwargs), name, on, model, hf_dir, bank, reward_model
+        )
     policy_rl = plan.method in rl.METHODS
     what = {"kto": f"{len(plan.rows)} ratings"}.get(plan.method, f"{len(plan.rows)} {'prompts' if policy_rl else 'pairs'}")
     if policy_rl:
@@ -146,7 +194,9 @@ def train(app: AppContext, method: str | None, bank: str | None, reward_model: s
     result = train_until_done(lambda progress, cancel: feedback_runs.train(plan, progress, cancel), "tunelab feedback train")
     run = result.run
     m = result.metrics
-    click.echo(f"{run.method} {run.name!r}: loss {m['first_loss']:.3f} -> {m['final_loss']:.3f} in {m['steps']} steps, {run.train_seconds:.0f}s")
+    click.echo(
+        f"{run.method} {run.name!r}: loss {m['first_loss']:.3f} -> {m['final_loss']:.3f} in {m['steps']} steps, {run.train_seconds:.0f}s"
+    )
     if run.method == "reward":
         click.echo(f"held-out pair accuracy {m['held_out_accuracy']:.2f} on {len(plan.held_out)} pairs; model in {result.reward_dir}")
         click.echo(f"use it: tunelab chat --best-of 4 --reward-model {run.name} 'your prompt'")

@@ -27,10 +27,17 @@ def list_models(app: AppContext, limit: int | None, as_json: bool) -> None:
     """List known models (* = the default chat model)."""
     default = app.settings.model
     entries = limited(ModelRegistry(app.conn).list(), limit)
-    records = [{"name": e.name, "source": e.source, "path": str(e.path) if e.source != "extra" else None,
-                "size_bytes": e.path.stat().st_size if e.source != "extra" and e.path.is_file() else None,
-                "install": e.install or None,
-                "default": default in ("", e.name) and bool(default or e.source == "bundled")} for e in entries]
+    records = [
+        {
+            "name": e.name,
+            "source": e.source,
+            "path": str(e.path) if e.source != "extra" else None,
+            "size_bytes": e.path.stat().st_size if e.source != "extra" and e.path.is_file() else None,
+            "install": e.install or None,
+            "default": default in ("", e.name) and bool(default or e.source == "bundled"),
+        }
+        for e in entries
+    ]
     if as_json:
         echo_json(records)
         return
@@ -38,7 +45,9 @@ def list_models(app: AppContext, limit: int | None, as_json: bool) -> None:
         if r["install"]:
             click.echo(f"  {r['name']:<24} {r['source']:<10} {'':>8}  not installed: {r['install']}")
             continue
-        size = f"{r['size_bytes'] / 1e6:.0f} MB" if r["size_bytes"] is not None else ("first use" if r["source"] == "package" else "missing")
+        size = (
+            f"{r['size_bytes'] / 1e6:.0f} MB" if r["size_bytes"] is not None else ("first use" if r["source"] == "package" else "missing")
+        )
         click.echo(f"{'*' if r['default'] else ' '} {r['name']:<24} {r['source']:<10} {size:>8}  {r['path']}")
 
 

@@ -25,8 +25,9 @@ def json_option(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def limit_option(func: Callable[..., Any]) -> Callable[..., Any]:
     """`-n/--limit N`: only the first N rows of a list (lists are newest first)."""
-    return click.option("-n", "--limit", type=click.IntRange(min=0), default=None,
-                        help="Show at most N (newest first; 0 or unset = all).")(func)
+    return click.option("-n", "--limit", type=click.IntRange(min=0), default=None, help="Show at most N (newest first; 0 or unset = all).")(
+        func
+    )
 
 
 def limited(items: Sequence[T], limit: int | None) -> list[T]:

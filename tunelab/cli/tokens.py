@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from tunelab.cli.app_context import AppContext, pass_app
-from tunelab.runtime.tokens import Piece, PromptView, prompt_view, text_pieces
 from tunelab.errors import TunelabError
+from tunelab.runtime.tokens import Piece, PromptView, prompt_view, text_pieces
 from tunelab.stores.conversations import ConversationStore
 from tunelab.stores.models import ModelRegistry
 
@@ -51,8 +51,14 @@ def show_prompt(view: PromptView) -> None:
 
 @click.command("tokens")
 @click.argument("text", required=False)
-@click.option("--prompt", "message_id", type=int, default=None, metavar="MESSAGE_ID",
-              help="Show the whole prompt a stored reply was generated from, with the tokens of each part.")
+@click.option(
+    "--prompt",
+    "message_id",
+    type=int,
+    default=None,
+    metavar="MESSAGE_ID",
+    help="Show the whole prompt a stored reply was generated from, with the tokens of each part.",
+)
 @click.option("--model", "-m", default=None, help="GGUF whose tokenizer to use (path or registered name; default: the chat model).")
 @pass_app
 def command(app: AppContext, text: str | None, message_id: int | None, model: str | None) -> None:

@@ -17,19 +17,50 @@ from tunelab.finetune.args import SFTArgs
 @click.command("train")
 @click.argument("name", required=False)
 @click.option("--bank", "-b", default=None, help="Example bank to train on (its train split only).")
-@click.option("--corpus", type=click.Path(exists=True, path_type=Path), default=None,
-              help="Continued pre-training instead: a .txt/.md file or a folder of them (loss on every token).")
-@click.option("--held-out", type=float, default=0.1, show_default=True, help="--corpus: share of the text blocks kept out to measure perplexity.")
-@click.option("--train-embeddings", is_flag=True, help="--corpus: also train embeddings and LM head (refused: llama.cpp adapters cannot carry them).")
-@click.option("--on", "on", default=None, metavar="ADAPTER", help="Train this SFT / pre-training adapter further (e.g. SFT after --corpus).")
-@click.option("--resume", "resume", default=None, metavar="RUN", help="Continue a cancelled, failed or interrupted run from its last checkpoint.")
-@click.option("--restart", "restart", default=None, metavar="RUN", help="Train a stopped run again from step 0 (same name, settings and rows).")
+@click.option(
+    "--corpus",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Continued pre-training instead: a .txt/.md file or a folder of them (loss on every token).",
+)
+@click.option(
+    "--held-out", type=float, default=0.1, show_default=True, help="--corpus: share of the text blocks kept out to measure perplexity."
+)
+@click.option(
+    "--train-embeddings", is_flag=True, help="--corpus: also train embeddings and LM head (refused: llama.cpp adapters cannot carry them)."
+)
+@click.option(
+    "--on", "on", default=None, metavar="ADAPTER", help="Train this SFT / pre-training adapter further (e.g. SFT after --corpus)."
+)
+@click.option(
+    "--resume", "resume", default=None, metavar="RUN", help="Continue a cancelled, failed or interrupted run from its last checkpoint."
+)
+@click.option(
+    "--restart", "restart", default=None, metavar="RUN", help="Train a stopped run again from step 0 (same name, settings and rows)."
+)
 @click.option("--model", "-m", default=None, help="Base GGUF (path or registered name); default: the chat model.")
-@click.option("--hf-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="HF checkpoint of the same model (default: dequantise the GGUF).")
+@click.option(
+    "--hf-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="HF checkpoint of the same model (default: dequantise the GGUF).",
+)
 @dataclass_options(SFTArgs)
 @pass_app
-def command(app: AppContext, name: str | None, bank: str | None, corpus: Path | None, held_out: float, train_embeddings: bool,
-            on: str | None, resume: str | None, restart: str | None, model: str | None, hf_dir: Path | None, **kwargs: Any) -> None:
+def command(
+    app: AppContext,
+    name: str | None,
+    bank: str | None,
+    corpus: Path | None,
+    held_out: float,
+    train_embeddings: bool,
+    on: str | None,
+    resume: str | None,
+    restart: str | None,
+    model: str | None,
+    hf_dir: Path | None,
+    **kwargs: Any,
+) -> None:
     """Fine-tune a LoRA adapter NAME on --bank BANK, or pre-train it on --corpus TEXT (Ctrl-C saves a checkpoint; --resume NAME continues)."""
     from tunelab.finetune import pretrain, sft
     from tunelab.finetune.progress import measured_change
@@ -40,7 +71,10 @@ def command(app: AppContext, name: str | None, bank: str | None, corpus: Path | 
         if name or bank or corpus or on or model or hf_dir or given(kwargs) or (resume and restart):
             raise TunelabError("--resume / --restart continue a run with its own settings: give only --resume RUN or --restart RUN")
         plan = sft.prepare_resume(app.settings, app.conn, resume or restart or "", restart=bool(restart))
-        click.echo(f"{'resuming' if resume else 'restarting'} run {plan.run.name!r} from {plan.resume_from.name if plan.resume_from else 'step 0'}", err=True)
+        click.echo(
+            f"{'resuming' if resume else 'restarting'} run {plan.run.name!r} from {plan.resume_from.name if plan.resume_from else 'step 0'}",
+            err=True,
+        )
     elif corpus is not None:
         if not name or bank or on:
             raise TunelabError("give a NAME and --corpus FILE|DIR (continued pre-training takes no --bank / --on)")
@@ -58,7 +92,8 @@ def command(app: AppContext, name: str | None, bank: str | None, corpus: Path | 
     metrics = result.adapter.metrics
     click.echo(
         f"adapter {result.adapter.name!r}: loss {metrics['first_loss']:.3f} -> {metrics['final_loss']:.3f} in {metrics['steps']} steps, "
-        f"{run.train_seconds:.0f}s, {run.tokens_per_s or 0:.0f} tok/s" + (f", peak {run.peak_memory_mb:.0f} MiB" if run.peak_memory_mb else "")
+        f"{run.train_seconds:.0f}s, {run.tokens_per_s or 0:.0f} tok/s"
+        + (f", peak {run.peak_memory_mb:.0f} MiB" if run.peak_memory_mb else "")
     )
     if "held_out_ppl_before" in metrics:
         click.echo(f"{measured_change(metrics)} on {metrics['held_out_blocks']} block(s)")

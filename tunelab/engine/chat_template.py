@@ -18,6 +18,7 @@ with.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,25 +62,25 @@ class ChatTemplate:
         self.eos_token = model.token_get_text(eos_id) if eos_id != -1 else ""
         self.bos_token = model.token_get_text(bos_id) if bos_id != -1 else ""
         self.template = llama.metadata.get("tokenizer.chat_template") or fallback_template(self.bos_token if model.add_bos_token() else "")
-        self.formatter = Jinja2ChatFormatter(
-            template=self.template, eos_token=self.eos_token, bos_token=self.bos_token
-        )
+        self.formatter = Jinja2ChatFormatter(template=self.template, eos_token=self.eos_token, bos_token=self.bos_token)
         self.prefix_formatter = Jinja2ChatFormatter(
             template=self.template, eos_token=self.eos_token, bos_token=self.bos_token, add_generation_prompt=False
         )
         """Renders messages without the reply header: where each message ends in a prompt (the token view)."""
-        try:
-            self.render([ChatMessage("user", "hi")])  # a sandbox escape is refused here, at load
-        except TemplateError:
-            pass  # a template that rejects this conversation (e.g. raise_exception) says so when used
+        # a sandbox escape is refused here, at load; a template that rejects this conversation
+        # (e.g. raise_exception) says so when used
+        with contextlib.suppress(TemplateError):
+            self.render([ChatMessage("user", "hi")])
 
     def render(self, messages: list[ChatMessage], add_generation_prompt: bool = True) -> str:
         formatter = self.formatter if add_generation_prompt else self.prefix_formatter
         try:
             return formatter(messages=[m.as_dict() for m in messages]).prompt
         except SecurityError as exc:
-            raise TunelabError(f"refused the chat template of {Path(self.llama.model_path).name}: it tries to reach "
-                               f"Python internals ({exc}); use a GGUF with a plain chat template") from None
+            raise TunelabError(
+                f"refused the chat template of {Path(self.llama.model_path).name}: it tries to reach "
+                f"Python internals ({exc}); use a GGUF with a plain chat template"
+            ) from None
 
     def tokens(self, messages: list[ChatMessage]) -> list[int]:
         # The template writes BOS itself where the model wants it (added_special), so don't add another.

@@ -8,16 +8,14 @@ from tunelab.engine.chat_template import ChatMessage
 from tunelab.errors import TunelabError
 
 
-def fit_history(
-    messages: list[ChatMessage], budget: int, count: Callable[[list[ChatMessage]], int]
-) -> tuple[list[ChatMessage], int]:
+def fit_history(messages: list[ChatMessage], budget: int, count: Callable[[list[ChatMessage]], int]) -> tuple[list[ChatMessage], int]:
     """Drop the oldest messages after the system prompt until the prompt fits `budget` tokens.
 
     The system prompt and the newest message are never dropped; an assistant reply goes with
     the user turn before it, so the history keeps alternating. Returns (messages, dropped).
     """
     head = [m for m in messages[:1] if m.role == "system"]
-    body = messages[len(head):]
+    body = messages[len(head) :]
     dropped = 0
     while True:
         candidate = head + body

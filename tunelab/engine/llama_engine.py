@@ -21,9 +21,9 @@ from llama_cpp import Llama
 
 from tunelab.engine.chat_template import ChatMessage, ChatTemplate
 from tunelab.engine.context import fit_history
-from tunelab.stores.model_files import check_gguf, check_gguf_complete
 from tunelab.engine.sampling import SamplerParams
 from tunelab.errors import TunelabError
+from tunelab.stores.model_files import check_gguf, check_gguf_complete
 
 
 def gpu_offload_supported() -> bool:
@@ -259,4 +259,3 @@ class LlamaEngine:
                 stats.total_ms = (end - start) * 1000
                 if first is not None and last is not None and stats.completion_tokens > 1 and last > first:
                     stats.decode_tps = (stats.completion_tokens - 1) / (last - first)
-

@@ -51,7 +51,7 @@ class SamplerParams:
             raise TunelabError("bad sampler settings: " + "; ".join(problems))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SamplerParams":
+    def from_dict(cls, data: dict[str, Any]) -> SamplerParams:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -70,7 +70,7 @@ class SamplerParams:
         except ValueError:
             raise TunelabError(f"sampler setting {name} must be {kind.expected} (got {value!r})") from None
 
-    def seeded(self) -> "SamplerParams":
+    def seeded(self) -> SamplerParams:
         """These settings with a concrete seed: a fresh random one unless the user fixed it."""
         return self if self.seed is not None else replace(self, seed=secrets.randbelow(SEED_RANGE))
 

@@ -10,8 +10,8 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tunelab.icl.selectors import KINDS as SELECTOR_KINDS
 from tunelab.errors import TunelabError
+from tunelab.icl.selectors import KINDS as SELECTOR_KINDS
 
 DEFAULT_K = 4
 BASE = "base"
@@ -53,13 +53,13 @@ class Arm:
         return self.name
 
     @classmethod
-    def parse(cls, name: str) -> "Arm":
+    def parse(cls, name: str) -> Arm:
         """The inverse of `name`: "base", "base+mmr@2", "lora:NAME", "lora:NAME+random@4"."""
         model, _, icl = name.strip().partition("+")
         if model == BASE:
             adapter = None
         elif model.startswith(ADAPTER_PREFIX):
-            adapter = model[len(ADAPTER_PREFIX):]
+            adapter = model[len(ADAPTER_PREFIX) :]
         else:
             raise TunelabError(f"bad arm {name!r}: start with 'base' or 'lora:<adapter>'")
         if not icl:

@@ -106,14 +106,16 @@ def label_baselines(items: Sequence[dict[str, Any]], arms: Sequence[str], labels
         for ref, pred in zip(references, predicted):
             confusion[ref][pred] += 1
         correct = round(sum(item["outputs"][arm]["scores"]["accuracy"] for item in items))
-        errors.append(ArmErrors(
-            arm=arm,
-            correct=correct,
-            n=n,
-            confusion=confusion,
-            not_a_label=predicted.count(NOT_A_LABEL) / n,
-            macro_f1=macro_f1(list(zip(references, predicted)), order),
-            p_above_majority=binomial_greater(correct, n, majority_rate),
-        ))
+        errors.append(
+            ArmErrors(
+                arm=arm,
+                correct=correct,
+                n=n,
+                confusion=confusion,
+                not_a_label=predicted.count(NOT_A_LABEL) / n,
+                macro_f1=macro_f1(list(zip(references, predicted)), order),
+                p_above_majority=binomial_greater(correct, n, majority_rate),
+            )
+        )
     majority_f1 = macro_f1([(ref, majority_label) for ref in references], order)
     return LabelBaselines(list(labels), distribution, majority_label, majority_rate, 1 / max(1, len(labels)), majority_f1, errors)

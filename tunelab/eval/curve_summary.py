@@ -19,7 +19,7 @@ from statistics import fmean, pstdev
 import numpy as np
 
 from tunelab.eval.statistics import Interval, PairedTest, bootstrap_ci, paired_bootstrap
-from tunelab.eval.summary import Summary, fmt_metric, fmt_difference
+from tunelab.eval.summary import Summary, fmt_difference, fmt_metric
 
 LORA = "lora"
 ZERO_SHOT = "zero-shot"
@@ -96,7 +96,10 @@ def _point(summary: Summary, family: str, x: int, arms: Sequence[CurveArm], seed
     trained = [a.train_seconds for a in arms if a.train_seconds is not None]
     tokens = [a.train_tokens for a in arms if a.train_tokens is not None]
     return CurvePoint(
-        family, x, names, bootstrap_ci(list(per_item), seed=seed),
+        family,
+        x,
+        names,
+        bootstrap_ci(list(per_item), seed=seed),
         [summary.arm(n).metrics[summary.primary_metric].value for n in names] if family == LORA else [],
         fmean(summary.arm(n).mean_prompt_tokens for n in names),
         fmean(t for t in ttfts if t is not None) if any(t is not None for t in ttfts) else None,
@@ -127,10 +130,14 @@ def curve_summary(summary: Summary, arms: Sequence[CurveArm], seed: int = 0) -> 
     for a in arms:
         groups.setdefault((a.family, a.x), []).append(a)
     order = {ZERO_SHOT: 0, LORA: 2}  # zero-shot, then each selector's points, then LoRA
-    points = [_point(summary, family, x, group, seed)
-              for (family, x), group in sorted(groups.items(), key=lambda g: (order.get(g[0][0], 1), g[0]))]
+    points = [
+        _point(summary, family, x, group, seed)
+        for (family, x), group in sorted(groups.items(), key=lambda g: (order.get(g[0][0], 1), g[0]))
+    ]
     icl = [a for a in arms if a.family != LORA]
-    best_icl = max(icl, key=lambda a: (summary.arm(a.arm).metrics[metric].value, -summary.arm(a.arm).mean_prompt_tokens)).arm if icl else None
+    best_icl = (
+        max(icl, key=lambda a: (summary.arm(a.arm).metrics[metric].value, -summary.arm(a.arm).mean_prompt_tokens)).arm if icl else None
+    )
     crossover, crossover_test = None, None
     lora_points = sorted((p for p in points if p.family == LORA), key=lambda p: p.x)
     if best_icl is not None:
@@ -163,33 +170,42 @@ def curve_lines(summary: Summary, curve: CurveSummary) -> list[str]:
     lora = [p for p in curve.points if p.family == LORA]
     if lora and curve.best_icl is not None:
         if curve.crossover is None:
-            lines.append(f"Crossover: none within the data - no LoRA size up to n={max(p.x for p in lora)} is significantly "
-                         f"above {curve.best_icl} (paired bootstrap on the seed-mean per item).")
+            lines.append(
+                f"Crossover: none within the data - no LoRA size up to n={max(p.x for p in lora)} is significantly "
+                f"above {curve.best_icl} (paired bootstrap on the seed-mean per item)."
+            )
         else:
             assert curve.crossover_test is not None
-            lines.append(f"Crossover at n={curve.crossover}: the LoRA seed-mean is above {curve.best_icl} by {fmt_difference(curve.crossover_test)}.")
+            lines.append(
+                f"Crossover at n={curve.crossover}: the LoRA seed-mean is above {curve.best_icl} by {fmt_difference(curve.crossover_test)}."
+            )
         widest = max(lora, key=lambda p: (max(p.seed_values) - min(p.seed_values)) if p.seed_values else 0.0)
         if len(widest.seed_values) > 1:
-            lines.append(f"Seed spread: widest at n={widest.x}, {fmt_metric(metric, min(widest.seed_values))} to "
-                         f"{fmt_metric(metric, max(widest.seed_values))} over {len(widest.seed_values)} training seeds.")
+            lines.append(
+                f"Seed spread: widest at n={widest.x}, {fmt_metric(metric, min(widest.seed_values))} to "
+                f"{fmt_metric(metric, max(widest.seed_values))} over {len(widest.seed_values)} training seeds."
+            )
     by_x = {p.x: p for p in lora}
     for b in curve.break_even:
         worse = by_x[b.lora_x].value.value < summary.arm(b.versus).metrics[metric].value
         caveat = f" - but it is less accurate than {b.versus}" if worse else ""
         if b.queries is not None:
-            lines.append(f"Break-even n={b.lora_x}: training is repaid after {b.queries:,.0f} queries "
-                         f"({b.ttft_saved_ms:.0f} ms TTFT saved per query against {b.versus}){caveat}.")
+            lines.append(
+                f"Break-even n={b.lora_x}: training is repaid after {b.queries:,.0f} queries "
+                f"({b.ttft_saved_ms:.0f} ms TTFT saved per query against {b.versus}){caveat}."
+            )
         else:
             lines.append(f"Break-even n={b.lora_x}: never - a query saves no TTFT against {b.versus}{caveat}.")
     return lines
 
 
 def seed_spread(point: CurvePoint, metric: str) -> str:
-    """"62.0% ± 3.1 (58.0%-66.0%, 3 seeds)", or "-" for a point without seeds."""
+    """ "62.0% ± 3.1 (58.0%-66.0%, 3 seeds)", or "-" for a point without seeds."""
     if not point.seed_values:
         return "-"
     sd = point.seed_sd
     spread = f" ± {sd * 100:.1f}" if sd is not None else ""
-    return (f"{fmt_metric(metric, fmean(point.seed_values))}{spread} ({fmt_metric(metric, min(point.seed_values))}-"
-            f"{fmt_metric(metric, max(point.seed_values))}, {len(point.seed_values)} seed{'s' if len(point.seed_values) > 1 else ''})")
-
+    return (
+        f"{fmt_metric(metric, fmean(point.seed_values))}{spread} ({fmt_metric(metric, min(point.seed_values))}-"
+        f"{fmt_metric(metric, max(point.seed_values))}, {len(point.seed_values)} seed{'s' if len(point.seed_values) > 1 else ''})"
+    )

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.config import Settings
+from tunelab.errors import TunelabError
 from tunelab.eval.baselines import NOT_A_LABEL, LabelBaselines
 from tunelab.eval.curve_summary import LORA, ZERO_SHOT, CurveSummary, seed_spread
 from tunelab.eval.reward_report import RewardSummary
 from tunelab.eval.summary import Summary, fmt_interval, fmt_points
-from tunelab.errors import TunelabError
 from tunelab.stores.files import atomic_dir, atomic_write_text
 
 REPORT_JSON, REPORT_MD, REPORT_PNG, CURVE_PNG = "report.json", "report.md", "plot.png", "curve.png"
@@ -77,7 +77,13 @@ def markdown(summary: Summary, plot_path: Path) -> str:
         lines += curve_markdown(summary.curve, plot_path.with_name(CURVE_PNG))
     if summary.baselines is not None:
         lines += baselines_markdown(summary.baselines, summary)
-    lines += ["", f"## Paired differences on {metric} (row minus column arm)", "", "| a | b | a - b | p | verdict |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"## Paired differences on {metric} (row minus column arm)",
+        "",
+        "| a | b | a - b | p | verdict |",
+        "|---|---|---|---|---|",
+    ]
     for p in summary.pairs:
         d = p.test.difference
         lines.append(
@@ -94,10 +100,15 @@ def markdown(summary: Summary, plot_path: Path) -> str:
 def curve_markdown(curve: CurveSummary, plot_path: Path) -> list[str]:
     """The learning curve as a table (one row per point), its verdict, and what each point costs."""
     metric = curve.metric
-    lines = ["", f"## Learning curve ({metric} against the number of examples; 95% bootstrap CIs)", "",
-             *[f"- {line}" for line in curve.lines], "",
-             f"| family | examples | {metric} | seed spread (mean ± sd, min-max) | prompt tok | TTFT ms | train s | train tokens |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        f"## Learning curve ({metric} against the number of examples; 95% bootstrap CIs)",
+        "",
+        *[f"- {line}" for line in curve.lines],
+        "",
+        f"| family | examples | {metric} | seed spread (mean ± sd, min-max) | prompt tok | TTFT ms | train s | train tokens |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for p in curve.points:
         kind = "n train" if p.family == LORA else "k in prompt"
         lines.append(
@@ -105,16 +116,24 @@ def curve_markdown(curve: CurveSummary, plot_path: Path) -> list[str]:
             f"| {whole_or_dash(p.ttft_ms)} | {whole_or_dash(p.train_seconds)} | {whole_or_dash(p.train_tokens)} |"
         )
     if curve.ms_per_prompt_token is not None:
-        lines += ["", f"Prompt cost on this machine: {curve.ms_per_prompt_token:.2f} ms of TTFT per prompt token "
-                      "(least-squares fit over the base-model replies). Train tokens = the run's mean tokens/s x its training seconds."]
+        lines += [
+            "",
+            f"Prompt cost on this machine: {curve.ms_per_prompt_token:.2f} ms of TTFT per prompt token "
+            "(least-squares fit over the base-model replies). Train tokens = the run's mean tokens/s x its training seconds.",
+        ]
     if curve.break_even:
-        lines += ["", "| LoRA n | against | prompt tokens saved / query | TTFT saved ms / query | train s | break-even queries |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| LoRA n | against | prompt tokens saved / query | TTFT saved ms / query | train s | break-even queries |",
+            "|---|---|---|---|---|---|",
+        ]
         by_x = {p.x: p for p in curve.points if p.family == LORA}
         for b in curve.break_even:
             saved = f"{b.ttft_saved_ms:.0f}" if b.ttft_saved_ms is not None else "-"
             queries = f"{b.queries:,.0f}" if b.queries is not None else "never"
-            lines.append(f"| {b.lora_x} | {b.versus} | {b.prompt_tokens_saved:.0f} | {saved} | {whole_or_dash(by_x[b.lora_x].train_seconds)} | {queries} |")
+            lines.append(
+                f"| {b.lora_x} | {b.versus} | {b.prompt_tokens_saved:.0f} | {saved} | {whole_or_dash(by_x[b.lora_x].train_seconds)} | {queries} |"
+            )
     lines += ["", f"Curve plot: `{plot_path}`."]
     return lines
 
@@ -126,19 +145,28 @@ def baselines_markdown(baselines: LabelBaselines, summary: Summary) -> list[str]
     spread = ", ".join(f"`{label}` {count} ({count / n:.1%})" for label, count in baselines.distribution.items())
     f1 = not baselines.balanced
     head = "| arm | accuracy |" + (" macro-F1 |" if f1 else "") + " not a label | p (accuracy > majority) | vs majority |"
-    lines = ["", "## Baselines and errors", "", f"Test split labels: {spread}.", "", head,
-             "|" + "---|" * (head.count("|") - 1)]
+    lines = ["", "## Baselines and errors", "", f"Test split labels: {spread}.", "", head, "|" + "---|" * (head.count("|") - 1)]
     f1_cell = (lambda value: f" {value * 100:.1f} |") if f1 else (lambda value: "")
-    lines.append(f"| *majority: always `{baselines.majority_label}`* | {baselines.majority_rate:.1%} |"
-                 f"{f1_cell(baselines.majority_macro_f1)} 0.0% | - | - |")
-    lines.append(f"| *uniform chance (1/{len(baselines.labels) or 1})* | {baselines.uniform_rate:.1%} |" + (" - |" if f1 else "") + " - | - | - |")
+    lines.append(
+        f"| *majority: always `{baselines.majority_label}`* | {baselines.majority_rate:.1%} |"
+        f"{f1_cell(baselines.majority_macro_f1)} 0.0% | - | - |"
+    )
+    lines.append(
+        f"| *uniform chance (1/{len(baselines.labels) or 1})* | {baselines.uniform_rate:.1%} |" + (" - |" if f1 else "") + " - | - | - |"
+    )
     for errors in baselines.arms:
         accuracy = summary.arm(errors.arm).metrics["accuracy"].value
         standing = "above" if errors.above_majority else ("**below**" if accuracy < baselines.majority_rate else "**not above**")
-        lines.append(f"| {errors.arm} | {accuracy:.1%} |{f1_cell(errors.macro_f1)} {errors.not_a_label:.1%} "
-                     f"| {errors.p_above_majority:.3g} | {standing} |")
-    lines += ["", f"Test: {baselines.test}." + ("" if f1 else " Labels are balanced, so macro-F1 is left to report.json."),
-              "", "### Confusion matrices (rows: reference, columns: reply)"]
+        lines.append(
+            f"| {errors.arm} | {accuracy:.1%} |{f1_cell(errors.macro_f1)} {errors.not_a_label:.1%} "
+            f"| {errors.p_above_majority:.3g} | {standing} |"
+        )
+    lines += [
+        "",
+        f"Test: {baselines.test}." + ("" if f1 else " Labels are balanced, so macro-F1 is left to report.json."),
+        "",
+        "### Confusion matrices (rows: reference, columns: reply)",
+    ]
     for errors in baselines.arms:
         columns = [*baselines.distribution, NOT_A_LABEL]
         lines += ["", f"**{errors.arm}**", "", "| reference | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
@@ -148,8 +176,13 @@ def baselines_markdown(baselines: LabelBaselines, summary: Summary) -> list[str]
 
 def reward_markdown(reward: RewardSummary) -> list[str]:
     """The feedback loop's columns: mean reward per arm, reward-model win-rate against the first arm, blind votes."""
-    lines = ["", f"## Reward model `{reward.reward_model}` (win-rate vs **{reward.first_arm}** per item, ties half, 95% Wilson)", "",
-             "| arm | mean reward | wins vs first | W / L / T |", "|---|---|---|---|"]
+    lines = [
+        "",
+        f"## Reward model `{reward.reward_model}` (win-rate vs **{reward.first_arm}** per item, ties half, 95% Wilson)",
+        "",
+        "| arm | mean reward | wins vs first | W / L / T |",
+        "|---|---|---|---|",
+    ]
     for a in reward.arms:
         v = a.versus_first
         rate = f"{v.rate.value:.0%} [{v.rate.low:.0%}, {v.rate.high:.0%}]" if v else "-"
@@ -157,8 +190,11 @@ def reward_markdown(reward: RewardSummary) -> list[str]:
         lines.append(f"| {a.arm} | {a.mean:+.3f} | {rate} | {record} |")
     if reward.votes:
         lines += ["", "Blind side-by-side votes between these arms:", ""]
-        lines += [f"- {v.a} vs {v.b}: {v.a} wins {v.rate.value:.0%} [{v.rate.low:.0%}, {v.rate.high:.0%}] "
-                  f"(n={v.n}: {v.wins}W {v.losses}L {v.ties}T {v.both_bad} both bad)" for v in reward.votes]
+        lines += [
+            f"- {v.a} vs {v.b}: {v.a} wins {v.rate.value:.0%} [{v.rate.low:.0%}, {v.rate.high:.0%}] "
+            f"(n={v.n}: {v.wins}W {v.losses}L {v.ties}T {v.both_bad} both bad)"
+            for v in reward.votes
+        ]
     return lines
 
 
@@ -215,7 +251,9 @@ def plot_curve(summary: Summary, curve: CurveSummary, path: Path) -> None:
         for p in lora:
             ax.scatter([p.x] * len(p.seed_values), [v * 100 for v in p.seed_values], marker="x", color="grey", zorder=3)
     if summary.baselines is not None:
-        ax.axhline(summary.baselines.majority_rate * 100, linestyle="--", color="red", label=f"majority ({summary.baselines.majority_label})")
+        ax.axhline(
+            summary.baselines.majority_rate * 100, linestyle="--", color="red", label=f"majority ({summary.baselines.majority_label})"
+        )
         ax.axhline(summary.baselines.uniform_rate * 100, linestyle=":", color="grey", label="uniform chance")
     ax.set_xscale("symlog", linthresh=1)
     counts = sorted({p.x for p in curve.points})

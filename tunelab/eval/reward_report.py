@@ -42,8 +42,9 @@ def item_prompt(instruction: str, text: str) -> list[dict[str, str]]:
     return ([{"role": "system", "content": instruction}] if instruction.strip() else []) + [{"role": "user", "content": text}]
 
 
-def reward_summary(items: Sequence[dict[str, Any]], arms: Sequence[str], instruction: str, scorer: Scorer, name: str,
-                   votes: Sequence[WinRate] = ()) -> RewardSummary:
+def reward_summary(
+    items: Sequence[dict[str, Any]], arms: Sequence[str], instruction: str, scorer: Scorer, name: str, votes: Sequence[WinRate] = ()
+) -> RewardSummary:
     """Score every arm's output per item (one batch per item) and compare each arm with `arms[0]`.
 
     `items` are a summary's item rows (`input`, `outputs[arm]["output"]`).

@@ -112,7 +112,9 @@ def mcnemar(a: Sequence[float], b: Sequence[float], seed: int = 0) -> PairedTest
     boot = paired_bootstrap(x, y, seed=seed)
     only_a = int(np.sum((x == 1) & (y == 0)))
     only_b = int(np.sum((x == 0) & (y == 1)))
-    return PairedTest(boot.difference, binomial_two_sided(min(only_a, only_b), only_a + only_b), "McNemar (exact)", int(x.size), (only_a, only_b))
+    return PairedTest(
+        boot.difference, binomial_two_sided(min(only_a, only_b), only_a + only_b), "McNemar (exact)", int(x.size), (only_a, only_b)
+    )
 
 
 def binomial_two_sided(k: int, n: int) -> float:

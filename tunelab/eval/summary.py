@@ -14,12 +14,12 @@ from itertools import combinations
 from statistics import fmean
 from typing import TYPE_CHECKING, Any
 
+from tunelab.errors import TunelabError
 from tunelab.eval.arms import Arm
 from tunelab.eval.baselines import LabelBaselines, label_baselines, task_labels
 from tunelab.eval.metrics import ACCURACY, METRICS
 from tunelab.eval.reward_report import RewardSummary
 from tunelab.eval.statistics import Interval, PairedTest, bootstrap_ci, paired_test
-from tunelab.errors import TunelabError
 from tunelab.stores.comparisons import Comparison, ComparisonItem, ItemResult
 
 if TYPE_CHECKING:
@@ -77,8 +77,13 @@ class Summary:
                 return p
             if (p.a, p.b) == (b, a):
                 d = p.test.difference
-                flipped = PairedTest(Interval(-d.value, -d.high, -d.low), p.test.p_value, p.test.method, p.test.n,
-                                     p.test.discordant[::-1] if p.test.discordant else None)
+                flipped = PairedTest(
+                    Interval(-d.value, -d.high, -d.low),
+                    p.test.p_value,
+                    p.test.method,
+                    p.test.n,
+                    p.test.discordant[::-1] if p.test.discordant else None,
+                )
                 return PairSummary(a, b, p.metric, flipped)
         raise KeyError((a, b))
 
@@ -183,8 +188,10 @@ def fmt_points(value: float) -> str:
 
 def fmt_difference(test: PairedTest) -> str:
     d = test.difference
-    return (f"{fmt_points(d.value)} points (95% CI {fmt_points(d.low)} to {fmt_points(d.high)}; "
-            f"{test.method} p={test.p_value:.3g}, {test.verdict})")
+    return (
+        f"{fmt_points(d.value)} points (95% CI {fmt_points(d.low)} to {fmt_points(d.high)}; "
+        f"{test.method} p={test.p_value:.3g}, {test.verdict})"
+    )
 
 
 def _vs(summary: Summary, a: str, b: str) -> str:
@@ -258,7 +265,8 @@ def baseline_lines(summary: Summary, ranked: Sequence[ArmSummary], baselines: La
     if flagged:
         shown = "; ".join(
             f"{a.arm} {fmt_metric(metric, a.metrics[metric].value)} (p={baselines.arm(a.arm).p_above_majority:.3g}"
-            + (", below it" if a.metrics[metric].value < baselines.majority_rate else "") + ")"
+            + (", below it" if a.metrics[metric].value < baselines.majority_rate else "")
+            + ")"
             for a in flagged
         )
         lines.append(f"Not significantly above {majority_phrase(baselines)}: {shown}.")

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import ast
 import inspect
+import itertools
 import textwrap
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from tunelab.errors import TunelabError
 from tunelab.finetune.report_to import REPORT_TO, report_to_problem
-
 
 RENAMED = {"r": "lora_r", "alpha": "lora_alpha", "dropout": "lora_dropout", "lr": "learning_rate"}
 """SFTArgs' old spelling -> the peft / trl name both trainers now share. Runs stored before the
@@ -115,8 +115,8 @@ def field_docs(cls: type) -> dict[str, str]:
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs = {}
-    for node, following in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            if isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant):
-                docs[node.target.id] = " ".join(str(following.value.value).split())
+    for node, following in itertools.pairwise(body):
+        documented = isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and documented:
+            docs[node.target.id] = " ".join(str(following.value.value).split())
     return docs

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.engine.chat_template import gguf_template
-from tunelab.stores.model_files import check_gguf, gguf_fields
 from tunelab.errors import TunelabError
 from tunelab.stores.files import atomic_dir, cached_sha256, file_lock
+from tunelab.stores.model_files import check_gguf, gguf_fields
 
 CACHE_MARKER = "tunelab-base.json"
 """Written last into a cache dir: names the GGUF it came from (its presence means complete)."""
@@ -117,7 +117,9 @@ def dequantise(gguf_path: Path, out_dir: Path) -> None:
         model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, config=config)
         tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     except (ValueError, KeyError, NotImplementedError) as exc:
-        raise TunelabError(f"transformers cannot read {gguf_path.name} ({exc}); pair the GGUF with its HF checkpoint instead (--hf-dir)") from None
+        raise TunelabError(
+            f"transformers cannot read {gguf_path.name} ({exc}); pair the GGUF with its HF checkpoint instead (--hf-dir)"
+        ) from None
     # The loaded model is plain fp32 already; without this, save_pretrained writes a quantisation
     # config that makes every later load try to "dequantise" again.
     model.hf_quantizer = None
@@ -152,7 +154,9 @@ def check_pair(hf_dir: Path, gguf_path: Path, logits: bool = False) -> str:
         tokenizer = AutoTokenizer.from_pretrained(hf_dir)
         problems += token_mismatches(tokenizer, gguf_path)
     if logits and not problems and (corr := logits_correlation(hf_dir, gguf_path)) < LOGITS_MIN_CORRELATION:
-        problems.append(f"their next-token logits disagree (correlation {corr:.3f} < {LOGITS_MIN_CORRELATION} on a test sentence): other weights")
+        problems.append(
+            f"their next-token logits disagree (correlation {corr:.3f} < {LOGITS_MIN_CORRELATION} on a test sentence): other weights"
+        )
     if problems:
         raise TunelabError(f"{hf_dir} and {gguf_path.name} are not the same model: " + "; ".join(problems))
     return arch

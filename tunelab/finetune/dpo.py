@@ -13,7 +13,9 @@ from typing import Any
 from tunelab.finetune.preference_args import PreferenceArgs, make_trainer, reference_settings, trainer_kwargs
 
 
-def build_trainer(model: Any, tokenizer: Any, rows: list[dict[str, Any]], args: PreferenceArgs, output_dir: Path, peft_config: Any, callbacks: list[Any]) -> Any:
+def build_trainer(
+    model: Any, tokenizer: Any, rows: list[dict[str, Any]], args: PreferenceArgs, output_dir: Path, peft_config: Any, callbacks: list[Any]
+) -> Any:
     from trl import DPOConfig, DPOTrainer
 
     config = DPOConfig(**trainer_kwargs(args, output_dir), **reference_settings(args, len(rows)), beta=args.beta)

@@ -31,11 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from tunelab.stores.model_files import check_gguf, check_gguf_complete, gguf_fields
 from tunelab.errors import TunelabError
 from tunelab.faults import pause_point
 from tunelab.finetune.safe_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, safetensors_adapter
 from tunelab.stores.files import atomic_file
+from tunelab.stores.model_files import check_gguf, check_gguf_complete, gguf_fields
 
 PERMUTED_ARCHS = frozenset({"llama"})
 """GGUF architectures whose converter permutes q/k rows (llama.cpp's LlamaModel.permute)."""
@@ -63,7 +63,7 @@ class BaseLayout:
     """GGUF tensor name -> shape in numpy order (out, in) for matrices."""
 
     @classmethod
-    def read(cls, gguf_path: Path) -> "BaseLayout":
+    def read(cls, gguf_path: Path) -> BaseLayout:
         fields, shapes = gguf_fields(gguf_path)
         arch = str(fields["general.architecture"])
         n_head = int(fields.get(f"{arch}.attention.head_count", 0))
@@ -125,15 +125,19 @@ def check_targets(base_gguf: Path, hf_dir: Path, targets: tuple[str, ...]) -> No
     missing = [t for t in targets if not any(m.rsplit(".", 1)[-1] == t for m in modules)]
     if missing:
         names = sorted({m.rsplit(".", 1)[-1] for m in modules if m.startswith("model.")})
-        raise TunelabError(f"this {layout.arch} model has no module(s) named {', '.join(missing)}: "
-                           f"check --target-modules (its linear layers: {', '.join(names)})")
+        raise TunelabError(
+            f"this {layout.arch} model has no module(s) named {', '.join(missing)}: "
+            f"check --target-modules (its linear layers: {', '.join(names)})"
+        )
     for module in modules:
         if module.rsplit(".", 1)[-1] not in targets:
             continue
         name = layout.gguf_name(module)
         if name is None or name not in layout.shapes:
-            raise TunelabError(f"a LoRA on {module} cannot be served by llama.cpp for {layout.arch} "
-                               f"(no GGUF tensor {name or 'mapped'}): drop {module.rsplit('.', 1)[-1]} from --target-modules")
+            raise TunelabError(
+                f"a LoRA on {module} cannot be served by llama.cpp for {layout.arch} "
+                f"(no GGUF tensor {name or 'mapped'}): drop {module.rsplit('.', 1)[-1]} from --target-modules"
+            )
 
 
 def fit_targets(args: Any, base_gguf: Path, hf_dir: Path, exported: bool = True) -> Any:
@@ -178,7 +182,9 @@ def lora_pairs(tensors: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np
                 parts.setdefault(name[: -len(marker)], {})[marker[6]] = value
                 break
         else:
-            raise TunelabError(f"the adapter has a tensor llama.cpp cannot load as LoRA: {name} (train without modules_to_save / embedding targets)")
+            raise TunelabError(
+                f"the adapter has a tensor llama.cpp cannot load as LoRA: {name} (train without modules_to_save / embedding targets)"
+            )
     incomplete = sorted(m for m, p in parts.items() if set(p) != {"A", "B"})
     if incomplete:
         raise TunelabError(f"the adapter is incomplete (missing lora_A or lora_B): {', '.join(incomplete[:3])}")
@@ -280,7 +286,9 @@ def export_model(hf_dir: Path, base_gguf: Path, out_path: Path, tensor_type: str
         if name is not None and name in layout.shapes:
             by_gguf_name[name] = layout.permute_rows(name, value)
     qtype = {"f32": GGMLQuantizationType.F32, "f16": GGMLQuantizationType.F16, "q8_0": GGMLQuantizationType.Q8_0}[tensor_type]
-    file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[tensor_type]
+    file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[
+        tensor_type
+    ]
     with atomic_file(out_path) as tmp:
         writer = gguf.GGUFWriter(str(tmp), layout.arch)
         for field in reader.fields.values():

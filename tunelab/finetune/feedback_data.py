@@ -15,7 +15,7 @@ import json
 import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -123,9 +123,7 @@ def check_enough(data: FeedbackData, method: str) -> None:
     if not data.pairs:
         why = f" ({', '.join(f'{n} {k}' for k, n in data.skipped.items())} left out)" if data.skipped else ""
         hint = " or train KTO on single ratings (--method kto)" if data.unpaired else ""
-        raise TunelabError(
-            f"no preference pairs{why}: vote A/B in compare, or rate 👍 and 👎 replies to the same prompt{hint}"
-        )
+        raise TunelabError(f"no preference pairs{why}: vote A/B in compare, or rate 👍 and 👎 replies to the same prompt{hint}")
     if len(data.pairs) < MIN_PAIRS:
         more = MIN_PAIRS - len(data.pairs)
         raise TunelabError(f"only {len(data.pairs)} preference pair(s): {more} more needed for {method}")
@@ -196,7 +194,7 @@ def rows_for(data: FeedbackData, fmt: str) -> list[dict[str, Any]]:
 
 def export_path(home: Path, fmt: str) -> Path:
     """Where the TUI exports to: `exports/feedback-<format>-<UTC time>.jsonl` under the data dir."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return DataDir(home).exports / f"feedback-{fmt}-{stamp}.jsonl"
 
 

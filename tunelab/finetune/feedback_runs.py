@@ -34,8 +34,8 @@ from tunelab.finetune.base_weights import BaseWeights, prepare_base
 from tunelab.finetune.export_gguf import fit_targets
 from tunelab.finetune.preference_args import PreferenceArgs
 from tunelab.finetune.progress import Listener, ProgressCallback
-from tunelab.finetune.run_record import Recorder, oom_message, status_on_error
 from tunelab.finetune.reward import RewardModel
+from tunelab.finetune.run_record import Recorder, oom_message, status_on_error
 from tunelab.finetune.sft import ADAPTER_GGUF, HELD_OUT_FILE, META_FILE, ROWS_FILE, STOPPED, device, resume_point, stopped_run
 from tunelab.stores.files import atomic_dir, atomic_write_text, cached_sha256, read_jsonl, write_jsonl
 from tunelab.stores.models import ModelRegistry
@@ -135,8 +135,10 @@ def prepare(
     runs = RunStore(conn)
     name = name or default_name(conn, method, on)
     if any(run.name == name for run in runs.list()):
-        raise TunelabError(f"a run named {name!r} exists: pick another --name, continue it with `tunelab feedback train --resume {name}`, "
-                           f"start it over with `--restart {name}`, or delete it (`tunelab adapters delete {name}`)")
+        raise TunelabError(
+            f"a run named {name!r} exists: pick another --name, continue it with `tunelab feedback train --resume {name}`, "
+            f"start it over with `--restart {name}`, or delete it (`tunelab adapters delete {name}`)"
+        )
     start = runs.adapter(on) if on else None
     if start is not None:
         if model or hf_dir:
@@ -154,8 +156,18 @@ def prepare(
     if method in rl.METHODS:
         extras["reward_model"], scorer = load_reward_model(settings, conn, reward_model, base.gguf_path)
     run_dir = settings.dirs.runs / name
-    run = runs.create(name, base.gguf_path, base.gguf_sha256, base.hf_dir, run_bank, example_ids,
-                      {**args.to_dict(), **extras}, run_dir, device(), method=method)
+    run = runs.create(
+        name,
+        base.gguf_path,
+        base.gguf_sha256,
+        base.hf_dir,
+        run_bank,
+        example_ids,
+        {**args.to_dict(), **extras},
+        run_dir,
+        device(),
+        method=method,
+    )
     write_jsonl(run_dir / ROWS_FILE, rows)
     write_jsonl(run_dir / HELD_OUT_FILE, held_out)
     return FeedbackPlan(settings, conn, run, base, args, rows, held_out, start, data.skipped, scorer=scorer)
@@ -173,8 +185,10 @@ def prepare_resume(settings: Settings, conn: sqlite3.Connection, key: str, resta
     run = stopped_run(store, key, store.get(key).method in METHODS, "tunelab train")
     rows = read_jsonl(Path(run.run_dir) / ROWS_FILE)
     if not rows:
-        raise TunelabError(f"run {run.name!r} lost its training data ({Path(run.run_dir) / ROWS_FILE}): delete it "
-                           f"(`tunelab adapters delete {run.name}`) and train again")
+        raise TunelabError(
+            f"run {run.name!r} lost its training data ({Path(run.run_dir) / ROWS_FILE}): delete it "
+            f"(`tunelab adapters delete {run.name}`) and train again"
+        )
     values = dict(run.args)
     on = values.pop("on", None)
     reward_model = values.pop("reward_model", None)
@@ -182,8 +196,18 @@ def prepare_resume(settings: Settings, conn: sqlite3.Connection, key: str, resta
     base = prepare_base(conn, settings.dirs.models, Path(run.base_gguf), Path(run.hf_dir))
     scorer = load_reward_model(settings, conn, reward_model, base.gguf_path)[1] if run.method in rl.METHODS else None
     checkpoint = resume_point(store, run, restart, "tunelab feedback train")
-    return FeedbackPlan(settings, conn, store.get(str(run.id)), base, PreferenceArgs.from_dict(values), rows,
-                        read_jsonl(Path(run.run_dir) / HELD_OUT_FILE), start, resume_from=checkpoint, scorer=scorer)
+    return FeedbackPlan(
+        settings,
+        conn,
+        store.get(str(run.id)),
+        base,
+        PreferenceArgs.from_dict(values),
+        rows,
+        read_jsonl(Path(run.run_dir) / HELD_OUT_FILE),
+        start,
+        resume_from=checkpoint,
+        scorer=scorer,
+    )
 
 
 def train(plan: FeedbackPlan, listener: Listener | None = None, cancel: threading.Event | None = None) -> FeedbackResult:
@@ -194,17 +218,32 @@ def train(plan: FeedbackPlan, listener: Listener | None = None, cancel: threadin
     progress = ProgressCallback(recorder, cancel)
     start_dir = Path(plan.start_adapter.peft_dir) if plan.start_adapter else None
     with status_on_error(store, run.id, oom_message(plan.args)):
-        fitted = feedback_train.fit(plan.method, plan.rows, plan.base.hf_dir, plan.args, run.checkpoints_dir,
-                                    start_dir, [progress], plan.resume_from, plan.scorer, plan.base.chat_template)
+        fitted = feedback_train.fit(
+            plan.method,
+            plan.rows,
+            plan.base.hf_dir,
+            plan.args,
+            run.checkpoints_dir,
+            start_dir,
+            [progress],
+            plan.resume_from,
+            plan.scorer,
+            plan.base.chat_template,
+        )
     seconds = run.train_seconds + fitted.seconds
     if progress.cancelled:
         store.set_status(run.id, "cancelled", "cancelled by the user", train_seconds=seconds)
         return FeedbackResult(store.get(str(run.id)), True)
     store.set_status(run.id, "running", train_seconds=seconds)
     losses = [h["loss"] for h in recorder.history]
-    metrics: dict[str, Any] = {"method": plan.method, "on": plan.start_adapter.name if plan.start_adapter else None,
-                               "steps": fitted.trainer.state.global_step, "first_loss": losses[0] if losses else None,
-                               "final_loss": losses[-1] if losses else None, "train_examples": len(plan.rows)}
+    metrics: dict[str, Any] = {
+        "method": plan.method,
+        "on": plan.start_adapter.name if plan.start_adapter else None,
+        "steps": fitted.trainer.state.global_step,
+        "first_loss": losses[0] if losses else None,
+        "final_loss": losses[-1] if losses else None,
+        "train_examples": len(plan.rows),
+    }
     if plan.method == "reward":
         final = plan.settings.dirs.reward_models / run.name
         with atomic_dir(final) as tmp:
@@ -215,9 +254,16 @@ def train(plan: FeedbackPlan, listener: Listener | None = None, cancel: threadin
     final = plan.settings.dirs.adapters / run.name
     with atomic_dir(final) as tmp:
         metrics.update(feedback_train.write_output(fitted, tmp, plan.base.hf_dir, plan.base.gguf_sha256, [], plan.base.gguf_path))
-        meta = {"run": run.name, "method": plan.method, "on": metrics["on"], "bank": run.bank,
-                "base_gguf": str(plan.base.gguf_path), "base_sha256": plan.base.gguf_sha256,
-                "args": plan.args.to_dict(), "metrics": metrics}
+        meta = {
+            "run": run.name,
+            "method": plan.method,
+            "on": metrics["on"],
+            "bank": run.bank,
+            "base_gguf": str(plan.base.gguf_path),
+            "base_sha256": plan.base.gguf_sha256,
+            "args": plan.args.to_dict(),
+            "metrics": metrics,
+        }
         atomic_write_text(tmp / META_FILE, json.dumps(meta, indent=2))
     adapter = store.add_adapter(Adapter(run.name, run.id, run.bank, plan.base.gguf_sha256, str(final), str(final / ADAPTER_GGUF), metrics))
     shutil.rmtree(run.checkpoints_dir, ignore_errors=True)

@@ -49,9 +49,9 @@ def completion_logprob(model: Any, tokenizer: Any, prompt: Messages, completion:
     import torch
 
     prompt_ids = tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"]
-    full_ids = tokenizer.apply_chat_template(
-        prompt + [{"role": "assistant", "content": completion}], tokenize=True, return_dict=True
-    )["input_ids"]
+    full_ids = tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": completion}], tokenize=True, return_dict=True)[
+        "input_ids"
+    ]
     device = next(model.parameters()).device
     ids = torch.tensor([full_ids], device=device)
     with torch.no_grad():

@@ -22,7 +22,9 @@ def balanced_weights(n_desirable: int, n_undesirable: int) -> tuple[float, float
     return max(1.0, n_undesirable / n_desirable), max(1.0, n_desirable / n_undesirable)
 
 
-def build_trainer(model: Any, tokenizer: Any, rows: list[dict[str, Any]], args: PreferenceArgs, output_dir: Path, peft_config: Any, callbacks: list[Any]) -> Any:
+def build_trainer(
+    model: Any, tokenizer: Any, rows: list[dict[str, Any]], args: PreferenceArgs, output_dir: Path, peft_config: Any, callbacks: list[Any]
+) -> Any:
     from trl import KTOConfig, KTOTrainer
 
     n_up = sum(1 for r in rows if r["label"])

@@ -62,7 +62,7 @@ def go_chatml(default_system: str) -> str:
     fallback = f"{{{{ else }}}}{IM_START}system\n{default_system}{IM_END}\n" if default_system else ""
     return (
         f"{{{{- if .System }}}}{IM_START}system\n{{{{ .System }}}}{IM_END}\n{fallback}{{{{ end }}}}\n"
-        f"{{{{- range .Messages }}}}{{{{ if ne .Role \"system\" }}}}{IM_START}{{{{ .Role }}}}\n"
+        f'{{{{- range .Messages }}}}{{{{ if ne .Role "system" }}}}{IM_START}{{{{ .Role }}}}\n'
         f"{{{{ .Content }}}}{IM_END}\n{{{{ end }}}}{{{{ end }}}}{IM_START}assistant\n"
     )
 
@@ -121,8 +121,9 @@ def ollama_name(name: str) -> str:
     return re.sub(r"[^a-z0-9_.-]", "-", name.lower())
 
 
-def write_export(folder: Path, name: str, base: Path, weights: Path, merged: bool, template: OllamaTemplate | None,
-                 system: str) -> OllamaExport:
+def write_export(
+    folder: Path, name: str, base: Path, weights: Path, merged: bool, template: OllamaTemplate | None, system: str
+) -> OllamaExport:
     """Write `folder/Modelfile` (and copy the adapter GGUF into `folder`); each file is renamed
     into place whole, and nothing else in `folder` is touched."""
     if not merged:
@@ -130,11 +131,15 @@ def write_export(folder: Path, name: str, base: Path, weights: Path, merged: boo
         with atomic_file(copied) as tmp:
             shutil.copyfile(weights, tmp)
         weights = copied
-    notes = [] if template is not None else [
-        "the model's chat template is not ChatML, which is all tunelab converts to Ollama's syntax: no TEMPLATE "
-        "written (Ollama will guess one; check its prompts before trusting replies)"]
-    text = modelfile_text(weights if merged else base, None if merged else weights, template, system,
-                          notes[0] if notes else "")
+    notes = (
+        []
+        if template is not None
+        else [
+            "the model's chat template is not ChatML, which is all tunelab converts to Ollama's syntax: no TEMPLATE "
+            "written (Ollama will guess one; check its prompts before trusting replies)"
+        ]
+    )
+    text = modelfile_text(weights if merged else base, None if merged else weights, template, system, notes[0] if notes else "")
     modelfile = folder / MODELFILE
     atomic_write_text(modelfile, text)
     return OllamaExport(folder, modelfile, weights, ollama_name(name), notes)

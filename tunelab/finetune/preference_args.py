@@ -126,8 +126,16 @@ def reference_settings(args: PreferenceArgs, n_rows: int) -> dict[str, Any]:
     return {"precompute_ref_log_probs": args.max_steps * args.batch_size >= n_rows}
 
 
-def make_trainer(trainer_class: Any, config: Any, model: Any, tokenizer: Any, rows: list[dict[str, Any]],
-                 peft_config: Any, callbacks: list[Any], **extra: Any) -> Any:
+def make_trainer(
+    trainer_class: Any,
+    config: Any,
+    model: Any,
+    tokenizer: Any,
+    rows: list[dict[str, Any]],
+    peft_config: Any,
+    callbacks: list[Any],
+    **extra: Any,
+) -> Any:
     """Build any of the trl trainers: they take the same arguments apart from their config (and GRPO / RLOO's reward)."""
     from datasets import Dataset
 

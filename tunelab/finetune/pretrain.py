@@ -25,8 +25,10 @@ from tunelab.stores.files import write_jsonl
 
 CORPUS_SUFFIXES = (".txt", ".md")
 METHOD = "pretrain"
-EMBEDDINGS_REFUSED = ("--train-embeddings: llama.cpp GGUF LoRA adapters cannot carry full embedding or LM-head weights "
-                      "(peft modules_to_save), so such an adapter could not be exported or served; train the LoRA layers only")
+EMBEDDINGS_REFUSED = (
+    "--train-embeddings: llama.cpp GGUF LoRA adapters cannot carry full embedding or LM-head weights "
+    "(peft modules_to_save), so such an adapter could not be exported or served; train the LoRA layers only"
+)
 """Why embeddings / LM head are not trainable here: the exporter refuses those tensors, and an
 adapter that cannot be served in chat is no use in tunelab."""
 Block = list[int]
@@ -99,8 +101,16 @@ def perplexity(model: Any, held_out: list[Block], batch_size: int) -> float:
     return math.exp(nll / count)
 
 
-def prepare(settings: Settings, conn: sqlite3.Connection, name: str, corpus: Path, args: SFTArgs, held_out: float = 0.1,
-            model: str | None = None, hf_dir: Path | None = None) -> Any:
+def prepare(
+    settings: Settings,
+    conn: sqlite3.Connection,
+    name: str,
+    corpus: Path,
+    args: SFTArgs,
+    held_out: float = 0.1,
+    model: str | None = None,
+    hf_dir: Path | None = None,
+) -> Any:
     """Read and chunk the corpus, check it makes enough blocks, record the run; nothing is trained yet."""
 
     from tunelab.finetune import sft
@@ -120,16 +130,19 @@ def prepare(settings: Settings, conn: sqlite3.Connection, name: str, corpus: Pat
     all_blocks = blocks(tokenizer, docs, args.max_length)
     if len(all_blocks) < 2:
         n = sum(len(tokenizer(d, add_special_tokens=False)["input_ids"]) + 1 for d in docs)
-        raise TunelabError(f"the corpus has {n} tokens: fewer than 2 blocks of --max-length {args.max_length} "
-                           "(one to train on, one held out): add text or lower --max-length")
+        raise TunelabError(
+            f"the corpus has {n} tokens: fewer than 2 blocks of --max-length {args.max_length} "
+            "(one to train on, one held out): add text or lower --max-length"
+        )
     train_blocks, eval_blocks = split_pairs(all_blocks, held_out, args.seed)  # the reward model's seeded split
     run_dir = settings.dirs.runs / name
     run_args = {**args.to_dict(), "corpus": str(corpus.resolve()), "held_out": held_out}
-    run = RunStore(conn).create(name, base.gguf_path, base.gguf_sha256, base.hf_dir, "", [], run_args, run_dir, sft.device(),
-                                method=METHOD)
+    run = RunStore(conn).create(name, base.gguf_path, base.gguf_sha256, base.hf_dir, "", [], run_args, run_dir, sft.device(), method=METHOD)
     write_jsonl(run_dir / sft.ROWS_FILE, train_blocks)
     write_jsonl(run_dir / sft.HELD_OUT_FILE, eval_blocks)
-    warnings = [f"the corpus makes only {len(train_blocks)} training block(s) of {args.max_length} tokens: "
-                "expect little beyond memorising them"] if len(train_blocks) < 4 else []
-    return sft.Plan(settings, conn, run, base, args, [{"input_ids": b} for b in train_blocks], warnings,
-                    held_out=eval_blocks)
+    warnings = (
+        [f"the corpus makes only {len(train_blocks)} training block(s) of {args.max_length} tokens: expect little beyond memorising them"]
+        if len(train_blocks) < 4
+        else []
+    )
+    return sft.Plan(settings, conn, run, base, args, [{"input_ids": b} for b in train_blocks], warnings, held_out=eval_blocks)

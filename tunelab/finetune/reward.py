@@ -44,7 +44,9 @@ def split_pairs(rows: list[dict[str, Any]], held_out: float, seed: int) -> tuple
     return [rows[i] for i in order[n_eval:]], [rows[i] for i in order[:n_eval]]
 
 
-def build_trainer(model: Any, tokenizer: Any, rows: list[dict[str, Any]], args: PreferenceArgs, output_dir: Path, peft_config: Any, callbacks: list[Any]) -> Any:
+def build_trainer(
+    model: Any, tokenizer: Any, rows: list[dict[str, Any]], args: PreferenceArgs, output_dir: Path, peft_config: Any, callbacks: list[Any]
+) -> Any:
     from trl import RewardConfig, RewardTrainer
 
     config = RewardConfig(**trainer_kwargs(args, output_dir))
@@ -91,13 +93,15 @@ class RewardModel:
         self.meta = meta
 
     @classmethod
-    def load(cls, path: Path, base_dir: Path, base_sha256: str) -> "RewardModel":
+    def load(cls, path: Path, base_dir: Path, base_sha256: str) -> RewardModel:
         """Load the adapter at `path` onto `base_dir`, refusing one trained on another base."""
         from peft import PeftModel
 
         meta_path = path / META_FILE
         if not meta_path.is_file():
-            raise TunelabError(f"{path} is not a tunelab reward model (no {META_FILE}); train one with `tunelab feedback train --method reward`")
+            raise TunelabError(
+                f"{path} is not a tunelab reward model (no {META_FILE}); train one with `tunelab feedback train --method reward`"
+            )
         meta = RewardMeta(**json.loads(meta_path.read_text(encoding="utf-8")))
         if meta.base_sha256 != base_sha256:
             raise TunelabError(

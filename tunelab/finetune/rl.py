@@ -89,10 +89,18 @@ def sample_replies(model: Any, tokenizer: Any, prompt: Messages, n: int, max_new
     device = next(model.parameters()).device
     torch.manual_seed(seed)
     with torch.no_grad():
-        out = model.generate(input_ids=ids.to(device), attention_mask=torch.ones_like(ids).to(device), do_sample=True,
-                             temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
-                             num_return_sequences=n, pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
-    return tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
+        out = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=torch.ones_like(ids).to(device),
+            do_sample=True,
+            temperature=temperature,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=max_new_tokens,
+            num_return_sequences=n,
+            pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+        )
+    return tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
 
 
 def mean_reward(model: Any, tokenizer: Any, scorer: RewardModel, rows: list[dict[str, Any]], args: PreferenceArgs) -> float:
@@ -107,18 +115,35 @@ def mean_reward(model: Any, tokenizer: Any, scorer: RewardModel, rows: list[dict
     return sum(scores) / len(scores)
 
 
-def build_trainer(model: Any, tokenizer: Any, rows: list[dict[str, Any]], args: PreferenceArgs, output_dir: Path,
-                  peft_config: Any, callbacks: list[Any], method: str, scorer: RewardModel) -> Any:
+def build_trainer(
+    model: Any,
+    tokenizer: Any,
+    rows: list[dict[str, Any]],
+    args: PreferenceArgs,
+    output_dir: Path,
+    peft_config: Any,
+    callbacks: list[Any],
+    method: str,
+    scorer: RewardModel,
+) -> Any:
     """trl's GRPO or RLOO trainer with the reward model as its one reward function."""
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
     if args.batch_size % args.num_generations:
-        raise TunelabError(f"--batch-size ({args.batch_size}) must be a multiple of --num-generations ({args.num_generations}): "
-                           "each step trains on whole groups of replies to one prompt")
+        raise TunelabError(
+            f"--batch-size ({args.batch_size}) must be a multiple of --num-generations ({args.num_generations}): "
+            "each step trains on whole groups of replies to one prompt"
+        )
     config_class, trainer_class = (GRPOConfig, GRPOTrainer) if method == "grpo" else (RLOOConfig, RLOOTrainer)
     settings = {k: v for k, v in trainer_kwargs(args, output_dir).items() if k != "max_length"}  # prompts are not cut
-    config = config_class(**settings, num_generations=args.num_generations, max_completion_length=args.max_completion_length,
-                          temperature=args.temperature, top_k=0, beta=args.beta if method == "rloo" else 0.0)
+    config = config_class(
+        **settings,
+        num_generations=args.num_generations,
+        max_completion_length=args.max_completion_length,
+        temperature=args.temperature,
+        top_k=0,
+        beta=args.beta if method == "rloo" else 0.0,
+    )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     trainer = make_trainer(trainer_class, config, model, tokenizer, rows, peft_config, callbacks, reward_funcs=RewardFunction(scorer))

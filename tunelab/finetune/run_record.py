@@ -27,8 +27,9 @@ class Recorder:
         """A resumed run continues the history of the steps it already trained."""
 
     def __call__(self, event: TrainProgress) -> None:
-        self.history.append({"step": event.step, "loss": event.loss or 0.0, "lr": event.lr or 0.0,
-                             "tokens_per_s": event.tokens_per_s or 0.0})
+        self.history.append(
+            {"step": event.step, "loss": event.loss or 0.0, "lr": event.lr or 0.0, "tokens_per_s": event.tokens_per_s or 0.0}
+        )
         self.store.progress(self.run.id, event.step, event.total, self.history)
         pause_point("train.step_recorded")
         if self.listener is not None:
@@ -57,12 +58,13 @@ def status_on_error(store: RunStore, run_id: int, oom_message: str) -> Iterator[
         store.set_status(run_id, "failed", oom_message)
         raise TunelabError(oom_message) from None
     except pickle.UnpicklingError as exc:  # torch's weights_only loader refused an object in a checkpoint
-        message = (f"a checkpoint file holds pickled objects that are not plain weights, so it was not loaded "
-                   f"({str(exc).split('.')[0][:80]}): restart the run from step 0 with --restart")
+        message = (
+            f"a checkpoint file holds pickled objects that are not plain weights, so it was not loaded "
+            f"({str(exc).split('.')[0][:80]}): restart the run from step 0 with --restart"
+        )
         store.set_status(run_id, "failed", message)
         raise TunelabError(message) from None
     except BaseException as exc:
         status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
         store.set_status(run_id, status, f"{type(exc).__name__}: {exc}"[:500])
         raise
-

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunelab.icl.prompt import task_messages
 from tunelab.config import Settings
 from tunelab.errors import TunelabError
 from tunelab.finetune.args import SFTArgs
@@ -34,6 +33,7 @@ from tunelab.finetune.pretrain import perplexity
 from tunelab.finetune.progress import Listener, ProgressCallback
 from tunelab.finetune.report_to import report_kwargs
 from tunelab.finetune.run_record import Recorder, oom_message, status_on_error
+from tunelab.icl.prompt import task_messages
 from tunelab.stores.files import atomic_dir, read_jsonl, write_jsonl
 from tunelab.stores.models import ModelRegistry
 from tunelab.stores.runs import Adapter, Run, RunStore
@@ -100,31 +100,43 @@ def training_rows(conn: sqlite3.Connection, bank: str) -> tuple[list[Any], list[
     info = store.get(bank)
     examples = store.examples(bank, split="train")
     rows = [
-        {"prompt": prompt_messages(info.instruction, e.input), "completion": [{"role": "assistant", "content": e.output}]}
-        for e in examples
+        {"prompt": prompt_messages(info.instruction, e.input), "completion": [{"role": "assistant", "content": e.output}]} for e in examples
     ]
     return [e.id for e in examples], rows
 
 
 def length_warnings(tokenizer: Any, rows: list[dict[str, Any]], max_length: int) -> list[str]:
     """Say how many examples will be cut at `max_length` (the end of their answer is lost)."""
-    lengths = [len(tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=True, return_dict=True)["input_ids"]) for r in rows]
+    lengths = [
+        len(tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=True, return_dict=True)["input_ids"]) for r in rows
+    ]
     long = [n for n in lengths if n > max_length]
     if not long:
         return []
-    return [f"{len(long)} of {len(rows)} examples are longer than max_length {max_length} tokens (longest {max(long)}) "
-            "and will be truncated: raise --max-length to train on their full answers"]
+    return [
+        f"{len(long)} of {len(rows)} examples are longer than max_length {max_length} tokens (longest {max(long)}) "
+        "and will be truncated: raise --max-length to train on their full answers"
+    ]
 
 
-def prepare(settings: Settings, conn: sqlite3.Connection, name: str, bank: str, args: SFTArgs,
-            model: str | None = None, hf_dir: Path | None = None, on: str | None = None) -> Plan:
+def prepare(
+    settings: Settings,
+    conn: sqlite3.Connection,
+    name: str,
+    bank: str,
+    args: SFTArgs,
+    model: str | None = None,
+    hf_dir: Path | None = None,
+    on: str | None = None,
+) -> Plan:
     """Check everything and record the run (status running); nothing is trained yet."""
     ids, rows = training_rows(conn, bank)
     return plan_for(settings, conn, name, bank, ids, rows, args, model, hf_dir, on)
 
 
-def start_base(settings: Settings, conn: sqlite3.Connection, on: str | None, model: str | None,
-               hf_dir: Path | None) -> tuple[BaseWeights, Adapter | None]:
+def start_base(
+    settings: Settings, conn: sqlite3.Connection, on: str | None, model: str | None, hf_dir: Path | None
+) -> tuple[BaseWeights, Adapter | None]:
     """The base weights to train on: the chosen model's, or with `--on` the adapter's own base (and the adapter)."""
     if on is None:
         gguf_path = ModelRegistry(conn).resolve(settings.model if model is None else model)
@@ -139,8 +151,18 @@ def start_base(settings: Settings, conn: sqlite3.Connection, on: str | None, mod
     return prepare_base(conn, settings.dirs.models, Path(parent.base_gguf), Path(parent.hf_dir)), start
 
 
-def plan_for(settings: Settings, conn: sqlite3.Connection, name: str, bank: str, ids: list[Any], rows: list[dict[str, Any]],
-             args: SFTArgs, model: str | None = None, hf_dir: Path | None = None, on: str | None = None) -> Plan:
+def plan_for(
+    settings: Settings,
+    conn: sqlite3.Connection,
+    name: str,
+    bank: str,
+    ids: list[Any],
+    rows: list[dict[str, Any]],
+    args: SFTArgs,
+    model: str | None = None,
+    hf_dir: Path | None = None,
+    on: str | None = None,
+) -> Plan:
     """`prepare` once the bank's train rows are read: checks, base weights, warnings, the run row."""
 
     if not rows:
@@ -186,8 +208,10 @@ def resume_point(store: RunStore, run: Run, restart: bool, command: str) -> Path
         return None
     checkpoint = run.last_checkpoint
     if checkpoint is None:
-        raise TunelabError(f"run {run.name!r} stopped at step {run.step} before its first checkpoint: start it again with "
-                           f"`{command} --restart {run.name}` (or delete it: `tunelab adapters delete {run.name}`)")
+        raise TunelabError(
+            f"run {run.name!r} stopped at step {run.step} before its first checkpoint: start it again with "
+            f"`{command} --restart {run.name}` (or delete it: `tunelab adapters delete {run.name}`)"
+        )
     store.set_status(run.id, "running")
     return checkpoint
 
@@ -200,16 +224,27 @@ def prepare_resume(settings: Settings, conn: sqlite3.Connection, key: str, resta
     rows = read_jsonl(rows_file)
     held_out = read_jsonl(Path(run.run_dir) / HELD_OUT_FILE)
     if not rows or (run.method == "pretrain" and not held_out):
-        raise TunelabError(f"run {run.name!r} lost its training data ({rows_file.parent}): delete it "
-                           f"(`tunelab adapters delete {run.name}`) and train again")
+        raise TunelabError(
+            f"run {run.name!r} lost its training data ({rows_file.parent}): delete it "
+            f"(`tunelab adapters delete {run.name}`) and train again"
+        )
     if run.method == "pretrain":
         rows = [{"input_ids": block} for block in rows]
     values = {k: v for k, v in run.args.items() if k not in RUN_EXTRAS}
     on = run.args.get("on")
     base = prepare_base(conn, settings.dirs.models, Path(run.base_gguf), Path(run.hf_dir))
     checkpoint = resume_point(store, run, restart, "tunelab train")
-    return Plan(settings, conn, store.get(str(run.id)), base, SFTArgs.from_dict(values), rows, resume_from=checkpoint,
-                held_out=held_out, start_adapter=store.adapter(on) if on else None)
+    return Plan(
+        settings,
+        conn,
+        store.get(str(run.id)),
+        base,
+        SFTArgs.from_dict(values),
+        rows,
+        resume_from=checkpoint,
+        held_out=held_out,
+        start_adapter=store.adapter(on) if on else None,
+    )
 
 
 def sft_config(args: SFTArgs, output_dir: Path, method: str = "sft") -> Any:
@@ -250,8 +285,13 @@ def sft_config(args: SFTArgs, output_dir: Path, method: str = "sft") -> Any:
 def lora_config(args: SFTArgs) -> Any:
     from peft import LoraConfig
 
-    return LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-                      target_modules=list(args.target_modules), task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        target_modules=list(args.target_modules),
+        task_type="CAUSAL_LM",
+    )
 
 
 def build_trainer(plan: Plan, callbacks: list[Any]) -> Any:
@@ -327,15 +367,27 @@ def write_adapter(plan: Plan, trainer: Any, history: list[dict[str, float]], hel
     run = plan.run
     final = plan.settings.dirs.adapters / run.name
     losses = [h["loss"] for h in history]
-    metrics = {"method": plan.method, "on": plan.start_adapter.name if plan.start_adapter else None,
-               "steps": trainer.state.global_step, "first_loss": losses[0] if losses else None,
-               "final_loss": losses[-1] if losses else None, "train_examples": len(plan.rows),
-               **({"held_out_blocks": len(plan.held_out), **held_out} if plan.held_out else {})}
+    metrics = {
+        "method": plan.method,
+        "on": plan.start_adapter.name if plan.start_adapter else None,
+        "steps": trainer.state.global_step,
+        "first_loss": losses[0] if losses else None,
+        "final_loss": losses[-1] if losses else None,
+        "train_examples": len(plan.rows),
+        **({"held_out_blocks": len(plan.held_out), **held_out} if plan.held_out else {}),
+    }
     with atomic_dir(final) as tmp:
         trainer.model.save_pretrained(tmp, selected_adapters=["default"])
         export_adapter(tmp, plan.base.gguf_path, tmp / ADAPTER_GGUF)
-        meta = {"run": run.name, "method": plan.method, "bank": run.bank, "base_gguf": str(plan.base.gguf_path),
-                "base_sha256": plan.base.gguf_sha256, "args": run.args, "metrics": metrics}
+        meta = {
+            "run": run.name,
+            "method": plan.method,
+            "bank": run.bank,
+            "base_gguf": str(plan.base.gguf_path),
+            "base_sha256": plan.base.gguf_sha256,
+            "args": run.args,
+            "metrics": metrics,
+        }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
     adapter = Adapter(run.name, run.id, run.bank, plan.base.gguf_sha256, str(final), str(final / ADAPTER_GGUF), metrics)
     return RunStore(plan.conn).add_adapter(adapter)

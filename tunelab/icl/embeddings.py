@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tunelab.config import Settings
-from tunelab.stores.model_files import bundled_embedding_model
 from tunelab.errors import TunelabError
+from tunelab.stores.model_files import bundled_embedding_model
 
 BATCH_SIZE = 64
 

@@ -52,7 +52,9 @@ def example_turns(examples: Sequence[Selected]) -> list[ChatMessage]:
     return turns
 
 
-def task_messages(instruction: str, query: str, examples: Sequence[Selected] = (), history: Sequence[ChatMessage] = ()) -> list[ChatMessage]:
+def task_messages(
+    instruction: str, query: str, examples: Sequence[Selected] = (), history: Sequence[ChatMessage] = ()
+) -> list[ChatMessage]:
     """The messages for `query`: system (the conversation's system prompt, then the task's
     instruction), earlier turns, `examples` (given best first, shown least relevant first), the query."""
     base_system = next((m.content for m in history[:1] if m.role == "system"), "")
@@ -61,8 +63,9 @@ def task_messages(instruction: str, query: str, examples: Sequence[Selected] = (
     return head + [m for m in history if m.role != "system"] + example_turns(examples) + [ChatMessage("user", query)]
 
 
-def build_icl_messages(engine: TokenCounter, bank: Bank, selected: Sequence[Selected], query: str, max_tokens: int,
-                       history: Sequence[ChatMessage] = ()) -> IclPrompt:
+def build_icl_messages(
+    engine: TokenCounter, bank: Bank, selected: Sequence[Selected], query: str, max_tokens: int, history: Sequence[ChatMessage] = ()
+) -> IclPrompt:
     """The prompt for `query` with the most relevant of `selected` that fit next to the reply budget.
 
     Examples are fitted against the fixed part and the query only: earlier conversation turns
@@ -88,11 +91,20 @@ class PreparedPrompt:
     icl: IclUse | None = None
 
 
-def prepare_icl(engine: TokenCounter, bank: Bank, selector: Selector, kind: str, k: int, query: str, max_tokens: int,
-                history: Sequence[ChatMessage] = ()) -> PreparedPrompt:
+def prepare_icl(
+    engine: TokenCounter,
+    bank: Bank,
+    selector: Selector,
+    kind: str,
+    k: int,
+    query: str,
+    max_tokens: int,
+    history: Sequence[ChatMessage] = (),
+) -> PreparedPrompt:
     """Select `k` examples for `query` and build the prompt, recording what was chosen and its cost."""
     started = time.perf_counter()
     built = build_icl_messages(engine, bank, selector.select(query, k), query, max_tokens, history)
     used = tuple(ExampleUse(e.id, e.score, e.input, e.output) for e in built.used)
-    return PreparedPrompt(built.messages, IclUse(bank.name, kind, k, used, built.dropped, built.example_tokens,
-                                                 (time.perf_counter() - started) * 1000))
+    return PreparedPrompt(
+        built.messages, IclUse(bank.name, kind, k, used, built.dropped, built.example_tokens, (time.perf_counter() - started) * 1000)
+    )

@@ -12,10 +12,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from tunelab.eval.arms import Arm, blind_order
-from tunelab.runtime.compare import ArmReply
-from tunelab.eval.statistics import WinRate, pairwise_win_rates
 from tunelab.errors import TunelabError
+from tunelab.eval.arms import Arm, blind_order
+from tunelab.eval.statistics import WinRate, pairwise_win_rates
+from tunelab.runtime.compare import ArmReply
 from tunelab.stores.feedback import FeedbackStore, PreferenceVote, Rating, Snapshot
 
 MAX_COLUMNS = 4
@@ -105,14 +105,20 @@ def rate_column(conn: sqlite3.Connection, round_: ArenaRound, column: int, ratin
         raise TunelabError("wait for this column's reply to finish before rating it")
     snap = _snapshot(round_, column)
     made = round_.replies[column].provenance
-    snapshot = Snapshot(prompt=snap["prompt"], reply=snap["reply"], model_path=made.model_path, model_sha256=made.model_sha256,
-                        adapter=snap["adapter"], arm=snap["arm"], params=made.params, provenance=snap["provenance"])
+    snapshot = Snapshot(
+        prompt=snap["prompt"],
+        reply=snap["reply"],
+        model_path=made.model_path,
+        model_sha256=made.model_sha256,
+        adapter=snap["adapter"],
+        arm=snap["arm"],
+        params=made.params,
+        provenance=snap["provenance"],
+    )
     return FeedbackStore(conn).rate(subject, snapshot, rating)
 
 
 def win_rates(conn: sqlite3.Connection) -> list[WinRate]:
     """Wilson win-rates per arm pair over every side-by-side vote that names both arms."""
     to_side = {v: k for k, v in SIDES.items()}
-    return pairwise_win_rates(
-        (v.a_arm, v.b_arm, to_side[v.choice]) for v in FeedbackStore(conn).votes() if v.a_arm and v.b_arm
-    )
+    return pairwise_win_rates((v.a_arm, v.b_arm, to_side[v.choice]) for v in FeedbackStore(conn).votes() if v.a_arm and v.b_arm)

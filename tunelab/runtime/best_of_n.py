@@ -15,8 +15,8 @@ from typing import Any
 from tunelab.engine.chat_template import ChatMessage
 from tunelab.engine.llama_engine import LlamaEngine, Reply
 from tunelab.engine.sampling import SEED_RANGE, SamplerParams
-from tunelab.eval.scorer import Scorer
 from tunelab.errors import TunelabError
+from tunelab.eval.scorer import Scorer
 
 MAX_N = 16
 

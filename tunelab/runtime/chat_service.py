@@ -12,14 +12,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from tunelab.config import Settings
-from tunelab.eval.arms import DEFAULT_K
-from tunelab.runtime.best_of_n import BestOfRequest, check, sample_best
 from tunelab.engine.chat_template import ChatMessage
-from tunelab.icl.prompt import PreparedPrompt, prepare_icl
 from tunelab.engine.llama_engine import LlamaEngine, Reply
 from tunelab.engine.sampling import SamplerParams
-from tunelab.icl.selectors import IndexProgress, Selector, check_positive_k
 from tunelab.errors import TunelabError
+from tunelab.eval.arms import DEFAULT_K
+from tunelab.icl.prompt import PreparedPrompt, prepare_icl
+from tunelab.icl.selectors import IndexProgress, Selector, check_positive_k
+from tunelab.runtime.best_of_n import BestOfRequest, check, sample_best
 from tunelab.runtime.provenance import provenance_for
 from tunelab.runtime.runtime import Runtime
 from tunelab.stores.banks import BankStore
@@ -48,7 +48,7 @@ class ChatTurn:
     conversation_id: int
     reply: Reply
     params: SamplerParams
-    service: "ChatService"
+    service: ChatService
     provenance: Provenance
 
     def save(self) -> Message:
@@ -130,8 +130,15 @@ class ChatService:
         name, scorer = self.runtime.reward_model(reward_model)
         return BestOfRequest(n, scorer, name)
 
-    def send(self, conversation_id: int | None, prompt: str, params: SamplerParams, icl: IclRequest | None = None,
-             best_of: BestOfRequest | None = None, system: str = "") -> ChatTurn:
+    def send(
+        self,
+        conversation_id: int | None,
+        prompt: str,
+        params: SamplerParams,
+        icl: IclRequest | None = None,
+        best_of: BestOfRequest | None = None,
+        system: str = "",
+    ) -> ChatTurn:
         """Store the user's prompt and start the reply (nothing is stored for an empty prompt).
 
         `conversation_id` None starts a new conversation (with `system` as its system prompt); it is
@@ -150,8 +157,9 @@ class ChatService:
         self.store.add_user(conversation_id, prompt)
         return turn
 
-    def regenerate(self, conversation_id: int, params: SamplerParams, icl: IclRequest | None = None,
-                   best_of: BestOfRequest | None = None) -> ChatTurn:
+    def regenerate(
+        self, conversation_id: int, params: SamplerParams, icl: IclRequest | None = None, best_of: BestOfRequest | None = None
+    ) -> ChatTurn:
         """Replace the last reply with a new one to the same prompt."""
         messages = self.store.messages(conversation_id)
         if len(messages) < 2 or messages[-1].role != "assistant":
@@ -166,11 +174,19 @@ class ChatService:
         """The messages to send for `prompt` after `history`: with `icl`, the chosen examples go in."""
         if icl is None:
             return PreparedPrompt(history + [ChatMessage("user", prompt)])
-        return prepare_icl(self.engine, self.runtime.bank(icl.bank), self.selector(icl), icl.selector, icl.k,
-                           prompt, params.max_tokens, history)
+        return prepare_icl(
+            self.engine, self.runtime.bank(icl.bank), self.selector(icl), icl.selector, icl.k, prompt, params.max_tokens, history
+        )
 
-    def _start(self, conversation_id: int, history: list[ChatMessage], prompt: str, params: SamplerParams,
-               icl: IclRequest | None, best_of: BestOfRequest | None) -> ChatTurn:
+    def _start(
+        self,
+        conversation_id: int,
+        history: list[ChatMessage],
+        prompt: str,
+        params: SamplerParams,
+        icl: IclRequest | None,
+        best_of: BestOfRequest | None,
+    ) -> ChatTurn:
         params = params.seeded()
         prepared = self._prepare(history, prompt, params, icl)
         best: dict[str, Any] | None = None
@@ -181,5 +197,10 @@ class ChatService:
             reply, params, best = result.chosen.reply, replace(params, seed=result.chosen.seed), result.provenance(best_of.reward_model)
         # an ICL prompt is kept as sent, since its examples are not in the conversation's history
         sent = [m.as_dict() for m in reply.messages] if prepared.icl else None
-        return ChatTurn(conversation_id, reply, params, self,
-                        provenance_for(self.runtime, self.adapter, self.adapter_scale, params, prepared.icl, sent, best_of=best))
+        return ChatTurn(
+            conversation_id,
+            reply,
+            params,
+            self,
+            provenance_for(self.runtime, self.adapter, self.adapter_scale, params, prepared.icl, sent, best_of=best),
+        )

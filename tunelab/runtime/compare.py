@@ -17,23 +17,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tunelab.config import Settings
+from tunelab.engine.llama_engine import Reply
+from tunelab.engine.sampling import SamplerParams
+from tunelab.errors import TunelabError
 from tunelab.eval.arms import DEFAULT_K, Arm, standard_grid
 from tunelab.eval.curve_summary import CurveArm, curve_summary
-from tunelab.engine.llama_engine import Reply
-from tunelab.icl.prompt import PreparedPrompt, prepare_icl, task_messages
 from tunelab.eval.metrics import normalize, primary_metric, score
-from tunelab.engine.sampling import SamplerParams
+from tunelab.eval.report import write_report
 from tunelab.eval.reward_report import reward_summary
 from tunelab.eval.scorer import Scorer
 from tunelab.eval.statistics import WinRate
 from tunelab.eval.summary import summarize
-from tunelab.errors import TunelabError
 from tunelab.faults import pause_point
-from tunelab.stores.bank_files import read_examples
-from tunelab.stores.comparisons import Comparison, ComparisonItem, ComparisonStore, ItemResult
-from tunelab.eval.report import write_report
+from tunelab.icl.prompt import PreparedPrompt, prepare_icl, task_messages
 from tunelab.runtime.provenance import provenance_for
 from tunelab.runtime.runtime import Runtime
+from tunelab.stores.bank_files import read_examples
+from tunelab.stores.comparisons import Comparison, ComparisonItem, ComparisonStore, ItemResult
 from tunelab.stores.provenance import Provenance
 from tunelab.stores.runs import adapter_training_ids, latest_adapter_for_bank
 
@@ -165,10 +165,12 @@ def duplicate_warnings(items: Sequence[ComparisonItem], train_inputs: Sequence[s
     if not dupes:
         return []
     shown = ", ".join(d.key for d in dupes[:5]) + (" ..." if len(dupes) > 5 else "")
-    return [f"{len(dupes)} of {len(items)} test items also appear in {where} ({shown}): ICL arms may copy the answer, scores are optimistic"]
+    return [
+        f"{len(dupes)} of {len(items)} test items also appear in {where} ({shown}): ICL arms may copy the answer, scores are optimistic"
+    ]
 
 
-def check_leakage(runner: "ArmRunner", test_set: TestSet, arms: Sequence[Arm]) -> None:
+def check_leakage(runner: ArmRunner, test_set: TestSet, arms: Sequence[Arm]) -> None:
     """Refuse to score an arm on items it has seen: test ids in the ICL pool or an adapter's training data."""
     keys = {item.key for item in test_set.items}
     pool = {str(e.id) for e in bank_store(runner.conn).examples(runner.bank.name, split="train")}
@@ -288,8 +290,14 @@ def comparison_config(runner: ArmRunner, test_set: TestSet, params: SamplerParam
 
 
 def finish(
-    settings: Settings, conn: sqlite3.Connection, comparison_id: int, labels: Sequence[str], warnings: Sequence[str] = (),
-    reward_model: tuple[str, Scorer] | None = None, votes: Sequence[WinRate] = (), curve: Sequence[CurveArm] = (),
+    settings: Settings,
+    conn: sqlite3.Connection,
+    comparison_id: int,
+    labels: Sequence[str],
+    warnings: Sequence[str] = (),
+    reward_model: tuple[str, Scorer] | None = None,
+    votes: Sequence[WinRate] = (),
+    curve: Sequence[CurveArm] = (),
 ) -> tuple[Comparison, Path]:
     """Summarise a fully answered comparison, write its report folder, and mark it done.
 
@@ -301,8 +309,12 @@ def finish(
     comparison = store.get(comparison_id)
     items = store.items(comparison_id)
     summary = summarize(
-        comparison, items, store.results(comparison_id, comparison.arms),
-        primary_metric(labels, [i.reference for i in items]), warnings, labels=labels,
+        comparison,
+        items,
+        store.results(comparison_id, comparison.arms),
+        primary_metric(labels, [i.reference for i in items]),
+        warnings,
+        labels=labels,
     )
     if reward_model is not None:
         name, scorer = reward_model

@@ -21,12 +21,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tunelab.eval.arms import Arm
-from tunelab.runtime.compare import ArmRunner, Progress, TestSet, finish, fingerprint, run_comparison
-from tunelab.eval.curve_summary import LORA, ZERO_SHOT, CurveArm
 from tunelab.engine.sampling import SamplerParams
 from tunelab.errors import TunelabError
+from tunelab.eval.arms import Arm
+from tunelab.eval.curve_summary import LORA, ZERO_SHOT, CurveArm
 from tunelab.finetune.args import RENAMED, SFTArgs
+from tunelab.runtime.compare import ArmRunner, Progress, TestSet, fingerprint, finish, run_comparison
 from tunelab.stores.comparisons import Comparison
 from tunelab.stores.runs import RunStore
 
@@ -78,7 +78,7 @@ class CurveSpec:
 
 
 def parse_ints(text: str, what: str) -> tuple[int, ...]:
-    """"0,1,2,4" -> (0, 1, 2, 4), de-duplicated and sorted; '' -> ()."""
+    """ "0,1,2,4" -> (0, 1, 2, 4), de-duplicated and sorted; '' -> ()."""
     try:
         values = {int(part) for part in text.split(",") if part.strip()}
     except ValueError:
@@ -87,7 +87,7 @@ def parse_ints(text: str, what: str) -> tuple[int, ...]:
 
 
 def parse_sizes(text: str) -> tuple[int | None, ...]:
-    """"16,64,all" -> (16, 64, None)."""
+    """ "16,64,all" -> (16, 64, None)."""
     parts = [p.strip() for p in text.split(",") if p.strip()]
     sized = parse_ints(",".join(p for p in parts if p.lower() != "all"), "--sizes (or 'all')")
     return sized + ((None,) if any(p.lower() == "all" for p in parts) else ())
@@ -192,8 +192,10 @@ class CurveProgress:
         step = f" step {self.step.step}/{self.step.total}" if self.step is not None else ""
         loss = f" loss {self.step.loss:.3f}" if self.step is not None and self.step.loss is not None else ""
         eta = self.eta.describe() if self.eta is not None else "ETA -"
-        return (f"{self.phase} {self.label}{step}{loss} · answers {self.answers_done}/{self.answers_total} · "
-                f"adapters {self.adapters_done}/{self.adapters_total} · grid {eta}")
+        return (
+            f"{self.phase} {self.label}{step}{loss} · answers {self.answers_done}/{self.answers_total} · "
+            f"adapters {self.adapters_done}/{self.adapters_total} · grid {eta}"
+        )
 
 
 @dataclass(frozen=True)
@@ -265,8 +267,9 @@ class CurveResult:
 CurveListener = Callable[[CurveProgress], None]
 
 
-def train_job(runner: ArmRunner, job: LoraJob, args: SFTArgs, hf_dir: Path | None,
-              listener: Callable[[TrainProgress], None], cancel: threading.Event) -> None:
+def train_job(
+    runner: ArmRunner, job: LoraJob, args: SFTArgs, hf_dir: Path | None, listener: Callable[[TrainProgress], None], cancel: threading.Event
+) -> None:
     """Train (or resume) one LoRA point; a cancel keeps its checkpoint for the rerun."""
     from tunelab.finetune import sft
 
@@ -275,17 +278,27 @@ def train_job(runner: ArmRunner, job: LoraJob, args: SFTArgs, hf_dir: Path | Non
     if existing is not None and sft.resumable(existing):
         plan = sft.prepare_resume(runner.settings, runner.conn, job.name)
     elif existing is not None:
-        raise TunelabError(f"curve run {job.name!r} is {existing.status} without a checkpoint to resume "
-                           f"({existing.error or 'no error recorded'}); see `tunelab adapters runs`")
+        raise TunelabError(
+            f"curve run {job.name!r} is {existing.status} without a checkpoint to resume "
+            f"({existing.error or 'no error recorded'}); see `tunelab adapters runs`"
+        )
     else:
-        plan = sft.plan_for(runner.settings, runner.conn, job.name, runner.bank.name, job.ids, job.rows,
-                            replace(args, seed=job.seed), hf_dir=hf_dir)
+        plan = sft.plan_for(
+            runner.settings, runner.conn, job.name, runner.bank.name, job.ids, job.rows, replace(args, seed=job.seed), hf_dir=hf_dir
+        )
     if sft.train(plan, listener, cancel).cancelled:
         raise CurveStopped(f"stopped while training {job.name!r} (checkpoint kept): run the same command again to resume")
 
 
-def run_curve(runner: ArmRunner, test_set: TestSet, spec: CurveSpec, params: SamplerParams, hf_dir: Path | None = None,
-              listener: CurveListener | None = None, cancel: threading.Event | None = None) -> CurveResult:
+def run_curve(
+    runner: ArmRunner,
+    test_set: TestSet,
+    spec: CurveSpec,
+    params: SamplerParams,
+    hf_dir: Path | None = None,
+    listener: CurveListener | None = None,
+    cancel: threading.Event | None = None,
+) -> CurveResult:
     """Answer with every ICL arm, train every missing LoRA point, answer with those, write the report."""
     cancel = cancel or threading.Event()
     store = RunStore(runner.conn)
@@ -325,8 +338,9 @@ def run_curve(runner: ArmRunner, test_set: TestSet, spec: CurveSpec, params: Sam
         clock.trained(units, time.perf_counter() - started)
         adapters_done += 1
     comparison = run_comparison(runner, test_set, arms, params, answered)
-    comparison, path = finish(runner.settings, runner.conn, comparison.id, runner.bank.labels, test_set.warnings,
-                              curve=curve_arms(runner, icl, jobs))
+    comparison, path = finish(
+        runner.settings, runner.conn, comparison.id, runner.bank.labels, test_set.warnings, curve=curve_arms(runner, icl, jobs)
+    )
     reused = [job.name for job in jobs if job.name in finished]
     return CurveResult(comparison, path, [job.name for job in to_train], reused, counts["generated"], counts["reused"])
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tunelab.config import Settings
 from tunelab.finetune import feedback_data
-from tunelab.stores.feedback import FeedbackStore, PreferenceVote, Rating, FeedbackCounts
+from tunelab.stores.feedback import FeedbackCounts, FeedbackStore, PreferenceVote, Rating
 
 FORMATS = feedback_data.FORMATS
 

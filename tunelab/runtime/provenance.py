@@ -9,13 +9,28 @@ from tunelab.runtime.runtime import Runtime
 from tunelab.stores.provenance import IclUse, Provenance
 
 
-def provenance_for(runtime: Runtime, adapter: str | None, scale: float, params: SamplerParams, icl: IclUse | None,
-                   prompt_messages: list[dict[str, str]] | None, arm: str | None = None,
-                   best_of: dict[str, Any] | None = None) -> Provenance:
+def provenance_for(
+    runtime: Runtime,
+    adapter: str | None,
+    scale: float,
+    params: SamplerParams,
+    icl: IclUse | None,
+    prompt_messages: list[dict[str, str]] | None,
+    arm: str | None = None,
+    best_of: dict[str, Any] | None = None,
+) -> Provenance:
     """What made a reply: the runtime's base model and `adapter` at `scale`, the sampler with the
     seed actually used, the ICL examples and the messages as sent."""
     return Provenance(
-        model_path=str(runtime.model_path), model_sha256=runtime.model_sha256, params=params.to_dict(), seed=params.seed,
-        adapter=adapter, adapter_sha256=runtime.adapter_sha256(adapter), adapter_scale=scale if adapter else None,
-        icl=icl, prompt_messages=prompt_messages, arm=arm, best_of=best_of,
+        model_path=str(runtime.model_path),
+        model_sha256=runtime.model_sha256,
+        params=params.to_dict(),
+        seed=params.seed,
+        adapter=adapter,
+        adapter_sha256=runtime.adapter_sha256(adapter),
+        adapter_scale=scale if adapter else None,
+        icl=icl,
+        prompt_messages=prompt_messages,
+        arm=arm,
+        best_of=best_of,
     )

@@ -76,8 +76,9 @@ class Runtime:
 
     def _load(self, path: Path, lora_path: Path | None = None) -> LlamaEngine:
         self.loads += 1
-        return LlamaEngine(path, n_ctx=self.settings.n_ctx, n_gpu_layers=self.settings.n_gpu_layers,
-                           n_threads=self.settings.n_threads, lora_path=lora_path)
+        return LlamaEngine(
+            path, n_ctx=self.settings.n_ctx, n_gpu_layers=self.settings.n_gpu_layers, n_threads=self.settings.n_threads, lora_path=lora_path
+        )
 
     def adapter_path(self, name: str) -> Path:
         return adapter_gguf(self.conn, name).resolve()

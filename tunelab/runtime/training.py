@@ -91,8 +91,9 @@ class TrainingService:
             raise TunelabError("give the adapter a name")
         args = form_args(kind, settings)
         if isinstance(args, PreferenceArgs):
-            return (lambda: feedback_runs.prepare(self.settings, self.conn, "grpo", args, name, hf_dir=self.hf_dir,
-                                                  bank=bank)), feedback_runs.train
+            return (
+                lambda: feedback_runs.prepare(self.settings, self.conn, "grpo", args, name, hf_dir=self.hf_dir, bank=bank)
+            ), feedback_runs.train
         if kind == "pretrain":
             path = Path(corpus).expanduser()
             return (lambda: pretrain.prepare(self.settings, self.conn, name, path, args, hf_dir=self.hf_dir)), sft.train

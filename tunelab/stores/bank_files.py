@@ -68,8 +68,10 @@ class FieldMapping:
             if (source in record) != (target in record):
                 raise ValueError(f"no {target if source in record else source!r} field")
         names = ", ".join(f"{a}/{b}" for a, b in FIELD_PAIRS)
-        raise ValueError(f"no input/output fields (found {', '.join(sorted(record)) or 'none'}; expected {names}, "
-                         "messages, or give --input-field/--output-field)")
+        raise ValueError(
+            f"no input/output fields (found {', '.join(sorted(record)) or 'none'}; expected {names}, "
+            "messages, or give --input-field/--output-field)"
+        )
 
 
 def _text(record: dict[str, Any], name: str) -> str:

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tunelab.errors import TunelabError
-from tunelab.stores.bank_files import ExampleRow
 from tunelab.faults import pause_point
+from tunelab.stores.bank_files import ExampleRow
 from tunelab.stores.db import now, transaction
 
 SPLITS = ("train", "test")
@@ -105,8 +105,15 @@ class BankStore:
             query, args = query + " AND split = ?", (bank.id, split)
         return [Example(*row) for row in self.conn.execute(query + " ORDER BY id", args)]
 
-    def create(self, name: str, rows: Sequence[ExampleRow], instruction: str = "", test_size: float = DEFAULT_TEST_SIZE,
-               seed: int = 0, source: str = "") -> ImportResult:
+    def create(
+        self,
+        name: str,
+        rows: Sequence[ExampleRow],
+        instruction: str = "",
+        test_size: float = DEFAULT_TEST_SIZE,
+        seed: int = 0,
+        source: str = "",
+    ) -> ImportResult:
         """A new bank with `rows`, all in one transaction: a failure leaves no half-imported bank."""
         check_name(name)
         check_test_size(test_size)
@@ -164,8 +171,18 @@ class BankStore:
 
     def _bank(self, row: sqlite3.Row) -> Bank:
         counts = dict(self.conn.execute("SELECT split, COUNT(*) FROM examples WHERE bank_id = ? GROUP BY split", (row["id"],)).fetchall())
-        return Bank(row["id"], row["name"], row["instruction"], row["test_size"], row["seed"], row["source"], row["created_at"],
-                    counts.get("train", 0), counts.get("test", 0), self._labels(row["id"]))
+        return Bank(
+            row["id"],
+            row["name"],
+            row["instruction"],
+            row["test_size"],
+            row["seed"],
+            row["source"],
+            row["created_at"],
+            counts.get("train", 0),
+            counts.get("test", 0),
+            self._labels(row["id"]),
+        )
 
     def _labels(self, bank_id: int) -> tuple[str, ...]:
         rows = self.conn.execute(

@@ -58,7 +58,7 @@ class TunelabEmbeddingFunction(EmbeddingFunction[Documents]):
         return {"model": self.model}
 
     @staticmethod
-    def build_from_config(config: dict[str, Any]) -> "TunelabEmbeddingFunction":
+    def build_from_config(config: dict[str, Any]) -> TunelabEmbeddingFunction:
         return TunelabEmbeddingFunction(None, str(config.get("model", "")))
 
     def is_legacy(self) -> bool:
@@ -81,17 +81,29 @@ def client(settings: Settings) -> Any:
     url = urlparse(settings.chroma_url)
     if url.scheme not in ("http", "https") or not url.hostname:
         raise TunelabError(f"bad chroma_url {settings.chroma_url!r}: expected http://HOST:PORT")
-    auth = {"chroma_client_auth_provider": TOKEN_PROVIDER, "chroma_client_auth_credentials": settings.chroma_token} if settings.chroma_token else {}
+    auth = (
+        {"chroma_client_auth_provider": TOKEN_PROVIDER, "chroma_client_auth_credentials": settings.chroma_token}
+        if settings.chroma_token
+        else {}
+    )
     try:
-        remote = chromadb.HttpClient(host=url.hostname, port=url.port or (443 if url.scheme == "https" else 8000),
-                                     ssl=url.scheme == "https", settings=ChromaSettings(anonymized_telemetry=False, **auth))
+        remote = chromadb.HttpClient(
+            host=url.hostname,
+            port=url.port or (443 if url.scheme == "https" else 8000),
+            ssl=url.scheme == "https",
+            settings=ChromaSettings(anonymized_telemetry=False, **auth),
+        )
         remote.heartbeat()
         remote.list_collections(limit=1)  # the heartbeat needs no auth; this does
-    except Exception as exc:  # chromadb raises ValueError/ConnectError/... depending on the failure
+    except Exception as exc:  # noqa: BLE001 - chromadb raises ValueError/ConnectError/... depending on the failure
         if "auth" in str(exc).lower() or "401" in str(exc) or "403" in str(exc):
-            raise TunelabError(f"Chroma server at {settings.chroma_url} refused the request ({type(exc).__name__}): "
-                               "set chroma_token (or TUNELAB_CHROMA_TOKEN) to the server's token") from None
-        raise TunelabError(f"Chroma server at {settings.chroma_url} is unreachable ({type(exc).__name__}): start `chroma run` or unset chroma_url") from None
+            raise TunelabError(
+                f"Chroma server at {settings.chroma_url} refused the request ({type(exc).__name__}): "
+                "set chroma_token (or TUNELAB_CHROMA_TOKEN) to the server's token"
+            ) from None
+        raise TunelabError(
+            f"Chroma server at {settings.chroma_url} is unreachable ({type(exc).__name__}): start `chroma run` or unset chroma_url"
+        ) from None
     return remote
 
 
@@ -136,8 +148,12 @@ class BankIndex:
             if settings.chroma_url or not (isinstance(exc, Exception) or type(exc).__name__ == "PanicException"):
                 raise
             self.rebuilt_from = move_damaged_store(settings)
-            log.warning("the Chroma store %s was damaged (%s): moved it to %s; rebuilding the index from the database",
-                        settings.dirs.chroma, one_line(f"{type(exc).__name__}: {exc}", 80), self.rebuilt_from)
+            log.warning(
+                "the Chroma store %s was damaged (%s): moved it to %s; rebuilding the index from the database",
+                settings.dirs.chroma,
+                one_line(f"{type(exc).__name__}: {exc}", 80),
+                self.rebuilt_from,
+            )
             self.collection = self._open(settings, bank, model_path)
 
     def _open(self, settings: Settings, bank: Bank, model_path: Path) -> Any:

@@ -99,13 +99,9 @@ class ComparisonStore:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
 
-    def open(
-        self, bank: str, config_key: str, config: dict[str, Any], items: Sequence[ComparisonItem], arms: Sequence[str]
-    ) -> Comparison:
+    def open(self, bank: str, config_key: str, config: dict[str, Any], items: Sequence[ComparisonItem], arms: Sequence[str]) -> Comparison:
         """The comparison with this exact setup (newest first), or a new one with its items."""
-        row = self.conn.execute(
-            "SELECT * FROM comparisons WHERE config_key = ? ORDER BY id DESC LIMIT 1", (config_key,)
-        ).fetchone()
+        row = self.conn.execute("SELECT * FROM comparisons WHERE config_key = ? ORDER BY id DESC LIMIT 1", (config_key,)).fetchone()
         stamp = now()
         with transaction(self.conn):
             if row is not None:
@@ -140,17 +136,20 @@ class ComparisonStore:
         outputs stay (they are snapshots)."""
         comparison = self.get(comparison_id)
         paths = [*report_dirs, *([Path(comparison.report_dir)] if comparison.report_dir else [])]
-        return delete_with_files(self.conn, home, ("comparisons", "id", comparison_id), paths,
-                                 lambda conn: conn.execute("DELETE FROM comparisons WHERE id = ?", (comparison_id,)))
+        return delete_with_files(
+            self.conn,
+            home,
+            ("comparisons", "id", comparison_id),
+            paths,
+            lambda conn: conn.execute("DELETE FROM comparisons WHERE id = ?", (comparison_id,)),
+        )
 
     def latest_done(self) -> Comparison | None:
         row = self.conn.execute("SELECT * FROM comparisons WHERE status = 'done' ORDER BY updated_at DESC, id DESC LIMIT 1").fetchone()
         return _comparison(row) if row else None
 
     def items(self, comparison_id: int) -> list[ComparisonItem]:
-        rows = self.conn.execute(
-            "SELECT * FROM comparison_items WHERE comparison_id = ? ORDER BY position", (comparison_id,)
-        )
+        rows = self.conn.execute("SELECT * FROM comparison_items WHERE comparison_id = ? ORDER BY position", (comparison_id,))
         return [ComparisonItem(r["position"], r["item_key"], r["input"], r["reference"]) for r in rows]
 
     def finished(self, comparison_id: int, arm: str, fingerprint: str) -> set[int]:
@@ -160,9 +159,7 @@ class ComparisonStore:
                 "DELETE FROM comparison_results WHERE comparison_id = ? AND arm = ? AND arm_fingerprint != ?",
                 (comparison_id, arm, fingerprint),
             )
-        rows = self.conn.execute(
-            "SELECT position FROM comparison_results WHERE comparison_id = ? AND arm = ?", (comparison_id, arm)
-        )
+        rows = self.conn.execute("SELECT position FROM comparison_results WHERE comparison_id = ? AND arm = ?", (comparison_id, arm))
         return {r["position"] for r in rows}
 
     def add_result(self, comparison_id: int, fingerprint: str, result: ItemResult) -> None:
@@ -189,9 +186,7 @@ class ComparisonStore:
             )
 
     def results(self, comparison_id: int, arms: Sequence[str] | None = None) -> list[ItemResult]:
-        rows = self.conn.execute(
-            "SELECT * FROM comparison_results WHERE comparison_id = ? ORDER BY arm, position", (comparison_id,)
-        )
+        rows = self.conn.execute("SELECT * FROM comparison_results WHERE comparison_id = ? ORDER BY arm, position", (comparison_id,))
         wanted = set(arms) if arms is not None else None
         return [_result(r) for r in rows if wanted is None or r["arm"] in wanted]
 
@@ -202,4 +197,3 @@ class ComparisonStore:
                 (report_dir, now(), comparison_id),
             )
         return self.get(comparison_id)
-

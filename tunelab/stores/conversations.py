@@ -133,8 +133,10 @@ class ConversationStore:
                 "INSERT INTO conversations (title, system_prompt, params_json, created_at, updated_at) VALUES (?, ?, '{}', ?, ?)",
                 (title, system_prompt, stamp, stamp),
             ).lastrowid
-            self.conn.execute("INSERT INTO messages (conversation_id, role, content, created_at) VALUES (?, 'user', ?, ?)",
-                              (conversation_id, prompt, stamp))
+            self.conn.execute(
+                "INSERT INTO messages (conversation_id, role, content, created_at) VALUES (?, 'user', ?, ?)",
+                (conversation_id, prompt, stamp),
+            )
         return self.get(conversation_id)
 
     def get(self, conversation_id: int) -> Conversation:
@@ -154,7 +156,7 @@ class ConversationStore:
             " snippet(messages_fts, 0, '[', ']', '…', 16) AS snippet"
             " FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid JOIN conversations c ON c.id = m.conversation_id"
             " WHERE messages_fts MATCH ? ORDER BY rank, m.id DESC LIMIT ?",
-            (fts_query(text), -1 if not limit else limit),
+            (fts_query(text), limit if limit else -1),
         )
         hits = []
         for row in rows:
@@ -229,8 +231,6 @@ class ConversationStore:
         columns = ["conversation_id", "role", "content", "created_at", *extra]
         values = [conversation_id, role, content, stamp, *extra.values()]
         with transaction(self.conn):
-            cur = self.conn.execute(
-                f"INSERT INTO messages ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", values
-            )
+            cur = self.conn.execute(f"INSERT INTO messages ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", values)
             self.conn.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (stamp, conversation_id))
         return self.message(cur.lastrowid)

@@ -8,7 +8,7 @@ import sqlite3
 import tempfile
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tunelab.errors import TunelabError
@@ -19,7 +19,7 @@ BUSY_TIMEOUT_S = 60.0
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def ensure_dir(path: Path) -> Path:
@@ -75,8 +75,7 @@ def connect(path: Path, migrations: list[Migration] | None = None) -> sqlite3.Co
     """
     ensure_dir(path.parent)
     try:
-        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S,
-                               factory=SharedConnection)
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S, factory=SharedConnection)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA foreign_keys=ON")
@@ -84,8 +83,10 @@ def connect(path: Path, migrations: list[Migration] | None = None) -> sqlite3.Co
     except sqlite3.OperationalError as exc:  # cannot open, locked too long, disk full: the file is fine
         raise TunelabError(f"cannot open database {path}: {exc}") from None
     except sqlite3.DatabaseError as exc:  # "file is not a database", "disk image is malformed"
-        raise TunelabError(f"database {path} is damaged ({exc}); tunelab left it untouched: move it aside "
-                           f"(mv {path} {path}.damaged) to start an empty one, or restore it from a backup") from None
+        raise TunelabError(
+            f"database {path} is damaged ({exc}); tunelab left it untouched: move it aside "
+            f"(mv {path} {path}.damaged) to start an empty one, or restore it from a backup"
+        ) from None
     return conn
 
 

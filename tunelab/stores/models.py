@@ -6,9 +6,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from tunelab.stores.model_files import PACKAGED_MODELS, ModelEntry, bundled_chat_model, check_gguf
 from tunelab.errors import TunelabError
 from tunelab.stores.db import now, transaction
+from tunelab.stores.model_files import PACKAGED_MODELS, ModelEntry, bundled_chat_model, check_gguf
 
 BUNDLED_NAME = "smollm2-135m"
 
@@ -32,7 +32,10 @@ class ModelRegistry:
 
     def add(self, name: str, path: Path) -> ModelEntry:
         path = check_gguf(path).resolve()
-        if name in (BUNDLED_NAME, *(p.name for p in PACKAGED_MODELS)) or self.conn.execute("SELECT 1 FROM models WHERE name = ?", (name,)).fetchone():
+        if (
+            name in (BUNDLED_NAME, *(p.name for p in PACKAGED_MODELS))
+            or self.conn.execute("SELECT 1 FROM models WHERE name = ?", (name,)).fetchone()
+        ):
             raise TunelabError(f"a model named {name!r} already exists")
         with transaction(self.conn):
             self.conn.execute("INSERT INTO models VALUES (?, ?, ?)", (name, str(path), now()))

@@ -45,10 +45,18 @@ class IclUse:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> IclUse:
-        examples = tuple(ExampleUse(e.get("id"), float(e.get("score") or 0.0), e.get("input", ""), e.get("output", ""))
-                         for e in data.get("examples", []))
-        return cls(data.get("bank", ""), data.get("selector", ""), int(data.get("k") or len(examples)), examples,
-                   int(data.get("dropped") or 0), int(data.get("example_tokens") or 0), float(data.get("selection_ms") or 0.0))
+        examples = tuple(
+            ExampleUse(e.get("id"), float(e.get("score") or 0.0), e.get("input", ""), e.get("output", "")) for e in data.get("examples", [])
+        )
+        return cls(
+            data.get("bank", ""),
+            data.get("selector", ""),
+            int(data.get("k") or len(examples)),
+            examples,
+            int(data.get("dropped") or 0),
+            int(data.get("example_tokens") or 0),
+            float(data.get("selection_ms") or 0.0),
+        )
 
 
 @dataclass(frozen=True)
@@ -83,14 +91,25 @@ class Provenance:
         data = {**{k: v for k, v in columns.items() if v is not None}, **{k: v for k, v in data.items() if v is not None}}
         icl = data.get("icl")
         if icl is None and data.get("selector"):  # compare's flat shape before m0011
-            icl = {"bank": data.get("bank", ""), "selector": data["selector"], "k": data.get("k"),
-                   "dropped": data.get("dropped_examples"), "selection_ms": data.get("selection_ms"),
-                   "examples": [{"id": i, "score": s} for i, s in zip(data.get("example_ids", []), data.get("example_scores", []))]}
+            icl = {
+                "bank": data.get("bank", ""),
+                "selector": data["selector"],
+                "k": data.get("k"),
+                "dropped": data.get("dropped_examples"),
+                "selection_ms": data.get("selection_ms"),
+                "examples": [{"id": i, "score": s} for i, s in zip(data.get("example_ids", []), data.get("example_scores", []))],
+            }
         params = data.get("params") or {}
         return cls(
-            model_path=data.get("model_path"), model_sha256=data.get("model_sha256"), params=params,
-            seed=data.get("seed", params.get("seed")), adapter=data.get("adapter"), adapter_sha256=data.get("adapter_sha256"),
+            model_path=data.get("model_path"),
+            model_sha256=data.get("model_sha256"),
+            params=params,
+            seed=data.get("seed", params.get("seed")),
+            adapter=data.get("adapter"),
+            adapter_sha256=data.get("adapter_sha256"),
             adapter_scale=data.get("adapter_scale", 1.0 if data.get("adapter") else None),
-            icl=IclUse.from_dict(icl) if isinstance(icl, dict) else None, prompt_messages=data.get("prompt_messages"),
-            arm=data.get("arm"), best_of=data.get("best_of"),
+            icl=IclUse.from_dict(icl) if isinstance(icl, dict) else None,
+            prompt_messages=data.get("prompt_messages"),
+            arm=data.get("arm"),
+            best_of=data.get("best_of"),
         )

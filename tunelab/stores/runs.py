@@ -93,9 +93,9 @@ def _run(row: sqlite3.Row) -> Run:
     for key in ("example_ids", "args", "loss_history"):
         values[key] = json.loads(values.pop(f"{key}_json"))
     run = Run(**values)
-    if run.status == "running" and run.pid is not None:
-        if not liveness.alive(liveness.ProcessId(run.pid, run.proc_start, run.host), run.heartbeat_at):
-            run.status = INTERRUPTED
+    owner = liveness.ProcessId(run.pid, run.proc_start, run.host) if run.pid is not None else None
+    if run.status == "running" and owner is not None and not liveness.alive(owner, run.heartbeat_at):
+        run.status = INTERRUPTED
     return run
 
 
@@ -125,8 +125,10 @@ class RunStore:
     ) -> Run:
         if self.conn.execute("SELECT 1 FROM runs WHERE name = ?", (name,)).fetchone():
             command = "tunelab train" if method in ("sft", "pretrain") else "tunelab feedback train"
-            raise TunelabError(f"a run named {name!r} exists: pick another name, continue it with `{command} --resume {name}`, "
-                               f"start it over with `{command} --restart {name}`, or delete it (`tunelab adapters delete {name}`)")
+            raise TunelabError(
+                f"a run named {name!r} exists: pick another name, continue it with `{command} --resume {name}`, "
+                f"start it over with `{command} --restart {name}`, or delete it (`tunelab adapters delete {name}`)"
+            )
         stamp = now()
         me = liveness.current()
         with transaction(self.conn):
@@ -134,8 +136,24 @@ class RunStore:
                 "INSERT INTO runs (name, method, base_gguf, base_sha256, hf_dir, bank, example_ids_json, args_json, status,"
                 " device, run_dir, created_at, updated_at, pid, proc_start, host, heartbeat_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
-                (name, method, str(base_gguf), base_sha256, str(hf_dir), bank, json.dumps(example_ids), json.dumps(args),
-                 device, str(run_dir), stamp, stamp, me.pid, me.start, me.host, stamp),
+                (
+                    name,
+                    method,
+                    str(base_gguf),
+                    base_sha256,
+                    str(hf_dir),
+                    bank,
+                    json.dumps(example_ids),
+                    json.dumps(args),
+                    device,
+                    str(run_dir),
+                    stamp,
+                    stamp,
+                    me.pid,
+                    me.start,
+                    me.host,
+                    stamp,
+                ),
             )
         return self.get(str(cur.lastrowid))
 
@@ -154,7 +172,9 @@ class RunStore:
         with transaction(self.conn):
             self.conn.execute(
                 "UPDATE runs SET step = 0, total_steps = 0, loss_history_json = '[]', error = '', train_seconds = 0,"
-                " tokens_per_s = NULL, peak_memory_mb = NULL WHERE id = ?", (run_id,))
+                " tokens_per_s = NULL, peak_memory_mb = NULL WHERE id = ?",
+                (run_id,),
+            )
         self.set_status(run_id, "running")
         return self.get(str(run_id))
 
@@ -219,11 +239,21 @@ class RunStore:
         with transaction(self.conn):
             self.conn.execute(
                 "INSERT OR REPLACE INTO adapters VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (adapter.name, adapter.run_id, adapter.bank, adapter.base_sha256, adapter.peft_dir, adapter.gguf_path,
-                 json.dumps(adapter.metrics), json.dumps(adapter.exports), adapter.created_at),
+                (
+                    adapter.name,
+                    adapter.run_id,
+                    adapter.bank,
+                    adapter.base_sha256,
+                    adapter.peft_dir,
+                    adapter.gguf_path,
+                    json.dumps(adapter.metrics),
+                    json.dumps(adapter.exports),
+                    adapter.created_at,
+                ),
             )
-            self.conn.execute("UPDATE runs SET status = 'done', error = '', updated_at = ?, finished_at = ? WHERE id = ?",
-                              (now(), now(), adapter.run_id))
+            self.conn.execute(
+                "UPDATE runs SET status = 'done', error = '', updated_at = ?, finished_at = ? WHERE id = ?", (now(), now(), adapter.run_id)
+            )
         return adapter
 
     def set_export(self, name: str, tensor_type: str, path: Path) -> None:
@@ -263,5 +293,4 @@ def latest_adapter_for_bank(conn: sqlite3.Connection, bank: str) -> str | None:
 
 def reward_models(conn: sqlite3.Connection, base_sha256: str | None = None) -> list[Run]:
     """Finished reward models, newest first (only those trained on `base_sha256` when given)."""
-    return [r for r in RunStore(conn).list()
-            if r.method == "reward" and r.status == "done" and base_sha256 in (None, r.base_sha256)]
+    return [r for r in RunStore(conn).list() if r.method == "reward" and r.status == "done" and base_sha256 in (None, r.base_sha256)]

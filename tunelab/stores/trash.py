@@ -30,8 +30,13 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def delete_with_files(conn: sqlite3.Connection, home: Path, owner: tuple[str, str, object], paths: Iterable[Path],
-                      delete_rows: Callable[[sqlite3.Connection], None]) -> list[Path]:
+def delete_with_files(
+    conn: sqlite3.Connection,
+    home: Path,
+    owner: tuple[str, str, object],
+    paths: Iterable[Path],
+    delete_rows: Callable[[sqlite3.Connection], None],
+) -> list[Path]:
     """Delete the rows (`delete_rows`, inside one transaction) and `paths`; returns the paths removed.
 
     `owner` is (table, key column, key) of the main row: `sweep` checks it to know which way an
@@ -43,8 +48,7 @@ def delete_with_files(conn: sqlite3.Connection, home: Path, owner: tuple[str, st
     moves = [(p, p.with_name(f".{p.name}.trash-{token}")) for p in outermost if p.exists() or p.is_symlink()]
     manifest = DataDir(Path(home)).trash / f"{token}.json"
     table, column, key = owner
-    atomic_write_text(manifest, json.dumps({"table": table, "column": column, "key": key,
-                                            "moves": [[str(a), str(b)] for a, b in moves]}))
+    atomic_write_text(manifest, json.dumps({"table": table, "column": column, "key": key, "moves": [[str(a), str(b)] for a, b in moves]}))
     try:
         for original, trashed in moves:
             os.replace(original, trashed)

@@ -11,7 +11,7 @@ where the message is written for the user.
 from __future__ import annotations
 
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from textual.dom import DOMNode
@@ -28,7 +28,7 @@ def report_failed_worker(node: DOMNode, event: Worker.StateChanged, log: Path) -
     try:
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("a", encoding="utf-8") as out:
-            stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            stamp = datetime.now(UTC).isoformat(timespec="seconds")
             out.write(f"--- {stamp} worker {event.worker.group!r}\n")
             out.write("".join(traceback.format_exception(type(error), error, error.__traceback__)))
         where = f" (details in {log})"

@@ -55,8 +55,9 @@ def selected(example: Example, score: float) -> Selected:
     return Selected(example.id, example.input, example.output, score)
 
 
-def make_selector(kind: str, bank: Bank, conn: sqlite3.Connection, settings: Settings, seed: int = 0,
-                  progress: IndexProgress | None = None) -> Selector:
+def make_selector(
+    kind: str, bank: Bank, conn: sqlite3.Connection, settings: Settings, seed: int = 0, progress: IndexProgress | None = None
+) -> Selector:
     """A selector over `bank`'s train split (embedding kinds index what changed first)."""
     pool = BankStore(conn).examples(bank.name, split="train")
     if not pool:

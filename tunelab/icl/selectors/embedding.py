@@ -20,8 +20,9 @@ MMR_FETCH_PER_K = 5
 
 
 class EmbeddingSelector:
-    def __init__(self, pool: list[Example], bank: Bank, settings: Settings, diverse: bool = False,
-                 progress: IndexProgress | None = None) -> None:
+    def __init__(
+        self, pool: list[Example], bank: Bank, settings: Settings, diverse: bool = False, progress: IndexProgress | None = None
+    ) -> None:
         self.kind = "mmr" if diverse else "embedding"
         self.pool = pool
         self.bank = bank.name

@@ -39,8 +39,7 @@ class JaccardSelector:
             for token in tokens:
                 rows.append(position)
                 cols.append(self.columns.setdefault(token, len(self.columns)))
-        self.matrix = sparse.csc_matrix((np.ones(len(rows), dtype=np.int32), (rows, cols)),
-                                        shape=(len(pool), len(self.columns)))
+        self.matrix = sparse.csc_matrix((np.ones(len(rows), dtype=np.int32), (rows, cols)), shape=(len(pool), len(self.columns)))
         self.sizes = np.array([len(t) for t in self.tokens], dtype=np.int64)
         self.forest = _build_forest(self.tokens) if len(pool) > exact_limit else None
 

@@ -39,5 +39,5 @@ def migrate(conn: sqlite3.Connection) -> None:
             provenance_json TEXT NOT NULL DEFAULT '{}'
         );
         CREATE INDEX messages_by_conversation ON messages(conversation_id, id);
-        """
+        """,
     )

@@ -20,8 +20,9 @@ def _rewrite(conn: sqlite3.Connection, table: str, columns: tuple[str, ...], whe
         if "params_json" in known:
             known["params"] = json.loads(known.pop("params_json") or "{}")
         record = Provenance.from_dict(old, **known).to_dict()
-        conn.execute(f"UPDATE {table} SET provenance_json = ? WHERE rowid = ?",
-                     (json.dumps(record, ensure_ascii=False, sort_keys=True), row[0]))
+        conn.execute(
+            f"UPDATE {table} SET provenance_json = ? WHERE rowid = ?", (json.dumps(record, ensure_ascii=False, sort_keys=True), row[0])
+        )
 
 
 def migrate(conn: sqlite3.Connection) -> None:

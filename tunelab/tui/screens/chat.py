@@ -13,12 +13,12 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Markdown, Static
 from textual.worker import Worker, get_current_worker
 
-from tunelab.runtime.best_of_n import BestOfRequest
-from tunelab.runtime.chat_service import ChatService, ChatTurn, IclRequest
 from tunelab.engine.llama_engine import ReplyStats
 from tunelab.engine.sampling import SamplerParams
-from tunelab.runtime.tokens import prompt_view
 from tunelab.errors import TunelabError
+from tunelab.runtime.best_of_n import BestOfRequest
+from tunelab.runtime.chat_service import ChatService, ChatTurn, IclRequest
+from tunelab.runtime.tokens import prompt_view
 from tunelab.tui.screens.chat_settings import ChatSettingsScreen
 from tunelab.tui.screens.text_prompt import TextPromptScreen
 from tunelab.tui.screens.tokens import TokensScreen
@@ -192,8 +192,9 @@ class ChatScreen(Screen[None]):
         self.workers.cancel_group(self, "generate")
 
     @work(thread=True, exclusive=True, group="generate", exit_on_error=False)
-    def generate(self, conversation_id: int | None, prompt: str | None, icl: IclRequest | None, adapter: str | None,
-                 best_of: tuple[str, int] | None) -> None:
+    def generate(
+        self, conversation_id: int | None, prompt: str | None, icl: IclRequest | None, adapter: str | None, best_of: tuple[str, int] | None
+    ) -> None:
         """Runs in a thread: llama.cpp blocks. Widgets are only touched through call_from_thread."""
         worker = get_current_worker()
         app = self.app
@@ -206,8 +207,9 @@ class ChatScreen(Screen[None]):
                 self.adapter = adapter
             if icl is not None:
                 app.call_from_thread(self._status, f"choosing examples from {icl.bank} ({icl.selector})…")
-                self.service.selector(icl, lambda done, total: app.call_from_thread(
-                    self._status, f"embedding {icl.bank}: {done}/{total} examples…"))
+                self.service.selector(
+                    icl, lambda done, total: app.call_from_thread(self._status, f"embedding {icl.bank}: {done}/{total} examples…")
+                )
             pick = self._best_of_request(best_of, params) if best_of else None
             if prompt is None:
                 assert conversation_id is not None

@@ -37,8 +37,12 @@ class ChatSettingsScreen(ModalScreen[dict[str, Any] | None]):
                 with Horizontal(classes="field"):
                     yield Label(name.replace("_", " "), classes="field-label")
                     value = getattr(self.params, name)
-                    yield Input("" if value is None else str(value), placeholder="random per reply" if name == "seed" else "",
-                                id=f"param-{name}", compact=True)
+                    yield Input(
+                        "" if value is None else str(value),
+                        placeholder="random per reply" if name == "seed" else "",
+                        id=f"param-{name}",
+                        compact=True,
+                    )
             with Horizontal(classes="field"):
                 yield Label("stop strings (comma-separated)", classes="field-label")
                 yield Input(", ".join(self.params.stop), id="param-stop", compact=True)

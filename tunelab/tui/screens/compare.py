@@ -16,12 +16,20 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Label, Select, Static, Switch
 from textual.worker import Worker, get_current_worker
 
-from tunelab.runtime import arena
-from tunelab.eval.arms import Arm
-from tunelab.runtime.compare import (ArmRunner, arm_choices, bank_test_set, default_max_tokens, greedy, latest_report_dir, list_banks,
-                                     open_bank)
-from tunelab.runtime.curve import CurveProgress, CurveSpec, run_curve, spec_from_text
 from tunelab.errors import TunelabError
+from tunelab.eval.arms import Arm
+from tunelab.runtime import arena
+from tunelab.runtime.compare import (
+    ArmRunner,
+    arm_choices,
+    bank_test_set,
+    default_max_tokens,
+    greedy,
+    latest_report_dir,
+    list_banks,
+    open_bank,
+)
+from tunelab.runtime.curve import CurveProgress, CurveSpec, run_curve, spec_from_text
 from tunelab.runtime.runtime import Runtime
 from tunelab.tui.widgets.compare.arm_column import ArmColumn
 from tunelab.tui.widgets.compare.vote_bar import VoteBar
@@ -71,7 +79,9 @@ class CompareScreen(Screen[None]):
         yield Horizontal(id="compare-columns")
         yield VoteBar(id="compare-votes")
         yield Static("", id="compare-winrates")
-        yield Input(placeholder="learning curve (ctrl+l): e.g. ks=0,1,2,4,8 sizes=16,64,256,all seeds=3 epochs=3 limit=100", id="compare-curve")
+        yield Input(
+            placeholder="learning curve (ctrl+l): e.g. ks=0,1,2,4,8 sizes=16,64,256,all seeds=3 epochs=3 limit=100", id="compare-curve"
+        )
         yield Static("", id="compare-curve-status")
         yield Footer()
 
@@ -171,16 +181,25 @@ class CompareScreen(Screen[None]):
         try:
             found = open_bank(self.conn, bank)
             runner = ArmRunner(self.runtime, found)
-            result = run_curve(runner, bank_test_set(self.conn, found, limit), spec, greedy(default_max_tokens(found.labels)),
-                               self.hf_dir, lambda event: app.call_from_thread(self.curve_progressed, event), cancel)
+            result = run_curve(
+                runner,
+                bank_test_set(self.conn, found, limit),
+                spec,
+                greedy(default_max_tokens(found.labels)),
+                self.hf_dir,
+                lambda event: app.call_from_thread(self.curve_progressed, event),
+                cancel,
+            )
         except TunelabError as exc:
             app.call_from_thread(self.curve_finished, None, str(exc))
             return
         except Exception as exc:  # noqa: BLE001 - a failed training run is recorded as failed; say why and keep the app
             app.call_from_thread(self.curve_finished, None, f"learning curve failed: {type(exc).__name__}: {exc}")
             return
-        message = (f"learning curve done: trained {len(result.trained)}, reused {len(result.reused_adapters)} adapter(s); "
-                   f"generated {result.generated}, reused {result.reused_answers} answer(s)")
+        message = (
+            f"learning curve done: trained {len(result.trained)}, reused {len(result.reused_adapters)} adapter(s); "
+            f"generated {result.generated}, reused {result.reused_answers} answer(s)"
+        )
         app.call_from_thread(self.curve_finished, result.report_dir, message)
 
     def curve_progressed(self, event: CurveProgress) -> None:
@@ -280,7 +299,9 @@ class CompareScreen(Screen[None]):
             f"(n={r.n}: {r.wins}W {r.losses}L {r.ties}T {r.both_bad} both bad)"
             for r in rates
         ]
-        self.query_one("#compare-winrates", Static).update("\n".join(lines) or "no votes yet (win-rates with 95% Wilson intervals appear here)")
+        self.query_one("#compare-winrates", Static).update(
+            "\n".join(lines) or "no votes yet (win-rates with 95% Wilson intervals appear here)"
+        )
 
     # -- reports ---------------------------------------------------------------------------------
     def action_open_report(self) -> None:

@@ -13,9 +13,9 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label, Static
 
 from tunelab.eval.baselines import NOT_A_LABEL
+from tunelab.eval.report import CURVE_PNG, REPORT_PNG, load_report, whole_or_dash
 from tunelab.eval.statistics import Interval
 from tunelab.eval.summary import fmt_interval
-from tunelab.eval.report import CURVE_PNG, REPORT_PNG, load_report, whole_or_dash
 from tunelab.tui.widgets.compare.curve_plot import CurvePlot
 from tunelab.tui.widgets.compare.report_plot import ReportPlot
 
@@ -52,8 +52,17 @@ class ReportScreen(Screen[None]):
         arms.add_columns("arm", metric, "prompt tok", "TTFT ms", "tok/s", "wall s")
         if baselines:
             arms.add_columns("macro-F1", "not a label", "vs majority")
-            arms.add_row(f"majority: always {baselines['majority_label']}", f"{baselines['majority_rate']:.1%}", "", "", "", "",
-                         f"{baselines['majority_macro_f1'] * 100:.1f}", "0.0%", "")
+            arms.add_row(
+                f"majority: always {baselines['majority_label']}",
+                f"{baselines['majority_rate']:.1%}",
+                "",
+                "",
+                "",
+                "",
+                f"{baselines['majority_macro_f1'] * 100:.1f}",
+                "0.0%",
+                "",
+            )
             arms.add_row(f"uniform chance (1/{len(baselines['labels']) or 1})", f"{baselines['uniform_rate']:.1%}", *[""] * 7)
         errors = {e["arm"]: e for e in baselines["arms"]} if baselines else {}
         for a in report["arms"]:

@@ -59,8 +59,10 @@ class FeedbackScreen(Screen[None]):
     def filters(self) -> tuple[str | None, str | None]:
         rating = self.query_one("#feedback-rating", Select).value
         adapter = self.query_one("#feedback-adapter", Select).value
-        return (None if rating is Select.NULL else str(rating),
-                None if adapter is Select.NULL else ("" if adapter == BASE else str(adapter)))
+        return (
+            None if rating is Select.NULL else str(rating),
+            None if adapter is Select.NULL else ("" if adapter == BASE else str(adapter)),
+        )
 
     def on_select_changed(self, event: Select.Changed) -> None:
         if event.select.id != "feedback-format":
@@ -87,12 +89,20 @@ class FeedbackScreen(Screen[None]):
         table.clear()
         for r in self.shown:
             mark = "👍" if r.rating == "up" else "👎"
-            table.add_row(r.id, mark, r.snapshot.adapter or r.snapshot.arm or BASE,
-                          one_line(r.snapshot.prompt[-1]["content"], 40), one_line(r.snapshot.reply, 50), r.reason, key=str(r.id))
+            table.add_row(
+                r.id,
+                mark,
+                r.snapshot.adapter or r.snapshot.arm or BASE,
+                one_line(r.snapshot.prompt[-1]["content"], 40),
+                one_line(r.snapshot.reply, 50),
+                r.reason,
+                key=str(r.id),
+            )
         votes = self.store.votes()
         decisive = sum(1 for v in votes if v.choice in ("a", "b"))
         self.query_one("#feedback-status", Static).update(
-            f"{len(self.shown)} rating(s) shown · {len(votes)} A/B vote(s), {decisive} with a winner")
+            f"{len(self.shown)} rating(s) shown · {len(votes)} A/B vote(s), {decisive} with a winner"
+        )
 
     def selected(self) -> Rating | None:
         table = self.query_one("#feedback-ratings", DataTable)

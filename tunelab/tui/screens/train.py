@@ -76,10 +76,19 @@ class TrainScreen(Screen[None]):
                 default = getattr(defaults, name)
                 yield Label(label, classes="train-label")
                 placeholder = "by epochs" if default is None else str(default)
-                yield Input(placeholder=placeholder, type="integer" if kinds[name].base is int else "number",
-                            id=f"train-{name}", classes="train-number")
-            yield Select([(c if c != "none" else "no log", c) for c in REPORT_TO], value=defaults.report_to,
-                         allow_blank=False, id="train-report-to", tooltip="also send metrics to (--report-to)")
+                yield Input(
+                    placeholder=placeholder,
+                    type="integer" if kinds[name].base is int else "number",
+                    id=f"train-{name}",
+                    classes="train-number",
+                )
+            yield Select(
+                [(c if c != "none" else "no log", c) for c in REPORT_TO],
+                value=defaults.report_to,
+                allow_blank=False,
+                id="train-report-to",
+                tooltip="also send metrics to (--report-to)",
+            )
             yield Button("Start", id="train-start", variant="primary")
         with Horizontal(id="train-body"):
             with Vertical(id="train-live"):
@@ -119,9 +128,11 @@ class TrainScreen(Screen[None]):
         self.query_one("#train-corpus", Input).display = corpus
         for name in NOT_FOR_GRPO:
             self.query_one(f"#train-{name}", Input).disabled = self.kind == "grpo"
-        hints = {"sft": "pick a bank, name the adapter, then Start (ctrl+t)",
-                 "pretrain": "give a .txt/.md file or folder of raw text, name the adapter, then Start (ctrl+t)",
-                 "grpo": "pick a bank for the prompts (the newest reward model scores the replies), then Start (ctrl+t)"}
+        hints = {
+            "sft": "pick a bank, name the adapter, then Start (ctrl+t)",
+            "pretrain": "give a .txt/.md file or folder of raw text, name the adapter, then Start (ctrl+t)",
+            "grpo": "pick a bank for the prompts (the newest reward model scores the replies), then Start (ctrl+t)",
+        }
         self.set_status(hints[self.kind])
 
     @on(Select.Changed, "#train-bank")
@@ -240,8 +251,10 @@ class TrainScreen(Screen[None]):
             assert result.adapter is not None
             change = measured_change(result.adapter.metrics)
             measured = f", {change}" if change else ""
-            message = (f"adapter {result.adapter.name!r} is ready ({run.step} steps{measured}): "
-                       f"chat with it via `tunelab chat --adapter {result.adapter.name}`")
+            message = (
+                f"adapter {result.adapter.name!r} is ready ({run.step} steps{measured}): "
+                f"chat with it via `tunelab chat --adapter {result.adapter.name}`"
+            )
             app.call_from_thread(self.finished, message, "information")
 
     def started(self, plan: Any) -> None:

@@ -9,9 +9,9 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Checkbox, Input, Label, Select, Static
 
-from tunelab.runtime.chat_service import IclRequest
-from tunelab.icl.selectors import KINDS
 from tunelab.errors import TunelabError
+from tunelab.icl.selectors import KINDS
+from tunelab.runtime.chat_service import IclRequest
 from tunelab.text import one_line
 
 NO_ADAPTER = "(base model)"
@@ -29,18 +29,25 @@ class ContextPanel(VerticalScroll):
     def compose(self) -> ComposeResult:
         yield Label("In-context examples", classes="panel-title")
         yield Checkbox("use examples (ICL)", False, id="icl-on", compact=True)
-        yield Select([(b, b) for b in self.banks], prompt="bank", id="icl-bank", compact=True,
-                     value=self.banks[0] if self.banks else Select.NULL)
+        yield Select(
+            [(b, b) for b in self.banks], prompt="bank", id="icl-bank", compact=True, value=self.banks[0] if self.banks else Select.NULL
+        )
         yield Select([(k, k) for k in KINDS], id="icl-selector", compact=True, value=IclRequest("").selector, allow_blank=False)
         with Horizontal(classes="field"):
             yield Label("k", classes="field-label")
             yield Input(str(IclRequest("").k), id="icl-k", compact=True, type="integer")
         yield Label("Adapter", classes="panel-title")
-        yield Select([(NO_ADAPTER, NO_ADAPTER), *((a, a) for a in self.adapters)], id="adapter", compact=True,
-                     value=NO_ADAPTER, allow_blank=False)
+        yield Select(
+            [(NO_ADAPTER, NO_ADAPTER), *((a, a) for a in self.adapters)], id="adapter", compact=True, value=NO_ADAPTER, allow_blank=False
+        )
         yield Label("Best-of-n (reward model)", classes="panel-title")
-        yield Select([(NO_BEST_OF, NO_BEST_OF), *((r, r) for r in self.reward_models)], id="best-of-model", compact=True,
-                     value=NO_BEST_OF, allow_blank=False)
+        yield Select(
+            [(NO_BEST_OF, NO_BEST_OF), *((r, r) for r in self.reward_models)],
+            id="best-of-model",
+            compact=True,
+            value=NO_BEST_OF,
+            allow_blank=False,
+        )
         with Horizontal(classes="field"):
             yield Label("n", classes="field-label")
             yield Input(str(DEFAULT_BEST_OF), id="best-of-n", compact=True, type="integer")

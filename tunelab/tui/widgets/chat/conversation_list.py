@@ -11,7 +11,6 @@ if TYPE_CHECKING:
     from tunelab.stores.conversations import Conversation
 
 
-
 class ConversationList(ListView):
     class Picked(TextualMessage):
         def __init__(self, conversation_id: int) -> None:

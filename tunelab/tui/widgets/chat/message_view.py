@@ -12,7 +12,6 @@ if TYPE_CHECKING:
     from tunelab.stores.conversations import Message
 
 
-
 class MessageView(Vertical, can_focus=True):
     """Focusable so a message can be picked for copying (and rating)."""
 

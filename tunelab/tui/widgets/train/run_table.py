@@ -22,8 +22,17 @@ class RunTable(DataTable[str]):
             status = run.status + (" (resumable)" if run.name in listing.resumable else "")
             checkpoint = run.last_checkpoint if run.status not in ("done", "running") else None
             step = f"{run.step}/{run.total_steps}" + (f" · saved {checkpoint.name.split('-')[1]}" if checkpoint else "")
-            self.add_row(run.name, run.method, run.bank, status, step, loss,
-                         f"{run.tokens_per_s:.0f}" if run.tokens_per_s else "-", listing.adapters.get(run.id, "-"), key=run.name)
+            self.add_row(
+                run.name,
+                run.method,
+                run.bank,
+                status,
+                step,
+                loss,
+                f"{run.tokens_per_s:.0f}" if run.tokens_per_s else "-",
+                listing.adapters.get(run.id, "-"),
+                key=run.name,
+            )
 
     @property
     def selected_run(self) -> str | None:
