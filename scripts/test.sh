@@ -3,6 +3,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The package layers (import-linter), lint + format (ruff) and types (mypy), before the tests.
+out=$(.venv/bin/lint-imports --no-cache 2>&1) || { echo "$out"; exit 1; }
+.venv/bin/ruff check -q tunelab tests benchmarks
+.venv/bin/ruff format --check -q tunelab tests benchmarks
+.venv/bin/mypy
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 ANONYMIZED_TELEMETRY=False TOKENIZERS_PARALLELISM=false
 # Two workers by default (TUNELAB_TEST_WORKERS=0 runs in one process): much of the suite is
 # single-threaded (CLI start-up, imports, model loading, Textual), so two share the 2 cores this was

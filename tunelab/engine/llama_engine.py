@@ -155,6 +155,10 @@ class LlamaEngine:
             self.set_adapter(lora_path)
         self.n_ctx = self.llama.n_ctx()
 
+    def close(self) -> None:
+        """Free the model and its context now (a model switch must not hold two copies)."""
+        self.llama.close()
+
     def set_adapter(self, path: Path | None, scale: float = 1.0) -> None:
         """Serve the GGUF LoRA at `path` with `scale` (None = the plain base), without reloading the base.
 

@@ -72,10 +72,10 @@ def sample_best(engine: LlamaEngine, messages: list[ChatMessage], params: Sample
     assert first is not None
     replies = []
     for i in range(n):
-        seeded = replace(params, seed=(first + i) % SEED_RANGE)
-        reply = engine.chat(messages, seeded)
+        seed = (first + i) % SEED_RANGE
+        reply = engine.chat(messages, replace(params, seed=seed))
         reply.text()
-        replies.append((seeded.seed, reply))
+        replies.append((seed, reply))
     prompt = [m.as_dict() for m in replies[0][1].messages]
     scores = scorer.score(prompt, [r.so_far for _, r in replies])
     candidates = [Candidate(seed, r.so_far, s, r) for (seed, r), s in zip(replies, scores)]

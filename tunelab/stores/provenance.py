@@ -61,8 +61,8 @@ class IclUse:
 
 @dataclass(frozen=True)
 class Provenance:
-    model_path: str | None
-    model_sha256: str | None
+    model_path: str
+    model_sha256: str
     params: dict[str, Any] = field(default_factory=dict)
     """The sampler settings, `seed` being the one actually used."""
     seed: int | None = None
@@ -101,8 +101,8 @@ class Provenance:
             }
         params = data.get("params") or {}
         return cls(
-            model_path=data.get("model_path"),
-            model_sha256=data.get("model_sha256"),
+            model_path=data.get("model_path") or "",
+            model_sha256=data.get("model_sha256") or "",
             params=params,
             seed=data.get("seed", params.get("seed")),
             adapter=data.get("adapter"),

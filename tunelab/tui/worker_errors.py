@@ -14,13 +14,13 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from textual.dom import DOMNode
+from textual.widget import Widget
 from textual.worker import Worker, WorkerState
 
 from tunelab.text import one_line
 
 
-def report_failed_worker(node: DOMNode, event: Worker.StateChanged, log: Path) -> str | None:
+def report_failed_worker(node: Widget, event: Worker.StateChanged, log: Path) -> str | None:
     """Notify and log when `event` says a worker failed; returns the line shown (None otherwise)."""
     if event.state != WorkerState.ERROR or event.worker.error is None:
         return None

@@ -221,7 +221,7 @@ class ChatScreen(Screen[None]):
             return
         if conversation_id is None:
             app.call_from_thread(self._adopt, turn.conversation_id)
-        app.call_from_thread(self._begin_reply, prompt)
+        app.call_from_thread(self._begin_reply, prompt)  # type: ignore[arg-type]  # mypy solves Textual's `T | Awaitable[T]` to Never for a coroutine callback
         pending: list[str] = list(turn.reply.parts)  # a best-of reply is complete already
         last_flush = time.monotonic()
         chunks = 0
@@ -232,13 +232,13 @@ class ChatScreen(Screen[None]):
                 if worker.is_cancelled:
                     break
                 if time.monotonic() - last_flush >= FLUSH_SECONDS:
-                    app.call_from_thread(self._write, "".join(pending), chunks, turn)
+                    app.call_from_thread(self._write, "".join(pending), chunks, turn)  # type: ignore[arg-type]  # mypy solves Textual's `T | Awaitable[T]` to Never for a coroutine callback
                     pending.clear()
                     last_flush = time.monotonic()
         finally:
             turn.reply.close()
             message = turn.save()
-        app.call_from_thread(self._end_reply, "".join(pending), message, turn.reply.stats)
+        app.call_from_thread(self._end_reply, "".join(pending), message, turn.reply.stats)  # type: ignore[arg-type]  # mypy solves Textual's `T | Awaitable[T]` to Never for a coroutine callback
 
     def _best_of_request(self, choice: tuple[str, int], params: SamplerParams) -> BestOfRequest:
         """Runs in the worker: every candidate is sampled before the reply shows, so say what is happening."""

@@ -90,7 +90,10 @@ class ReportScreen(Screen[None]):
         for item in report["items"]:
             marks = [_mark(item["outputs"][n]["scores"], metric) for n in names]
             items.add_row(str(item["position"]), item["input"][:40].replace("\n", " "), *marks, key=str(item["position"]))
-        self.query_one("#report-plot", CurvePlot if report.get("curve") else ReportPlot).show(report)
+        if report.get("curve"):
+            self.query_one("#report-plot", CurvePlot).show(report)
+        else:
+            self.query_one("#report-plot", ReportPlot).show(report)
         if report["items"]:
             self.show_item(0)
 

@@ -21,7 +21,7 @@ class ReportPlot(PlotextPlot):
         for x, arm in zip(xs, arms):
             ci = arm["metrics"][metric]
             plt.plot([x, x], [ci["low"] * 100, ci["high"] * 100], marker="braille")
-        plt.xticks(xs, [a["arm"] for a in arms])
+        plt.xticks([float(x) for x in xs], [a["arm"] for a in arms])
         plt.ylim(0, 100)
         plt.title(f"{metric} per arm, % with 95% CI (n={len(report['items'])})")
         self.refresh()
