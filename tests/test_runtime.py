@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from dataclasses import fields
 
 from finetune_support import base_pair  # noqa: F401
@@ -162,3 +163,22 @@ def test_the_trainer_sees_the_tokens_compare_sends_before_the_answer(settings, c
     sent = engine.template.tokens(arm_reply.reply.messages)
     assert sent == list(trainer_prompt), (tokenizer.decode(trainer_prompt), tokenizer.decode(sent))
     assert arm_reply.provenance.prompt_messages == rows[0]["prompt"]
+
+
+async def test_switching_model_in_the_tui_reloads_once_and_says_so(settings, conn, bundled_model, tmp_path) -> None:
+    copy = tmp_path / "other.gguf"
+    shutil.copyfile(bundled_model, copy)  # another file: the runtime must load it
+    app = TunelabApp(settings, conn)
+    async with app.run_test(size=(120, 34)) as pilot:
+        screen = app.screen
+        for model, loads, said in ((str(bundled_model), 1, "loaded"), (str(bundled_model), 1, "already serving"), (str(copy), 2, "loaded")):
+            screen.switch_model(model)
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            assert app.runtime.loads == loads
+            assert said in [n.message for n in app._notifications][-1]
+        assert screen.sub_title == "other.gguf" and app.runtime.engine.model_path == copy
+        screen.switch_model(str(tmp_path / "missing.gguf"))
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.runtime.loads == 2 and app.runtime.engine.model_path == copy  # a bad path changes nothing

@@ -101,6 +101,14 @@ class ChatService:
         self.runtime.engine_for(name, scale)
         self.adapter, self.adapter_scale = name, scale
 
+    def switch_model(self, model: str) -> bool:
+        """Serve `model` (loaded now, once); True when that meant a reload. The adapter goes off:
+        one trained for the old base would not fit the new one."""
+        reloaded = self.runtime.switch_model(model)
+        if reloaded:
+            self.adapter, self.adapter_scale = None, 1.0
+        return reloaded
+
     def context_choices(self) -> tuple[list[str], list[str], list[str]]:
         """What the context panel offers: bank names, adapter names, reward-model names."""
         return BankStore(self.conn).names(), [a.name for a in RunStore(self.conn).adapters()], [r.name for r in reward_models(self.conn)]

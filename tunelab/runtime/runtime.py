@@ -71,6 +71,7 @@ class Runtime:
         if self._engine is not None and self._engine.model_path == path:
             return False
         self.close()
+        self._scorers = {}  # reward models belong to a base
         self._engine = self._load(path)
         return True
 

@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, Markdown, Static
+from textual.widgets import Footer, Header, Input, Markdown, Select, Static
 from textual.worker import Worker, get_current_worker
 
 from tunelab.engine.llama_engine import ReplyStats
@@ -22,7 +22,7 @@ from tunelab.runtime.tokens import prompt_view
 from tunelab.tui.screens.chat_settings import ChatSettingsScreen
 from tunelab.tui.screens.text_prompt import TextPromptScreen
 from tunelab.tui.screens.tokens import TokensScreen
-from tunelab.tui.widgets.chat.context_panel import ContextPanel
+from tunelab.tui.widgets.chat.context_panel import NO_ADAPTER, ContextPanel
 from tunelab.tui.widgets.chat.conversation_list import ConversationList
 from tunelab.tui.widgets.chat.message_view import MessageView
 from tunelab.tui.worker_errors import report_failed_worker
@@ -46,6 +46,7 @@ class ChatScreen(Screen[None]):
         Binding("minus", "rate('down')", "👎", id="chat.rate_down"),
         Binding("0", "rate(None)", "Unrate", id="chat.rate_clear", show=False),
         Binding("t", "tokens", "Tokens", id="chat.tokens"),
+        Binding("ctrl+o", "switch_model", "Model", id="chat.model", show=False),
     ]
 
     def __init__(self, service: ChatService) -> None:
@@ -130,6 +131,35 @@ class ChatScreen(Screen[None]):
         self.notify("conversation deleted")
         remaining = self.store.list()
         self.open_conversation(remaining[0].id if remaining else None)
+
+    def action_switch_model(self) -> None:
+        """Ctrl+O: serve another model (a registered name or a GGUF path) from the next reply on."""
+
+        def done(model: str | None) -> None:
+            if model:
+                self.switch_model(model)
+
+        self.app.push_screen(TextPromptScreen("Model (registered name or GGUF path)", self.service.settings.model), done)
+
+    @work(thread=True, exclusive=True, group="model", exit_on_error=False)
+    def switch_model(self, model: str) -> None:
+        """Off the UI thread: the new model loads once, here, and every screen serves it."""
+        app = self.app
+        app.call_from_thread(self._status, f"loading {model}…")
+        try:
+            reloaded = self.service.switch_model(model)
+        except TunelabError as exc:
+            app.call_from_thread(self._failed, str(exc))
+            return
+        app.call_from_thread(self._model_switched, self.service.runtime.model_path.name, reloaded)
+
+    def _model_switched(self, name: str, reloaded: bool) -> None:
+        self.sub_title = name
+        self._status("")
+        if reloaded:
+            self.adapter = None
+            self.query_one("#adapter", Select).value = NO_ADAPTER
+        self.notify(f"model {name} loaded (the adapter is off)" if reloaded else f"already serving {name}")
 
     def action_settings(self) -> None:
         conv = self.store.get(self.conversation_id) if self.conversation_id is not None else None
