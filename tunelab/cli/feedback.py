@@ -10,7 +10,7 @@ import click
 
 from tunelab.cli.app_context import AppContext, pass_app
 from tunelab.cli.output import echo_json, json_option, limit_option, limited
-from tunelab.cli.training import args_from, dataclass_options, given, train_until_done
+from tunelab.cli.training import args_from, dataclass_options, given, run_options, train_until_done
 from tunelab.errors import TunelabError
 from tunelab.finetune import feedback_data, rl
 from tunelab.finetune.preference_args import PreferenceArgs
@@ -137,19 +137,7 @@ def delete(app: AppContext, rating_id: int | None, vote_id: int | None) -> None:
     "--on", "on", default=None, metavar="ADAPTER", help="Train this adapter further (kto/dpo; default: a fresh LoRA on the base)."
 )
 @click.option("--name", default=None, help="Name of the new adapter / reward model (default: <on or feedback>-<method>).")
-@click.option(
-    "--resume", default=None, metavar="RUN", help="Continue a cancelled, failed or interrupted feedback run from its last checkpoint."
-)
-@click.option(
-    "--restart", default=None, metavar="RUN", help="Train a stopped feedback run again from step 0 (same name, settings and rows)."
-)
-@click.option("--model", "-m", default=None, help="Base GGUF (path or registered name); default: the chat model.")
-@click.option(
-    "--hf-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="HF checkpoint of the same model (default: dequantise the GGUF).",
-)
+@run_options
 @dataclass_options(PreferenceArgs)
 @pass_app
 def train(

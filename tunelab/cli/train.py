@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from tunelab.cli.app_context import AppContext, pass_app
-from tunelab.cli.training import args_from, dataclass_options, given, train_until_done
+from tunelab.cli.training import args_from, dataclass_options, given, run_options, train_until_done
 from tunelab.errors import TunelabError
 from tunelab.finetune.args import SFTArgs
 
@@ -32,19 +32,7 @@ from tunelab.finetune.args import SFTArgs
 @click.option(
     "--on", "on", default=None, metavar="ADAPTER", help="Train this SFT / pre-training adapter further (e.g. SFT after --corpus)."
 )
-@click.option(
-    "--resume", "resume", default=None, metavar="RUN", help="Continue a cancelled, failed or interrupted run from its last checkpoint."
-)
-@click.option(
-    "--restart", "restart", default=None, metavar="RUN", help="Train a stopped run again from step 0 (same name, settings and rows)."
-)
-@click.option("--model", "-m", default=None, help="Base GGUF (path or registered name); default: the chat model.")
-@click.option(
-    "--hf-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="HF checkpoint of the same model (default: dequantise the GGUF).",
-)
+@run_options
 @dataclass_options(SFTArgs)
 @pass_app
 def command(

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import MISSING, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -60,6 +61,36 @@ def dataclass_options(cls: type, only: Collection[str] | None = None) -> Callabl
         return func
 
     return decorate
+
+
+def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--resume, --restart, --model and --hf-dir: spelled and explained the same in every training command."""
+    options = [
+        click.option(
+            "--resume",
+            "resume",
+            default=None,
+            metavar="RUN",
+            help="Continue a cancelled, failed or interrupted run from its last checkpoint.",
+        ),
+        click.option(
+            "--restart",
+            "restart",
+            default=None,
+            metavar="RUN",
+            help="Train a stopped run again from step 0 (same name, settings and rows).",
+        ),
+        click.option("--model", "-m", default=None, help="Base GGUF (path or registered name); default: the chat model."),
+        click.option(
+            "--hf-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=None,
+            help="HF checkpoint of the same model (default: dequantise the GGUF).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
 
 
 def args_from(cls: type, kwargs: dict[str, Any]) -> Any:
