@@ -9,6 +9,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Markdown, Select, Static
 from textual.worker import Worker, get_current_worker
@@ -49,11 +50,13 @@ class ChatScreen(Screen[None]):
         Binding("ctrl+o", "switch_model", "Model", id="chat.model", show=False),
     ]
 
+    conversation_id: reactive[int | None] = reactive(None, always_update=True, init=False)
+    """The open conversation; setting it (a pick, a new chat adopted, a delete) refreshes the list's highlight."""
+
     def __init__(self, service: ChatService) -> None:
         super().__init__()
         self.service = service
         self.store = service.store
-        self.conversation_id: int | None = None
         self.streaming: MessageView | None = None
         self._stream: Any = None
         self.adapter: str | None = None
@@ -83,6 +86,9 @@ class ChatScreen(Screen[None]):
         self.query_one("#prompt", Input).focus()
 
     # -- conversations ---------------------------------------------------------------------
+    def watch_conversation_id(self) -> None:
+        self.refresh_list()
+
     def refresh_list(self) -> None:
         """The conversation list, narrowed to those matching the filter (full-text search, m0007)."""
         text = self.query_one("#conversation-filter", Input).value
@@ -102,7 +108,6 @@ class ChatScreen(Screen[None]):
                 view.rating = self.service.rating_of(view.message.id) if view.role == "assistant" and view.message else None
             log.mount_all(views)
             log.scroll_end(animate=False)
-        self.refresh_list()
 
     def on_conversation_list_picked(self, event: ConversationList.Picked) -> None:
         if event.conversation_id != self.conversation_id:
@@ -279,7 +284,6 @@ class ChatScreen(Screen[None]):
     def _adopt(self, conversation_id: int) -> None:
         """The new conversation the first accepted prompt created becomes the current one."""
         self.conversation_id = conversation_id
-        self.refresh_list()
 
     def _status(self, text: str) -> None:
         self.query_one("#stats", Static).update(text)
