@@ -116,9 +116,13 @@ def field_docs(cls: type) -> dict[str, str]:
     definition = tree.body[0]
     assert isinstance(definition, ast.ClassDef)  # the source of a class
     body = definition.body
-    docs = {}
+    docs: dict[str, str] = {}
     for node, following in itertools.pairwise(body):
-        documented = isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and documented:
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+        ):
             docs[node.target.id] = " ".join(str(following.value.value).split())
     return docs
