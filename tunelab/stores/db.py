@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from sqlite3 import _Parameters  # the stubs' name for what execute() takes; not importable at run time
-
 from tunelab.errors import TunelabError
 from tunelab.stores.migrations import Migration, all_migrations
+
+if TYPE_CHECKING:
+    from sqlite3 import _Parameters  # the stubs' name for what execute() takes; not importable at run time
 
 BUSY_TIMEOUT_S = 60.0
 """How long a write waits for another process's transaction before giving up."""
