@@ -20,7 +20,7 @@ class UserError(click.ClickException):
 
     def __init__(self, error: TunelabError) -> None:
         super().__init__(str(error))
-        self.exit_code = error.exit_code
+        self.exit_code = error.exit_code  # type: ignore[misc]  # click types it a ClassVar, but reads it from the instance
 
     def show(self, file: object = None) -> None:
         click.echo(f"error: {self.message}", err=True)

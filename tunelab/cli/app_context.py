@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -43,8 +44,10 @@ class AppContext:
 
 pass_app = click.make_pass_decorator(AppContext)
 
+Command = TypeVar("Command", bound=Callable[..., Any])
 
-def engine_options(func):  # type: ignore[no-untyped-def]
+
+def engine_options(func: Command) -> Command:
     """--model, --n-ctx, --n-gpu-layers, --threads: overrides of the matching settings."""
     func = click.option("--threads", "n_threads", type=int, default=None, help="CPU threads (default: one per core).")(func)
     func = click.option("--n-gpu-layers", type=int, default=None, help="Layers on the GPU (-1 all, 0 none).")(func)
@@ -53,6 +56,6 @@ def engine_options(func):  # type: ignore[no-untyped-def]
     return func
 
 
-def apply_engine_options(app: AppContext, kwargs: dict) -> None:  # type: ignore[type-arg]
+def apply_engine_options(app: AppContext, kwargs: dict[str, Any]) -> None:
     overrides = {k: kwargs.pop(k) for k in ("model", "n_ctx", "n_gpu_layers", "n_threads")}
     app.settings = Settings.load(home=app.home, **overrides)

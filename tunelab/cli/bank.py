@@ -5,12 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import click
 
-from tunelab.cli.app_context import AppContext, pass_app
+from tunelab.cli.app_context import AppContext, Command, pass_app
 from tunelab.cli.output import echo_json, json_option, limit_option, limited
 from tunelab.errors import TunelabError
 from tunelab.stores import demo_banks
@@ -28,14 +29,14 @@ def command(ctx: click.Context) -> None:
         ctx.invoke(list_banks)
 
 
-def file_options(func):  # type: ignore[no-untyped-def]
+def file_options(func: Command) -> Command:
     func = click.option("--strict", is_flag=True, help="Abort (importing nothing) if any line is bad.")(func)
     func = click.option("--output-field", default=None, help="Field holding the output (default: recognised names).")(func)
     func = click.option("--input-field", default=None, help="Field holding the input (default: recognised names).")(func)
     return func
 
 
-def split_options(func):  # type: ignore[no-untyped-def]
+def split_options(func: Command) -> Command:
     func = click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/test split.")(func)
     func = click.option(
         "--test-size",
@@ -221,11 +222,11 @@ def index(app: AppContext, name: str) -> None:
     from tunelab.icl.selectors import make_selector
 
     bank = BankStore(app.conn).get(name)
-    with click.progressbar(length=bank.n_train, label="embedding", file=click.get_text_stream("stderr")) as bar:
+    with click.progressbar(length=bank.n_train, label="embedding", file=sys.stderr) as bar:
 
         def progress(done: int, total: int) -> None:
             bar.length = total
             bar.update(done - bar.pos)
 
         selector = make_selector("embedding", bank, app.conn, app.settings, progress=progress)
-    click.echo(f"bank {name!r}: {selector.indexed} example(s) embedded, {bank.n_train} in the index")  # type: ignore[attr-defined]
+    click.echo(f"bank {name!r}: {selector.indexed} example(s) embedded, {bank.n_train} in the index")  # type: ignore[attr-defined]  # an EmbeddingSelector

@@ -80,6 +80,7 @@ def command(
     turn = service.send(existing.id if existing else None, prompt, params, icl, pick, system=system or "")
     conv = service.store.get(turn.conversation_id)
     if pick is not None:
+        assert turn.provenance.best_of is not None  # a reply picked by a reward model records its candidates
         report_candidates(turn.provenance.best_of)
         if not as_json:
             click.echo(turn.reply.so_far, nl=False)  # already generated: the loop below has nothing left to stream
@@ -150,7 +151,7 @@ def icl_request(bank: str | None, selector: str | None, k: int | None, show_exam
 
 def report_examples(icl: dict[str, object], show: bool) -> None:
     """The examples' cost and, with --show-examples, the examples themselves (stderr: stdout is the reply)."""
-    examples: list[dict[str, object]] = icl["examples"]  # type: ignore[assignment]
+    examples: list[dict[str, object]] = icl["examples"]  # type: ignore[assignment]  # the provenance's icl record holds a list
     dropped = f", {icl['dropped']} dropped to fit the context" if icl["dropped"] else ""
     click.echo(
         f"[{len(examples)} example(s) from {icl['bank']} by {icl['selector']}: +{icl['example_tokens']} prompt tokens{dropped}]", err=True

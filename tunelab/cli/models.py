@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -27,7 +28,7 @@ def list_models(app: AppContext, limit: int | None, as_json: bool) -> None:
     """List known models (* = the default chat model)."""
     default = app.settings.model
     entries = limited(ModelRegistry(app.conn).list(), limit)
-    records = [
+    records: list[dict[str, Any]] = [  # the --json rows
         {
             "name": e.name,
             "source": e.source,

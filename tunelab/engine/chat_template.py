@@ -22,10 +22,12 @@ import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from jinja2.exceptions import SecurityError, TemplateError
 from llama_cpp import Llama
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+from llama_cpp.llama_types import ChatCompletionRequestMessage
 
 from tunelab.engine import llama_logs  # noqa: F401  (llama.cpp warnings off the terminal)
 from tunelab.errors import TunelabError
@@ -75,7 +77,9 @@ class ChatTemplate:
     def render(self, messages: list[ChatMessage], add_generation_prompt: bool = True) -> str:
         formatter = self.formatter if add_generation_prompt else self.prefix_formatter
         try:
-            return formatter(messages=[m.as_dict() for m in messages]).prompt
+            # the formatter types messages by role (TypedDicts with literal roles); it only hands them to the template
+            request = cast("list[ChatCompletionRequestMessage]", [m.as_dict() for m in messages])
+            return formatter(messages=request).prompt
         except SecurityError as exc:
             raise TunelabError(
                 f"refused the chat template of {Path(self.llama.model_path).name}: it tries to reach "

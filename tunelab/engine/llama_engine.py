@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import cast
 
 import llama_cpp
 from llama_cpp import Llama
@@ -130,7 +131,7 @@ class LlamaEngine:
         self.n_gpu_layers = n_gpu_layers if gpu_offload_supported() else 0
         self.lora_path: Path | None = None
         self.lora_scale = 1.0
-        self._adapters: dict[Path, object] = {}
+        self._adapters: dict[Path, ctypes._Pointer[ctypes.c_void_p]] = {}
         self._lock = threading.Lock()
         # With the low-level adapter API the base loads once (memory-mapped) and adapters are
         # attached to it; without it, llama-cpp-python can only bake one adapter in at load time.
@@ -174,7 +175,11 @@ class LlamaEngine:
                 adapter = self._adapters.get(path)
                 if adapter is None:
                     check_gguf_complete(check_gguf(path))  # a truncated adapter must never reach llama.cpp
-                    adapter = llama_cpp.llama_adapter_lora_init(self.llama._model.model, str(path).encode("utf-8"))
+                    # declared as returning c_void_p, but its restype is POINTER(c_void_p) (NULL when it fails)
+                    adapter = cast(
+                        "ctypes._Pointer[ctypes.c_void_p]",
+                        llama_cpp.llama_adapter_lora_init(self.llama._model.model, str(path).encode("utf-8")),
+                    )
                     if not adapter:
                         raise TunelabError(f"llama.cpp could not load adapter {path} for {self.model_name} (made for another base?)")
                     self._adapters[path] = adapter
@@ -226,6 +231,7 @@ class LlamaEngine:
                 # previous turn. A sampled reply starts from an empty cache so its seed reproduces
                 # it; greedy replies (compare) keep reusing the common prefix.
                 llama.reset()
+            assert params.seed is not None  # seeded() above drew one
             llama.set_seed(params.seed)
             generator = llama.generate(
                 tokens,

@@ -109,7 +109,7 @@ def mcnemar(a: Sequence[float], b: Sequence[float], seed: int = 0) -> PairedTest
     x, y = _check(a), _check(b)
     if not set(np.unique(np.concatenate([x, y]))) <= {0.0, 1.0}:
         raise TunelabError("McNemar's test needs right/wrong (0/1) scores")
-    boot = paired_bootstrap(x, y, seed=seed)
+    boot = paired_bootstrap(a, b, seed=seed)
     only_a = int(np.sum((x == 1) & (y == 0)))
     only_b = int(np.sum((x == 0) & (y == 1)))
     return PairedTest(

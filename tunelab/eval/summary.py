@@ -89,15 +89,15 @@ class Summary:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        for pair, original in zip(data["pairs"], self.pairs):
-            pair["test"] = original.test.to_dict()
+        for pair, pair_summary in zip(data["pairs"], self.pairs):
+            pair["test"] = pair_summary.test.to_dict()
         if self.baselines is not None:
             data["baselines"]["balanced"] = self.baselines.balanced
-            for arm, original in zip(data["baselines"]["arms"], self.baselines.arms):
-                arm["above_majority"] = original.above_majority
+            for arm, errors in zip(data["baselines"]["arms"], self.baselines.arms):
+                arm["above_majority"] = errors.above_majority
         if self.curve is not None:
-            for point, original in zip(data["curve"]["points"], self.curve.points):
-                point["seed_sd"] = original.seed_sd
+            for point, curve_point in zip(data["curve"]["points"], self.curve.points):
+                point["seed_sd"] = curve_point.seed_sd
         return data
 
 

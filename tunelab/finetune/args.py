@@ -28,14 +28,14 @@ class StoredArgs:
     target_modules: tuple[str, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        values = asdict(self)  # type: ignore[call-overload]
+        values = asdict(self)  # type: ignore[call-overload]  # a mixin: mypy cannot tell that self is a dataclass
         values["target_modules"] = list(self.target_modules)
         return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Any:
         values = {RENAMED.get(key, key): value for key, value in values.items()}
-        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]  # a mixin: cls is a dataclass
         unknown = sorted(set(values) - known)
         if unknown:
             raise TunelabError(f"unknown training setting(s): {', '.join(unknown)}")
@@ -113,10 +113,16 @@ class SFTArgs(StoredArgs):
 def field_docs(cls: type) -> dict[str, str]:
     """Attribute docstrings (the string literal after each field) of a dataclass, by field name."""
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs = {}
+    definition = tree.body[0]
+    assert isinstance(definition, ast.ClassDef)  # the source of a class
+    body = definition.body
+    docs: dict[str, str] = {}
     for node, following in itertools.pairwise(body):
-        documented = isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and documented:
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+        ):
             docs[node.target.id] = " ".join(str(following.value.value).split())
     return docs

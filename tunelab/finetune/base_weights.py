@@ -92,7 +92,10 @@ def config_fixes(config: Any, meta: dict[str, Any]) -> dict[str, Any]:
     stays 128) and never sets Gemma's `query_pre_attn_scalar` (stays 256) or Gemma 2's soft-caps;
     each default fits some released checkpoints and silently breaks the rest (Gemma 2 27B: 144)."""
     arch = str(meta.get("general.architecture", ""))
-    key = lambda name: meta.get(f"{arch}.{name}")  # noqa: E731
+
+    def key(name: str) -> Any:  # GGUF metadata values are untyped; a missing key gives None
+        return meta.get(f"{arch}.{name}")
+
     wanted: dict[str, Any] = {}
     if key("attention.key_length") is not None and hasattr(config, "head_dim"):
         wanted["head_dim"] = int(key("attention.key_length"))
@@ -122,7 +125,7 @@ def dequantise(gguf_path: Path, out_dir: Path) -> None:
         ) from None
     # The loaded model is plain fp32 already; without this, save_pretrained writes a quantisation
     # config that makes every later load try to "dequantise" again.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # nn.Module.__setattr__ is typed for Tensor | Module only
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(out_dir)

@@ -78,9 +78,9 @@ def load_policy(base_dir: Path, start_adapter: Path | None, chat_template: str |
 
     tokenizer = load_tokenizer(base_dir, chat_template)
     model = AutoModelForCausalLM.from_pretrained(base_dir, use_safetensors=True)
-    if start_adapter is not None:
-        model = PeftModel.from_pretrained(model, safetensors_adapter(start_adapter), is_trainable=True)
-    return model, tokenizer
+    if start_adapter is None:
+        return model, tokenizer
+    return PeftModel.from_pretrained(model, safetensors_adapter(start_adapter), is_trainable=True), tokenizer
 
 
 def lora_config(args: PreferenceArgs, task_type: str) -> Any:
@@ -176,6 +176,7 @@ def write_output(
         meta = reward.RewardMeta(base_sha256, str(base_dir), fitted.n_rows, len(held_out), metrics["held_out_accuracy"])
         reward.write_meta(out, meta)
     elif fitted.method in rl.METHODS:
+        assert fitted.args is not None  # fit() keeps the arguments it trained with
         metrics["mean_reward_after"] = rl.mean_reward(policy, fitted.tokenizer, fitted.scorer, fitted.prompts, fitted.args)
     else:
         metrics["logp_preferred_after"] = mean_logprob(policy, fitted.tokenizer, fitted.targets)

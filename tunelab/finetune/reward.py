@@ -14,12 +14,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tunelab.errors import TunelabError
 from tunelab.finetune.preference_args import PreferenceArgs, make_trainer, trainer_kwargs
 from tunelab.finetune.safe_files import safetensors_adapter
 from tunelab.stores.files import atomic_write_text
+
+Row = TypeVar("Row")
 
 META_FILE = "tunelab.json"
 Messages = list[dict[str, str]]
@@ -36,7 +38,7 @@ class RewardMeta:
     held_out_accuracy: float | None
 
 
-def split_pairs(rows: list[dict[str, Any]], held_out: float, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def split_pairs(rows: list[Row], held_out: float, seed: int) -> tuple[list[Row], list[Row]]:
     """(train, held-out): at least one pair on each side, chosen with a fixed seed."""
     order = list(range(len(rows)))
     random.Random(seed).shuffle(order)

@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunelab.config import Settings
 from tunelab.errors import TunelabError
@@ -36,7 +36,11 @@ from tunelab.finetune.run_record import Recorder, oom_message, status_on_error
 from tunelab.icl.prompt import task_messages
 from tunelab.stores.files import atomic_dir, read_jsonl, write_jsonl
 from tunelab.stores.models import ModelRegistry
-from tunelab.stores.runs import Adapter, Run, RunStore
+from tunelab.stores.runs import Adapter, Run, RunStore, Timings
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel
 
 ADAPTER_GGUF = "adapter.gguf"
 META_FILE = "tunelab.json"
@@ -287,7 +291,7 @@ def lora_config(args: SFTArgs) -> Any:
 
     return LoraConfig(
         r=args.lora_r,
-        lora_alpha=args.lora_alpha,
+        lora_alpha=args.lora_alpha,  # type: ignore[arg-type]  # peft annotates int; its scaling alpha / r takes a float
         lora_dropout=args.lora_dropout,
         target_modules=list(args.target_modules),
         task_type="CAUSAL_LM",
@@ -303,7 +307,7 @@ def build_trainer(plan: Plan, callbacks: list[Any]) -> Any:
     set_seed(plan.args.seed)  # the LoRA init happens inside SFTTrainer, before Trainer seeds
     config = sft_config(plan.args, plan.run.checkpoints_dir, plan.method)
     dtype = torch.bfloat16 if config.bf16 else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(plan.base.hf_dir, dtype=dtype, use_safetensors=True)
+    model: PreTrainedModel | PeftModel = AutoModelForCausalLM.from_pretrained(plan.base.hf_dir, dtype=dtype, use_safetensors=True)
     tokenizer = plan.base.tokenizer()
     missing = [m for m in plan.args.target_modules if not any(n.endswith(f".{m}") for n, _ in model.named_modules())]
     if missing:
@@ -346,7 +350,7 @@ def train(plan: Plan, listener: Listener | None = None, cancel: threading.Event 
         trainer.train(resume_from_checkpoint=str(plan.resume_from) if plan.resume_from else None)
     seconds = time.perf_counter() - started
     rates = [h["tokens_per_s"] for h in history if h["tokens_per_s"]]
-    timings = {
+    timings: Timings = {
         "train_seconds": run.train_seconds + seconds,
         "tokens_per_s": sum(rates) / len(rates) if rates else None,
         "peak_memory_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,

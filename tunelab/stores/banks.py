@@ -7,6 +7,7 @@ split is ever handed out as a pool (`examples(name, "train")`).
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import random
 import re
@@ -81,7 +82,7 @@ class BankStore:
         rows = self.conn.execute("SELECT * FROM banks ORDER BY name").fetchall()
         return [self._bank(row) for row in rows]
 
-    def names(self) -> list[str]:
+    def names(self) -> builtins.list[str]:
         return [name for (name,) in self.conn.execute("SELECT name FROM banks ORDER BY name")]
 
     def get(self, name: str) -> Bank:
@@ -94,7 +95,7 @@ class BankStore:
     def exists(self, name: str) -> bool:
         return self.conn.execute("SELECT 1 FROM banks WHERE name = ?", (name,)).fetchone() is not None
 
-    def examples(self, name: str, split: str | None = None) -> list[Example]:
+    def examples(self, name: str, split: str | None = None) -> builtins.list[Example]:
         """The bank's examples in id order; `split` = "train" for an ICL pool or training set."""
         if split is not None and split not in SPLITS:
             raise TunelabError(f"unknown split {split!r} (train or test)")

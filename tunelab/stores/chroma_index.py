@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
+from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
 from chromadb.utils.embedding_functions import register_embedding_function
 
 from tunelab.config import Settings
@@ -48,7 +48,7 @@ class TunelabEmbeddingFunction(EmbeddingFunction[Documents]):
     def __call__(self, input: Documents) -> Embeddings:
         if self.encode is None:
             raise TunelabError("this Chroma collection belongs to tunelab: open it through tunelab")
-        return self.encode(list(input))  # type: ignore[return-value]
+        return self.encode(list(input))  # type: ignore[return-value]  # Chroma's wrapper of __call__ makes the lists arrays
 
     @staticmethod
     def name() -> str:
@@ -64,7 +64,7 @@ class TunelabEmbeddingFunction(EmbeddingFunction[Documents]):
     def is_legacy(self) -> bool:
         return False
 
-    def default_space(self) -> str:  # type: ignore[override]
+    def default_space(self) -> Space:
         return "cosine"
 
 
@@ -81,7 +81,7 @@ def client(settings: Settings) -> Any:
     url = urlparse(settings.chroma_url)
     if url.scheme not in ("http", "https") or not url.hostname:
         raise TunelabError(f"bad chroma_url {settings.chroma_url!r}: expected http://HOST:PORT")
-    auth = (
+    auth: dict[str, Any] = (  # Settings' own field types, one per key
         {"chroma_client_auth_provider": TOKEN_PROVIDER, "chroma_client_auth_credentials": settings.chroma_token}
         if settings.chroma_token
         else {}
@@ -178,7 +178,7 @@ class BankIndex:
             batch = missing[start : start + ADD_BATCH]
             self.collection.add(
                 ids=[str(e.id) for e in batch],
-                embeddings=self.encode([e.input for e in batch]),  # type: ignore[arg-type]
+                embeddings=self.encode([e.input for e in batch]),
                 documents=[e.input for e in batch],
             )
             done += len(batch)
@@ -189,7 +189,7 @@ class BankIndex:
 
     def nearest(self, vector: list[float], n: int) -> list[Neighbour]:
         result = self.collection.query(query_embeddings=[vector], n_results=n, include=["distances", "embeddings"])
-        ids, distances, embeddings = result["ids"][0], result["distances"][0], result["embeddings"][0]  # type: ignore[index]
+        ids, distances, embeddings = result["ids"][0], result["distances"][0], result["embeddings"][0]
         return [Neighbour(int(i), 1.0 - float(d), list(map(float, v))) for i, d, v in zip(ids, distances, embeddings)]
 
 

@@ -8,6 +8,7 @@ comparison only generates the new arm.
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 from collections.abc import Sequence
@@ -131,7 +132,7 @@ class ComparisonStore:
     def list(self) -> list[Comparison]:
         return [_comparison(r) for r in self.conn.execute("SELECT * FROM comparisons ORDER BY id DESC")]
 
-    def delete(self, comparison_id: int, report_dirs: Sequence[Path], home: Path) -> list[Path]:
+    def delete(self, comparison_id: int, report_dirs: Sequence[Path], home: Path) -> builtins.list[Path]:
         """Delete a comparison (items and answers with it) and its report folder(s); ratings of its
         outputs stay (they are snapshots)."""
         comparison = self.get(comparison_id)
@@ -148,7 +149,7 @@ class ComparisonStore:
         row = self.conn.execute("SELECT * FROM comparisons WHERE status = 'done' ORDER BY updated_at DESC, id DESC LIMIT 1").fetchone()
         return _comparison(row) if row else None
 
-    def items(self, comparison_id: int) -> list[ComparisonItem]:
+    def items(self, comparison_id: int) -> builtins.list[ComparisonItem]:
         rows = self.conn.execute("SELECT * FROM comparison_items WHERE comparison_id = ? ORDER BY position", (comparison_id,))
         return [ComparisonItem(r["position"], r["item_key"], r["input"], r["reference"]) for r in rows]
 
@@ -185,7 +186,7 @@ class ComparisonStore:
                 ),
             )
 
-    def results(self, comparison_id: int, arms: Sequence[str] | None = None) -> list[ItemResult]:
+    def results(self, comparison_id: int, arms: Sequence[str] | None = None) -> builtins.list[ItemResult]:
         rows = self.conn.execute("SELECT * FROM comparison_results WHERE comparison_id = ? ORDER BY arm, position", (comparison_id,))
         wanted = set(arms) if arms is not None else None
         return [_result(r) for r in rows if wanted is None or r["arm"] in wanted]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 import re
 import sqlite3
@@ -9,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tunelab.errors import TunelabError
-from tunelab.stores.db import now, transaction
+from tunelab.stores.db import inserted_id, now, transaction
 
 
 @dataclass
@@ -123,16 +124,18 @@ class ConversationStore:
                 "INSERT INTO conversations (title, system_prompt, params_json, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
                 (title, system_prompt, json.dumps(params or {}), stamp, stamp),
             )
-        return self.get(cur.lastrowid)
+        return self.get(inserted_id(cur))
 
     def start(self, title: str, system_prompt: str, prompt: str) -> Conversation:
         """A new conversation with its first user message, in one transaction: never an empty one."""
         stamp = now()
         with transaction(self.conn):
-            conversation_id = self.conn.execute(
-                "INSERT INTO conversations (title, system_prompt, params_json, created_at, updated_at) VALUES (?, ?, '{}', ?, ?)",
-                (title, system_prompt, stamp, stamp),
-            ).lastrowid
+            conversation_id = inserted_id(
+                self.conn.execute(
+                    "INSERT INTO conversations (title, system_prompt, params_json, created_at, updated_at) VALUES (?, ?, '{}', ?, ?)",
+                    (title, system_prompt, stamp, stamp),
+                )
+            )
             self.conn.execute(
                 "INSERT INTO messages (conversation_id, role, content, created_at) VALUES (?, 'user', ?, ?)",
                 (conversation_id, prompt, stamp),
@@ -149,7 +152,7 @@ class ConversationStore:
         rows = self.conn.execute("SELECT * FROM conversations ORDER BY updated_at DESC, id DESC")
         return [_conversation(r) for r in rows]
 
-    def search(self, text: str, limit: int | None = None) -> list[SearchHit]:
+    def search(self, text: str, limit: int | None = None) -> builtins.list[SearchHit]:
         """Messages containing every word of `text` (full-text index of m0007), best match first."""
         rows = self.conn.execute(
             "SELECT m.*, c.title AS conversation_title, bm25(messages_fts) AS rank,"
@@ -165,7 +168,7 @@ class ConversationStore:
             hits.append(SearchHit(_message_from(data), extra["conversation_title"], extra["snippet"], extra["rank"]))
         return hits
 
-    def matching(self, text: str) -> list[Conversation]:
+    def matching(self, text: str) -> builtins.list[Conversation]:
         """Conversations whose title or any message contains the words of `text`, newest first
         (the conversation-list filter); blank text means all of them."""
         if not re.search(r"\w", text):
@@ -200,7 +203,7 @@ class ConversationStore:
         with transaction(self.conn):
             self.conn.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
 
-    def messages(self, conversation_id: int) -> list[Message]:
+    def messages(self, conversation_id: int) -> builtins.list[Message]:
         rows = self.conn.execute("SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,))
         return [_message(r) for r in rows]
 
@@ -233,4 +236,4 @@ class ConversationStore:
         with transaction(self.conn):
             cur = self.conn.execute(f"INSERT INTO messages ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", values)
             self.conn.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (stamp, conversation_id))
-        return self.message(cur.lastrowid)
+        return self.message(inserted_id(cur))

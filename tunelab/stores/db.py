@@ -7,12 +7,16 @@ import os
 import sqlite3
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tunelab.errors import TunelabError
 from tunelab.stores.migrations import Migration, all_migrations
+
+if TYPE_CHECKING:
+    from sqlite3 import _Parameters  # the stubs' name for what execute() takes; not importable at run time
 
 BUSY_TIMEOUT_S = 60.0
 """How long a write waits for another process's transaction before giving up."""
@@ -46,19 +50,19 @@ class SharedConnection(sqlite3.Connection):
     fail with "cannot start a transaction within a transaction". A thread holding the lock for a
     transaction makes the others wait until it commits; its own statements re-enter the lock."""
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]  # sqlite3.connect's own arguments
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # sqlite3.connect's own arguments
         super().__init__(*args, **kwargs)
         self.lock = threading.RLock()
 
-    def execute(self, sql: str, parameters=(), /) -> sqlite3.Cursor:  # type: ignore[no-untyped-def,override]  # as sqlite3's
+    def execute(self, sql: str, parameters: _Parameters = (), /) -> sqlite3.Cursor:
         with self.lock:
             return super().execute(sql, parameters)
 
-    def executemany(self, sql: str, parameters, /) -> sqlite3.Cursor:  # type: ignore[no-untyped-def,override]  # as sqlite3's
+    def executemany(self, sql: str, parameters: Iterable[_Parameters], /) -> sqlite3.Cursor:
         with self.lock:
             return super().executemany(sql, parameters)
 
-    def executescript(self, script: str, /) -> sqlite3.Cursor:  # type: ignore[override]  # as sqlite3's
+    def executescript(self, script: str, /) -> sqlite3.Cursor:
         with self.lock:
             return super().executescript(script)
 
@@ -127,3 +131,9 @@ def migrate(conn: sqlite3.Connection, migrations: list[Migration]) -> None:
                 continue
             migration.apply(conn)
             conn.execute("INSERT INTO _migrations VALUES (?, ?)", (migration.name, now()))
+
+
+def inserted_id(cur: sqlite3.Cursor) -> int:
+    """The rowid of the row the INSERT run on `cur` wrote (`lastrowid` is None only before one)."""
+    assert cur.lastrowid is not None
+    return cur.lastrowid

@@ -9,12 +9,13 @@ Adapters are registered by `add_adapter` only after their files were renamed int
 
 from __future__ import annotations
 
+import builtins
 import json
 import shutil
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from tunelab.config import DataDir
 from tunelab.errors import TunelabError
@@ -26,6 +27,14 @@ STATUSES = ("running", "done", "failed", "cancelled")
 INTERRUPTED = "interrupted"
 """Read-only status: stored as `running`, but the process that ran it is gone."""
 """Folder (under the data dir) of the trained reward models, one per run name."""
+
+
+class Timings(TypedDict, total=False):
+    """What a training run measured, stored with its status (None: not measured on this device)."""
+
+    train_seconds: float | None
+    tokens_per_s: float | None
+    peak_memory_mb: float | None
 
 
 @dataclass
@@ -205,7 +214,7 @@ class RunStore:
     def list(self) -> list[Run]:
         return [_run(r) for r in self.conn.execute("SELECT * FROM runs ORDER BY id DESC")]
 
-    def progress(self, run_id: int, step: int, total: int, loss_history: list[dict[str, float]]) -> None:
+    def progress(self, run_id: int, step: int, total: int, loss_history: builtins.list[dict[str, float]]) -> None:
         """Record a step; also the run's heartbeat."""
         stamp = now()
         with transaction(self.conn):
@@ -214,7 +223,7 @@ class RunStore:
                 (step, total, json.dumps(loss_history), stamp, stamp, run_id),
             )
 
-    def set_status(self, run_id: int, status: str, error: str = "", **timings: float | None) -> None:
+    def set_status(self, run_id: int, status: str, error: str = "", **timings: Unpack[Timings]) -> None:
         """Move a run to `status`; `timings` are train_seconds / tokens_per_s / peak_memory_mb."""
         if status not in STATUSES:
             raise ValueError(status)
@@ -268,7 +277,7 @@ class RunStore:
             raise TunelabError(f"no adapter named {name!r} (see `tunelab adapters`)")
         return _adapter(row)
 
-    def adapters(self) -> list[Adapter]:
+    def adapters(self) -> builtins.list[Adapter]:
         return [_adapter(r) for r in self.conn.execute("SELECT * FROM adapters ORDER BY created_at DESC")]
 
 

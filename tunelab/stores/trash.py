@@ -35,7 +35,7 @@ def delete_with_files(
     home: Path,
     owner: tuple[str, str, object],
     paths: Iterable[Path],
-    delete_rows: Callable[[sqlite3.Connection], None],
+    delete_rows: Callable[[sqlite3.Connection], object],
 ) -> list[Path]:
     """Delete the rows (`delete_rows`, inside one transaction) and `paths`; returns the paths removed.
 

@@ -10,12 +10,17 @@ Ties are broken by example id, so a selection is deterministic.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from scipy import sparse
 
 from tunelab.icl.selectors import Selected, check_k, selected
 from tunelab.icl.selectors.tokens import jaccard, tokenize
 from tunelab.stores.banks import Example
+
+if TYPE_CHECKING:
+    from datasketch import MinHash, MinHashLSHForest
 
 EXACT_LIMIT = 1_000_000
 """Measured (docs/benchmarks.md): the exact scorer answers in under 20 ms (p95) up to here on 2 CPU cores."""
@@ -77,7 +82,7 @@ class JaccardSelector:
         return chosen + self._first_by_id(k - len(chosen), set(chosen))
 
 
-def _minhash(tokens: frozenset[str]):  # type: ignore[no-untyped-def]
+def _minhash(tokens: frozenset[str]) -> MinHash:
     from datasketch import MinHash
 
     sketch = MinHash(num_perm=NUM_PERM)
@@ -85,7 +90,7 @@ def _minhash(tokens: frozenset[str]):  # type: ignore[no-untyped-def]
     return sketch
 
 
-def _build_forest(token_sets: list[frozenset[str]]):  # type: ignore[no-untyped-def]
+def _build_forest(token_sets: list[frozenset[str]]) -> MinHashLSHForest:
     from datasketch import MinHashLSHForest
 
     forest = MinHashLSHForest(num_perm=NUM_PERM)
