@@ -57,4 +57,4 @@ def test_curve_run_writes_report_and_plot_and_a_rerun_reuses_every_point(setting
         assert again.generated == 0 and again.reused_answers == 16 and again.comparison.id == first.comparison.id
         assert json.loads((again.report_dir / REPORT_JSON).read_text())["curve"] == report["curve"]
     finally:
-        runner.engines.get(None)  # the session engine goes back to the plain base for later tests
+        runner.runtime.engine_for(None)  # the session engine goes back to the plain base for later tests

@@ -109,7 +109,7 @@ def test_kto_run_cancels_resumes_and_dpo_continues_an_sft_adapter(settings, conn
     comparison = cmp.run_comparison(runner, cmp.bank_test_set(conn, bank, limit=2), arms, cmp.greedy(4))
     _, report = cmp.finish(settings, conn, comparison.id, bank.labels)
     assert "| lora:sst-dpo |" in (report / "report.md").read_text() and "| lora:sst |" in (report / "report.md").read_text()
-    runner.engines.base.llama.close()
+    runner.runtime.close()
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from tunelab.config import Settings
@@ -95,11 +96,12 @@ class ChatService:
         """The engine serving the chosen adapter (the base model loads on first use)."""
         return self.runtime.engine_for(self.adapter, self.adapter_scale)
 
-    def use_adapter(self, name: str | None, scale: float = 1.0) -> None:
+    def use_adapter(self, name: str | None, scale: float = 1.0) -> Path | None:
         """Serve trained adapter `name` (None = the plain base) from the next reply on; refused
-        (before anything changes) when it was made for another base."""
+        (before anything changes) when it was made for another base. Returns its GGUF file."""
         self.runtime.engine_for(name, scale)
         self.adapter, self.adapter_scale = name, scale
+        return self.runtime.adapter_path(name) if name else None
 
     def switch_model(self, model: str) -> bool:
         """Serve `model` (loaded now, once); True when that meant a reload. The adapter goes off:
