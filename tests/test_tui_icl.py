@@ -19,7 +19,8 @@ async def send(pilot, text: str) -> None:
     await pilot.press("enter")
 
 
-async def test_icl_reply_lists_its_examples_and_their_token_cost(settings, conn):
+def tiny_icl_chat(conn) -> None:
+    """Bank `tiny` (four labelled reviews, all train) and a greedy 4-token conversation to ask in."""
     rows = [
         ExampleRow(t, label, 0)
         for t, label in [
@@ -31,6 +32,10 @@ async def test_icl_reply_lists_its_examples_and_their_token_cost(settings, conn)
     ]
     BankStore(conn).create("tiny", rows, instruction="Answer positive or negative.", test_size=0.0)
     ConversationStore(conn).create("icl", params={"max_tokens": 4, "temperature": 0})
+
+
+async def test_icl_reply_lists_its_examples_and_their_token_cost(settings, conn):
+    tiny_icl_chat(conn)
     app = TunelabApp(settings, conn)
     async with app.run_test(size=SIZE) as pilot:
         screen = app.screen

@@ -11,12 +11,10 @@ import re
 import pytest
 from feedback_support import rate
 from test_tui_compare import mini_bank, run_round, write_small_report
+from test_tui_icl import tiny_icl_chat
 from textual.widgets import Input, Label, Select, Static
 
-from tunelab.stores.bank_files import ExampleRow
-from tunelab.stores.banks import BankStore
 from tunelab.stores.comparisons import ComparisonStore
-from tunelab.stores.conversations import ConversationStore
 from tunelab.stores.feedback import FeedbackStore, PreferenceVote
 from tunelab.tui.app import TunelabApp
 from tunelab.tui.screens.compare_report import ReportScreen
@@ -119,17 +117,7 @@ def test_snapshot_report_viewer_on_a_small_comparison(snap_compare, settings, co
 
 
 def test_snapshot_chat_with_the_icl_context_panel_filled(snap_compare, settings, conn):
-    rows = [
-        ExampleRow(text, label, 0)
-        for text, label in [
-            ("loved the film", "positive"),
-            ("hated the film", "negative"),
-            ("a joyful ride", "positive"),
-            ("a tedious slog", "negative"),
-        ]
-    ]
-    BankStore(conn).create("tiny", rows, instruction="Answer positive or negative.", test_size=0.0)
-    ConversationStore(conn).create("icl", params={"max_tokens": 4, "temperature": 0})
+    tiny_icl_chat(conn)
     seen: dict = {}
 
     async def before(pilot) -> None:

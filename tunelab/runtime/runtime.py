@@ -41,6 +41,8 @@ class Runtime:
         """Only where llama.cpp cannot switch adapters on a loaded model: one engine per adapter."""
         self._selectors: dict[tuple[int, str, str, int], Selector] = {}
         self._scorers: dict[str | None, tuple[str, Scorer]] = {}
+        self._fitted: set[tuple[Path, Path]] = set()
+        """(adapter, base) pairs already checked: the check reads both GGUFs, and chat asks per reply."""
         self.loads = 0
         """How many times this runtime loaded a model (the app's one-load promise is tested on it)."""
 
@@ -95,8 +97,9 @@ class Runtime:
         from tunelab.finetune.export_gguf import check_adapter_fits
 
         path = self.adapter_path(adapter) if adapter else None
-        if path is not None:
+        if path is not None and (path, self.model_path) not in self._fitted:
             check_adapter_fits(path, self.model_path)
+            self._fitted.add((path, self.model_path))
         base = self.engine
         if adapter_switching_supported():
             if base.lora_path != path or base.lora_scale != scale:
