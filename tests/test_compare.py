@@ -8,7 +8,7 @@ import random
 import pytest
 
 from tunelab.engine.chat_template import ChatMessage
-from tunelab.engine.llama_engine import Reply, ReplyStats
+from tunelab.engine.reply import Reply, ReplyStats
 from tunelab.errors import TunelabError
 from tunelab.eval.arms import Arm, parse_selectors, standard_grid
 from tunelab.eval.report import REPORT_JSON, REPORT_MD, REPORT_PNG, write_report

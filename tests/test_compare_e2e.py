@@ -6,7 +6,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from finetune_support import base_pair  # noqa: F401
+from compare_support import base_pair, few_step_adapter, sentiment_bank  # noqa: F401
 
 from tunelab.cli import cli
 from tunelab.errors import TunelabError
@@ -18,28 +18,6 @@ from tunelab.runtime.runtime import Runtime
 from tunelab.stores.banks import BankStore
 from tunelab.stores.comparisons import ComparisonItem, ComparisonStore
 from tunelab.stores.runs import adapter_training_ids
-
-
-@pytest.fixture
-def sentiment_bank(settings, conn):
-    """The packaged demo sentiment bank, imported the way a user does it."""
-    result = CliRunner().invoke(cli, ["bank", "import-demo", "sentiment", "--size", "60"], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    (name,) = cmp.list_banks(conn)
-    return cmp.open_bank(conn, name)
-
-
-@pytest.fixture
-def few_step_adapter(settings, conn, sentiment_bank, base_pair):
-    """A LoRA from a 3-step SFT run on the bank's train split (issue 4's real trainer)."""
-    from tunelab.finetune import sft
-    from tunelab.finetune.args import SFTArgs
-
-    args = SFTArgs(max_steps=3, batch_size=4, max_length=128, save_steps=100)
-    plan = sft.prepare(settings, conn, "sst-3", sentiment_bank.name, args, hf_dir=base_pair.hf_dir)
-    result = sft.train(plan)
-    assert result.adapter is not None
-    return result.adapter.name
 
 
 def _runner(settings, conn, bank, engine) -> ArmRunner:

@@ -6,7 +6,7 @@ import pytest
 
 from tunelab.engine.chat_template import ChatMessage
 from tunelab.engine.context import fit_history
-from tunelab.engine.llama_engine import StopStrings
+from tunelab.engine.reply import StopStrings
 from tunelab.engine.sampling import SamplerParams
 from tunelab.errors import TunelabError
 

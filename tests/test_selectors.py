@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from server_support import free_port
 
 from tunelab.config import Settings
 from tunelab.errors import TunelabError
@@ -134,12 +135,6 @@ def test_embedding_selector_in_embedded_chroma_reindexes_only_new_examples(conn,
     again = make_selector("embedding", BankStore(conn).get("support"), conn, settings)
     assert again.indexed == 1  # type: ignore[attr-defined]
     assert again.select("password reset", 1)[0].input in (texts[0], "Forgot my password again")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -95,6 +95,11 @@ class Settings:
     """Layers offloaded to the GPU: -1 = all when llama.cpp was built with GPU support, 0 = CPU only."""
     n_threads: int = 0
     """CPU threads for llama.cpp; 0 = one per core."""
+    engine_url: str = ""
+    """An OpenAI-compatible server to answer instead of llama.cpp in-process (llama-server, vLLM,
+    llama-cpp-python's server), e.g. http://gpu-box:8080; its API key comes from TUNELAB_ENGINE_API_KEY."""
+    engine_model: str = ""
+    """The server's model id for the base model; empty = the first model it lists."""
     embedding_model: str = ""
     """sentence-transformers model dir for the embedding selector; empty = the bundled all-MiniLM-L6-v2."""
     chroma_url: str = ""

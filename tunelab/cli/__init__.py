@@ -63,11 +63,14 @@ class TunelabGroup(click.Group):
 
 @click.group(cls=TunelabGroup, invoke_without_command=True)
 @click.option("--home", type=click.Path(file_okay=False), default=None, help="Data dir (default: $TUNELAB_HOME or the XDG data dir).")
+@click.option(
+    "--engine-url", default=None, metavar="URL", help="The app answers through this OpenAI-compatible server instead of llama.cpp here."
+)
 @click.version_option(package_name="tunelab")
 @click.pass_context
-def cli(ctx: click.Context, home: str | None) -> None:
+def cli(ctx: click.Context, home: str | None, engine_url: str | None) -> None:
     """tunelab: chat with a local model, add chosen examples, fine-tune, compare."""
-    ctx.obj = AppContext(home=home)
+    ctx.obj = AppContext(home=home, engine_url=engine_url)
     if ctx.invoked_subcommand is None:
         from tunelab.tui.app import TunelabApp
 

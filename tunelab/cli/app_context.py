@@ -18,12 +18,14 @@ if TYPE_CHECKING:
 
 
 class AppContext:
-    def __init__(self, home: str | None = None) -> None:
+    def __init__(self, home: str | None = None, engine_url: str | None = None) -> None:
         self.home = home
+        self.engine_url = engine_url
+        """The app's --engine-url: the TUI answers through that server."""
 
     @cached_property
     def settings(self) -> Settings:
-        return Settings.load(home=self.home)
+        return Settings.load(home=self.home, engine_url=self.engine_url)
 
     @cached_property
     def conn(self) -> sqlite3.Connection:
@@ -48,7 +50,17 @@ Command = TypeVar("Command", bound=Callable[..., Any])
 
 
 def engine_options(func: Command) -> Command:
-    """--model, --n-ctx, --n-gpu-layers, --threads: overrides of the matching settings."""
+    """--model, --n-ctx, --n-gpu-layers, --threads, --engine-url, --engine-model: overrides of the matching settings."""
+    func = click.option(
+        "--engine-model", default=None, help="With --engine-url: the server's model id for the base (default: the first it lists)."
+    )(func)
+    func = click.option(
+        "--engine-url",
+        default=None,
+        metavar="URL",
+        help="Answer through this OpenAI-compatible server (llama-server, vLLM, llama-cpp-python) instead of llama.cpp here; "
+        "API key from TUNELAB_ENGINE_API_KEY.",
+    )(func)
     func = click.option("--threads", "n_threads", type=int, default=None, help="CPU threads (default: one per core).")(func)
     func = click.option("--n-gpu-layers", type=int, default=None, help="Layers on the GPU (-1 all, 0 none).")(func)
     func = click.option("--n-ctx", type=int, default=None, help="Context window in tokens.")(func)
@@ -57,5 +69,6 @@ def engine_options(func: Command) -> Command:
 
 
 def apply_engine_options(app: AppContext, kwargs: dict[str, Any]) -> None:
-    overrides = {k: kwargs.pop(k) for k in ("model", "n_ctx", "n_gpu_layers", "n_threads")}
+    overrides = {k: kwargs.pop(k) for k in ("model", "n_ctx", "n_gpu_layers", "n_threads", "engine_url", "engine_model")}
+    overrides["engine_url"] = overrides["engine_url"] or app.engine_url
     app.settings = Settings.load(home=app.home, **overrides)

@@ -98,6 +98,9 @@ def command(
         sys.exit(130)
     message = turn.save()
     stats = turn.reply.stats
+    if stats.error:
+        click.echo(f"\n{stats.error}: partial reply saved as message {message.id} in conversation {conv.id}, marked interrupted", err=True)
+        sys.exit(1)
     if as_json:
         record = {
             "conversation_id": conv.id,

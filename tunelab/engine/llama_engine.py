@@ -13,7 +13,6 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import cast
 
@@ -22,6 +21,7 @@ from llama_cpp import Llama
 
 from tunelab.engine.chat_template import ChatMessage, ChatTemplate
 from tunelab.engine.context import fit_history
+from tunelab.engine.reply import Reply, ReplyStats, StopStrings
 from tunelab.engine.sampling import SamplerParams
 from tunelab.errors import TunelabError
 from tunelab.stores.model_files import check_gguf, check_gguf_complete
@@ -34,88 +34,6 @@ def gpu_offload_supported() -> bool:
 def adapter_switching_supported() -> bool:
     """Whether this llama-cpp-python can attach, scale and detach LoRAs on a loaded model."""
     return hasattr(llama_cpp, "llama_adapter_lora_init") and hasattr(llama_cpp, "llama_set_adapters_lora")
-
-
-@dataclass
-class ReplyStats:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    ttft_ms: float | None = None
-    decode_tps: float | None = None
-    total_ms: float = 0.0
-    finish_reason: str = ""
-    """stop (end of turn or a stop string), length (max_tokens or context full), cancelled."""
-    dropped_turns: int = 0
-    """Oldest messages dropped so the prompt fits the context window."""
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
-
-
-@dataclass
-class Reply:
-    """A streaming reply: iterate it for text chunks, or call `text()`; `stats` is filled at the end.
-
-    Closing it early (break, Ctrl-C, `cancel`) keeps the text so far and marks it cancelled.
-    """
-
-    _chunks: Iterator[str]
-    stats: ReplyStats
-    messages: list[ChatMessage]
-    parts: list[str] = field(default_factory=list)
-
-    def __iter__(self) -> Iterator[str]:
-        for chunk in self._chunks:
-            self.parts.append(chunk)
-            yield chunk
-
-    def text(self) -> str:
-        for _ in self:
-            pass
-        return "".join(self.parts)
-
-    def close(self) -> None:
-        """Stop generating (from the consuming thread); `stats.finish_reason` becomes "cancelled"."""
-        close = getattr(self._chunks, "close", None)
-        if close:
-            close()
-
-    @property
-    def so_far(self) -> str:
-        return "".join(self.parts)
-
-
-class StopStrings:
-    """Emit text as it comes, holding back only a tail that could be the start of a stop string."""
-
-    def __init__(self, stops: list[str]) -> None:
-        self.stops = [s for s in stops if s]
-        self.pending = ""
-
-    def feed(self, text: str) -> tuple[str, bool]:
-        """Returns (text safe to emit, whether a stop string was hit)."""
-        self.pending += text
-        hits = [i for s in self.stops if (i := self.pending.find(s)) != -1]
-        if hits:
-            out, self.pending = self.pending[: min(hits)], ""
-            return out, True
-        cut = len(self.pending) - self._partial_stop()
-        out, self.pending = self.pending[:cut], self.pending[cut:]
-        return out, False
-
-    def _partial_stop(self) -> int:
-        """Length of the longest tail of `pending` that begins some stop string."""
-        longest = 0
-        for stop in self.stops:
-            for n in range(min(len(stop) - 1, len(self.pending)), longest, -1):
-                if self.pending.endswith(stop[:n]):
-                    longest = n
-                    break
-        return longest
-
-    def flush(self) -> str:
-        out, self.pending = self.pending, ""
-        return out
 
 
 class LlamaEngine:

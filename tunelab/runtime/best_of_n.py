@@ -13,7 +13,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from tunelab.engine.chat_template import ChatMessage
-from tunelab.engine.llama_engine import LlamaEngine, Reply
+from tunelab.engine.protocol import ChatEngine
+from tunelab.engine.reply import Reply
 from tunelab.engine.sampling import SEED_RANGE, SamplerParams
 from tunelab.errors import TunelabError
 from tunelab.eval.scorer import Scorer
@@ -65,7 +66,7 @@ class BestOfRequest:
     reward_model: str
 
 
-def sample_best(engine: LlamaEngine, messages: list[ChatMessage], params: SamplerParams, n: int, scorer: Scorer) -> BestOfN:
+def sample_best(engine: ChatEngine, messages: list[ChatMessage], params: SamplerParams, n: int, scorer: Scorer) -> BestOfN:
     """Generate `n` replies to `messages` (seeds seed, seed+1, ...) and score them all at once."""
     check(n, params)
     first = params.seeded().seed

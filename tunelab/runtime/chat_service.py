@@ -14,7 +14,8 @@ from typing import Any
 
 from tunelab.config import Settings
 from tunelab.engine.chat_template import ChatMessage
-from tunelab.engine.llama_engine import LlamaEngine, Reply
+from tunelab.engine.protocol import ChatEngine
+from tunelab.engine.reply import Reply
 from tunelab.engine.sampling import SamplerParams
 from tunelab.errors import TunelabError
 from tunelab.eval.arms import DEFAULT_K
@@ -66,7 +67,7 @@ class ChatTurn:
             decode_tps=stats.decode_tps,
             total_ms=stats.total_ms,
             finish_reason=stats.finish_reason,
-            interrupted=stats.finish_reason == "cancelled",
+            interrupted=stats.interrupted,
             dropped_turns=stats.dropped_turns,
             provenance=self.provenance.to_dict(),
         )
@@ -92,7 +93,7 @@ class ChatService:
         return self.runtime.conn
 
     @property
-    def engine(self) -> LlamaEngine:
+    def engine(self) -> ChatEngine:
         """The engine serving the chosen adapter (the base model loads on first use)."""
         return self.runtime.engine_for(self.adapter, self.adapter_scale)
 

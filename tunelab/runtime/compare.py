@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tunelab.config import Settings
-from tunelab.engine.llama_engine import Reply
+from tunelab.engine.reply import Reply
 from tunelab.engine.sampling import SamplerParams
 from tunelab.errors import TunelabError
 from tunelab.eval.arms import DEFAULT_K, Arm, standard_grid
@@ -184,6 +184,14 @@ def check_leakage(runner: ArmRunner, test_set: TestSet, arms: Sequence[Arm]) -> 
             )
 
 
+def check_served(runner: ArmRunner, arms: Sequence[Arm]) -> None:
+    """Refuse, before anything runs, an arm whose adapter the engine can't serve: made for another
+    base, or missing on a remote server."""
+    for adapter in sorted({a.adapter for a in arms if a.adapter}):
+        runner.runtime.engine_for(adapter)
+    runner.runtime.engine_for(None)
+
+
 class ArmRunner:
     """Builds each arm's prompt (zero-shot or with selected examples) and starts its reply, on the
     process's runtime: the base model is loaded once, selectors are built once per kind."""
@@ -230,6 +238,7 @@ def run_comparison(
     if not test_set.items:
         raise TunelabError(f"no test items for bank {test_set.bank!r}")
     check_leakage(runner, test_set, arms)
+    check_served(runner, arms)
     store = ComparisonStore(runner.conn)
     config = comparison_config(runner, test_set, params)
     comparison = store.open(test_set.bank, fingerprint(config), config, test_set.items, [a.name for a in arms])
@@ -252,6 +261,8 @@ def answer(runner: ArmRunner, arm: Arm, item: ComparisonItem, params: SamplerPar
     arm_reply = runner.start(arm, item.input, params)
     output = arm_reply.reply.text()
     stats = arm_reply.reply.stats
+    if stats.error:  # a remote engine broke off: store nothing for this item, a rerun resumes here
+        raise TunelabError(f"{stats.error} (arm {arm.name}, item {item.position}; rerun to resume)")
     return ItemResult(
         arm=arm.name,
         position=item.position,
@@ -286,6 +297,8 @@ def comparison_config(runner: ArmRunner, test_set: TestSet, params: SamplerParam
         "sampler": params.to_dict(),
         "selector_seed": runner.seed,
         "prompt_format": PROMPT_FORMAT,
+        # only when set, so the fingerprints of comparisons run in-process stay what they were
+        **({"engine_url": runner.settings.engine_url} if runner.runtime.remote else {}),
     }
 
 

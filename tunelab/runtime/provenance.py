@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tunelab.engine.remote import RemoteEngine
 from tunelab.engine.sampling import SamplerParams
 from tunelab.runtime.runtime import Runtime
 from tunelab.stores.provenance import IclUse, Provenance
@@ -20,9 +21,13 @@ def provenance_for(
     best_of: dict[str, Any] | None = None,
 ) -> Provenance:
     """What made a reply: the runtime's base model and `adapter` at `scale`, the sampler with the
-    seed actually used, the ICL examples and the messages as sent."""
+    seed actually used, the ICL examples and the messages as sent; for a remote engine, its URL
+    and the model id it answered with."""
+    model_file = runtime.model_file
+    remote = runtime.engine if runtime.remote else None
+    assert remote is None or isinstance(remote, RemoteEngine)
     return Provenance(
-        model_path=str(runtime.model_path),
+        model_path=str(model_file) if model_file is not None else remote.base_model if remote else "",
         model_sha256=runtime.model_sha256,
         params=params.to_dict(),
         seed=params.seed,
@@ -33,4 +38,6 @@ def provenance_for(
         prompt_messages=prompt_messages,
         arm=arm,
         best_of=best_of,
+        engine_url=remote.url if remote else None,
+        server_model=remote.served_model if remote else None,
     )

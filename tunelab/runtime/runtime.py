@@ -3,7 +3,8 @@
 Created once by the CLI command or the TUI app and handed to chat, compare, the side-by-side
 screen, best-of and the learning curve, so that
 
-- llama.cpp loads the model once per process (opening F3 after chatting reuses the chat's model),
+- the engine - llama.cpp in this process, or an OpenAI-compatible server when `engine_url` is
+  set - is made once: llama.cpp loads the model once per process (opening F3 after chatting reuses the chat's model),
   and a model switch reloads once;
 - every adapter served passes the same fit check against the base, wherever it was asked for;
 - a bank's selector (an embedding index synced, a token matrix built) and a reward model are
@@ -19,6 +20,8 @@ from typing import TYPE_CHECKING
 
 from tunelab.config import Settings
 from tunelab.engine.llama_engine import LlamaEngine, adapter_switching_supported
+from tunelab.engine.protocol import ChatEngine
+from tunelab.engine.remote import RemoteEngine
 from tunelab.errors import TunelabError
 from tunelab.stores.banks import Bank, BankStore
 from tunelab.stores.files import cached_sha256
@@ -36,7 +39,7 @@ class Runtime:
         self.settings = settings
         self.conn = conn
         self.models = ModelRegistry(conn)
-        self._engine = engine
+        self._engine: LlamaEngine | RemoteEngine | None = engine
         self._adapter_engines: dict[Path, LlamaEngine] = {}
         """Only where llama.cpp cannot switch adapters on a loaded model: one engine per adapter."""
         self._selectors: dict[tuple[int, str, str, int], Selector] = {}
@@ -51,31 +54,80 @@ class Runtime:
         return self._engine is not None
 
     @property
-    def model_path(self) -> Path:
-        """The base model's file, resolved from the settings without loading it."""
-        return self._engine.model_path if self._engine is not None else self.models.resolve(self.settings.model)
+    def remote(self) -> bool:
+        """Whether replies come from an OpenAI-compatible server (`engine_url`) instead of llama.cpp here."""
+        return bool(self.settings.engine_url)
 
     @property
-    def engine(self) -> LlamaEngine:
-        """The base model, loaded on first use (the TUI calls this from a worker)."""
+    def model_file(self) -> Path | None:
+        """The served model's GGUF on this machine, resolved without loading it; with a remote
+        engine only when `--model` names the file the server serves (None otherwise)."""
+        if isinstance(self._engine, LlamaEngine):
+            return self._engine.model_path
+        if self.remote and not self.settings.model:
+            return None
+        return self.models.resolve(self.settings.model)
+
+    @property
+    def model_path(self) -> Path:
+        """The served model's GGUF (adapter fit checks, reward models and training need the file)."""
+        path = self.model_file
+        if path is None:
+            raise TunelabError(f"this needs the GGUF of the model the engine at {self.settings.engine_url} serves: name it with --model")
+        return path
+
+    @property
+    def model_label(self) -> str:
+        """What the screen's title shows: the model file, or the server's model and URL."""
+        if self._engine is not None:
+            return self._engine.model_name
+        return self.settings.engine_url if self.remote else self.model_path.name
+
+    @property
+    def engine(self) -> ChatEngine:
+        """The base model, loaded (or connected to) on first use (the TUI calls this from a worker)."""
+        return self._base()
+
+    def _base(self) -> LlamaEngine | RemoteEngine:
         if self._engine is None:
-            self._engine = self._load(self.models.resolve(self.settings.model))
+            self._engine = self._connect() if self.remote else self._load(self.models.resolve(self.settings.model))
         return self._engine
 
     @property
+    def llama(self) -> LlamaEngine:
+        """The in-process llama.cpp engine, for what only it can show (the tokens view)."""
+        base = self._base()
+        if isinstance(base, RemoteEngine):
+            raise TunelabError(f"this shows llama.cpp's own tokens: it needs the in-process engine, not the one at {base.url}")
+        return base
+
+    @property
     def model_sha256(self) -> str:
-        return cached_sha256(self.conn, self.model_path)
+        """The served model file's hash; "" for a remote model not named locally (the provenance
+        then records the server's URL and model id instead)."""
+        path = self.model_file
+        return cached_sha256(self.conn, path) if path is not None else ""
 
     def switch_model(self, model: str) -> bool:
-        """Serve `model` from now on; True when that meant a reload (the old engine is closed)."""
+        """Serve `model` from now on; True when that meant a reload (the old engine is closed).
+        With a remote engine `model` is one of the server's model ids."""
+        if self.remote:
+            self.close()
+            self.settings = replace(self.settings, engine_model=model)
+            self._engine = self._connect()
+            return True
         path = self.models.resolve(model)
         self.settings = replace(self.settings, model=model)
-        if self._engine is not None and self._engine.model_path == path:
+        if isinstance(self._engine, LlamaEngine) and self._engine.model_path == path:
             return False
         self.close()
         self._scorers = {}  # reward models belong to a base
         self._engine = self._load(path)
         return True
+
+    def _connect(self) -> RemoteEngine:
+        self.loads += 1
+        return RemoteEngine(self.settings.engine_url, self.settings.engine_model, n_ctx=self.settings.n_ctx)
 
     def _load(self, path: Path, lora_path: Path | None = None) -> LlamaEngine:
         self.loads += 1
@@ -89,18 +141,25 @@ class Runtime:
     def adapter_sha256(self, name: str | None) -> str | None:
         return cached_sha256(self.conn, self.adapter_path(name)) if name else None
 
-    def engine_for(self, adapter: str | None, scale: float = 1.0) -> LlamaEngine:
+    def engine_for(self, adapter: str | None, scale: float = 1.0) -> ChatEngine:
         """The engine serving trained adapter `adapter` at `scale` (None = the plain base).
 
-        Refused when the adapter was made for another base. Where llama.cpp can switch adapters on
-        a loaded model this is always the base engine; otherwise one engine per adapter."""
+        Refused when the adapter was made for another base, or when a remote server does not
+        serve it. Where llama.cpp can switch adapters on a loaded model this is always the base
+        engine; otherwise one engine per adapter."""
         from tunelab.finetune.export_gguf import check_adapter_fits
 
         path = self.adapter_path(adapter) if adapter else None
+        if self.remote:
+            remote = self._base()
+            assert isinstance(remote, RemoteEngine)
+            if (remote.adapter, remote.lora_scale) != (adapter, scale):
+                remote.set_adapter(adapter, path, scale)
+            return remote
         if path is not None and (path, self.model_path) not in self._fitted:
             check_adapter_fits(path, self.model_path)
             self._fitted.add((path, self.model_path))
-        base = self.engine
+        base = self.llama
         if adapter_switching_supported():
             if base.lora_path != path or base.lora_scale != scale:
                 base.set_adapter(path, scale)

@@ -4,7 +4,7 @@ Stored as JSON next to every reply (messages, comparison results, ratings and vo
 any reply can be traced to its weights and reproduced: the model file and its hash, the adapter
 and its scale, the sampler and the seed actually used, and - for an ICL prompt - the bank, the
 selector, k, the examples chosen with their scores, what they cost in tokens, and the messages as
-sent. Every path writes the same fields (absent parts are None), so readers never branch on where
+sent; for a remote engine, the server's URL and model id. Every path writes the same fields (absent parts are None), so readers never branch on where
 a reply came from.
 
 `from_dict` also reads the two shapes written before this record existed (chat's nested `icl`
@@ -76,6 +76,10 @@ class Provenance:
     """The compare/arena arm name; None for a chat reply."""
     best_of: dict[str, Any] | None = None
     """Best-of-n: the reward model, n, every candidate's seed and score, which one was picked."""
+    engine_url: str | None = None
+    """The OpenAI-compatible server that answered; None for llama.cpp in this process."""
+    server_model: str | None = None
+    """The model id the server answered with (an adapter's own id on vLLM-style servers)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,4 +116,6 @@ class Provenance:
             prompt_messages=data.get("prompt_messages"),
             arm=data.get("arm"),
             best_of=data.get("best_of"),
+            engine_url=data.get("engine_url"),
+            server_model=data.get("server_model"),
         )

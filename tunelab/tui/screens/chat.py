@@ -14,7 +14,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Markdown, Select, Static
 from textual.worker import Worker, get_current_worker
 
-from tunelab.engine.llama_engine import ReplyStats
+from tunelab.engine.reply import ReplyStats
 from tunelab.engine.sampling import SamplerParams
 from tunelab.errors import TunelabError
 from tunelab.runtime.best_of_n import BestOfRequest
@@ -77,7 +77,7 @@ class ChatScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.sub_title = self.service.runtime.model_path.name
+        self.sub_title = self.service.runtime.model_label
         conversations = self.store.list()
         if conversations:
             self.open_conversation(conversations[0].id)
@@ -156,7 +156,7 @@ class ChatScreen(Screen[None]):
         except TunelabError as exc:
             app.call_from_thread(self._failed, str(exc))
             return
-        app.call_from_thread(self._model_switched, self.service.runtime.model_path.name, reloaded)
+        app.call_from_thread(self._model_switched, self.service.runtime.model_label, reloaded)
 
     def _model_switched(self, name: str, reloaded: bool) -> None:
         self.sub_title = name
@@ -336,6 +336,8 @@ class ChatScreen(Screen[None]):
         self.query_one(ContextPanel).show_reply(message.provenance)
         if stats.dropped_turns:
             self.notify(f"dropped the {stats.dropped_turns} oldest messages to fit the context window")
+        if stats.error:
+            self.notify(f"{stats.error} (the reply so far is kept, marked interrupted)", severity="error")
         self.query_one("#messages", VerticalScroll).scroll_end(animate=False)
 
     # -- copying and rating ---------------------------------------------------------------------
@@ -376,7 +378,7 @@ class ChatScreen(Screen[None]):
     def show_tokens(self, message_id: int) -> None:
         """In a thread: the first use loads the model."""
         try:
-            view = prompt_view(self.service.conn, self.service.engine, message_id)
+            view = prompt_view(self.service.conn, self.service.runtime.llama, message_id)
         except TunelabError as exc:
             self.app.call_from_thread(self.notify, str(exc), severity="error")
             return

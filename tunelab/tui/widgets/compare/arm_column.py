@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Collapsible, Label, Static
 
-from tunelab.engine.llama_engine import ReplyStats
+from tunelab.engine.reply import ReplyStats
 
 
 class ArmColumn(Vertical):
