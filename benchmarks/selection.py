@@ -269,21 +269,20 @@ def store_modes(bench: Bench, sizes: list[int], n_queries: int, k: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--sizes", default="1000,10000,100000", help="bank sizes for the selector latency table ('' skips)")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--selectors", default="random,jaccard,jaccard-lsh,embedding,mmr")
     parser.add_argument("--index-size", type=int, default=2000, help="demo reviews for the indexing comparison (0 skips)")
-    parser.add_argument(
-        "--store-sizes", default="10000,100000", help="bank sizes for the embedded vs server comparison ('' skips)"
-    )
+    parser.add_argument("--store-sizes", default="10000,100000", help="bank sizes for the embedded vs server comparison ('' skips)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
     bench = Bench()
     print(f"{os.cpu_count()} CPUs, k = {args.k}, {args.queries} queries per size")
     bench.warm_up()
-    latency_table(bench, [int(s) for s in args.sizes.split(",")], args.queries, args.k, args.selectors.split(","))
+    if args.sizes:
+        latency_table(bench, [int(s) for s in args.sizes.split(",")], args.queries, args.k, args.selectors.split(","))
     if args.index_size:
         indexing_throughput(bench, args.index_size)
     if args.store_sizes:
