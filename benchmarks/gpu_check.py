@@ -35,7 +35,7 @@ into `wheels/`). On the GPU machine, offline:
     pip install --no-index --find-links wheels/ scikit-build-core cmake ninja     # only to build
     python benchmarks/gpu_check.py --wheels wheels/ --out gpu-check/
 
-and on any machine, to check the script itself (about 3 minutes on 2 CPU cores):
+and on any machine, to check the script itself (8.5 minutes on a shared, loaded 2-core VM):
 
     python benchmarks/gpu_check.py --dry-run --out /tmp/gpu-check-dry
 """
