@@ -10,7 +10,18 @@ Part 2, in the same run: indexing throughput of tunelab's embedding selector (SQ
 encoder -> Chroma) vs raw `SentenceTransformer.encode` of the same texts with the same model,
 raw measured before and after tunelab so drift shows. Target: tunelab >= 80 % of raw.
 
+Part 3, in the same run: the shared example store. The same bank indexed by tunelab's own
+`BankIndex` into the embedded Chroma store and into a real `chroma run` server on loopback
+(started by this script on a free port and stopped at the end), at 10k and 100k examples, side
+by side with the ratio server/embedded. The texts are demo reviews spliced into distinct new
+ones (seeded), encoded once for both modes, so three things are timed apart and printed with
+what each includes: encoding texts/s (tunelab's encoder, shared by both modes), Chroma add
+texts/s per mode (`BankIndex.sync` with the vectors ready: batched adds, over HTTP for the
+server), and query p50/p95 per mode (`BankIndex.nearest`, k neighbours of an encoded query:
+the Chroma part of a selection, without encoding the query).
+
     .venv/bin/python benchmarks/selection.py [--sizes 1000,10000,100000] [--queries 200] [--index-size 2000]
+        [--store-sizes 10000,100000]
 """
 
 from __future__ import annotations
@@ -19,11 +30,22 @@ import argparse
 import os
 import random
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+import numpy as np
+
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' own `chroma run` helper
+from server_support import chroma_run
+
+if TYPE_CHECKING:
+    from tunelab.config import Settings
+    from tunelab.stores.banks import Bank, Example
 
 T = TypeVar("T")
 
@@ -153,22 +175,118 @@ def indexing_throughput(bench: Bench, size: int) -> None:
     print(f"  reopening the indexed bank (nothing to embed): {reopen_s:.2f} s")
 
 
+def spliced_reviews(n: int, seed: int = 0) -> list[str]:
+    """`n` distinct texts, reproducibly: the first half of one demo review joined to the second half
+    of another (13k reviews give far more than 100k such pairs), so lengths and words stay those of
+    real reviews and none repeats."""
+    from tunelab.stores import demo_banks
+
+    reviews = [row.input.split() for row in demo_banks.sentiment(size=10**6, seed=seed).rows]
+    rng = random.Random(seed)
+    texts: dict[str, None] = {}
+    while len(texts) < n:
+        head, tail = rng.sample(reviews, 2)
+        texts[" ".join(head[: len(head) // 2] + tail[len(tail) // 2 :])] = None
+    return list(texts)
+
+
+@dataclass(frozen=True)
+class StoreTimes:
+    """One store mode at one bank size."""
+
+    add_per_s: float
+    """Texts per second through `BankIndex.sync` with the vectors ready: Chroma adds only."""
+    p50_ms: float
+    p95_ms: float
+    """Latency of `BankIndex.nearest` for an encoded query (the Chroma search, not the encoding)."""
+
+
+def encode_all(texts: list[str], settings: Settings) -> tuple[np.ndarray, float, str]:
+    """Unit vectors of `texts` by tunelab's encoder, in chunks so 100k vectors are never Python lists
+    all at once; returns (vectors, seconds, device)."""
+    from tunelab.icl.embeddings import embedding_model_path, encoder
+
+    model = encoder(embedding_model_path(settings))
+    chunk = 4096
+    started = time.perf_counter()
+    vectors = np.concatenate([np.asarray(model.encode(texts[i : i + chunk]), dtype=np.float32) for i in range(0, len(texts), chunk)])
+    return vectors, time.perf_counter() - started, model.device
+
+
+def store_times(settings: Settings, bank: Bank, pool: list[Example], vectors: np.ndarray, queries: np.ndarray, k: int) -> StoreTimes:
+    """Index `pool` (example i is row i of `vectors`) into the store `settings` names with tunelab's
+    `BankIndex`, then time `k`-nearest queries against it."""
+    from tunelab.icl.embeddings import embedding_model_path
+    from tunelab.stores.chroma_index import BankIndex
+
+    row = {example.input: i for i, example in enumerate(pool)}
+    index = BankIndex(settings, bank, embedding_model_path(settings), lambda texts: vectors[[row[t] for t in texts]].tolist())
+    added, add_s = timed(lambda: index.sync(pool))
+    assert added == len(pool), f"{added} of {len(pool)} added: the store was not empty"
+    query_lists = queries.tolist()
+    index.nearest(query_lists[0], k)  # the first query loads the HNSW index into memory
+    p50, p95 = percentiles([timed(lambda: index.nearest(q, k))[1] for q in query_lists])
+    return StoreTimes(len(pool) / add_s, p50, p95)
+
+
+def store_modes(bench: Bench, sizes: list[int], n_queries: int, k: int) -> None:
+    """Embedded Chroma vs a `chroma run` server on loopback, the same banks and vectors in both."""
+    import chromadb
+
+    from tunelab.config import Settings
+    from tunelab.stores.banks import BankStore
+
+    texts = spliced_reviews(max(sizes) + n_queries)
+    vectors, encode_s, device = encode_all(texts, bench.settings)
+    queries = vectors[max(sizes) :]
+    encode_rate = len(texts) / encode_s
+    print(
+        f"\nshared example store: {len(texts)} distinct texts spliced from demo reviews (seed 0), "
+        f"k = {k}, {n_queries} queries, chromadb {chromadb.__version__}"
+    )
+    print(f"  encode = tunelab's encoder on {device}, batch 64, once for both modes: {encode_rate:.0f} texts/s")
+    print("  add = BankIndex.sync with the vectors ready (batched Chroma adds; HTTP to the server)")
+    print("  indexing = encode + add, derived from the two rates: 1 / (1/encode + 1/add)")
+    print("  query = BankIndex.nearest of an encoded query (the Chroma search; encoding a query is extra)")
+    print(f"{'examples':>9} {'mode':<16} {'add texts/s':>12} {'indexing t/s':>13} {'query p50 ms':>13} {'p95 ms':>8}")
+    with chroma_run(bench.settings.home / "chroma-server") as url:
+        modes = {"embedded": bench.settings, "server": Settings(home=bench.settings.home, chroma_url=url)}
+        for n in sizes:
+            bank = bench.bank(f"store{n}", [(t, "x") for t in texts[:n]])
+            pool = BankStore(bench.conn).examples(bank.name, "train")
+            rows = {t: i for i, t in enumerate(texts[:n])}
+            pool_vectors = vectors[[rows[e.input] for e in pool]]
+            times = {mode: store_times(settings, bank, pool, pool_vectors, queries, k) for mode, settings in modes.items()}
+            for mode, t in times.items():
+                indexing = 1 / (1 / encode_rate + 1 / t.add_per_s)
+                print(f"{n:>9} {mode:<16} {t.add_per_s:>12.0f} {indexing:>13.0f} {t.p50_ms:>13.2f} {t.p95_ms:>8.2f}")
+            server, embedded = times["server"], times["embedded"]
+            print(
+                f"{n:>9} {'server/embedded':<16} {server.add_per_s / embedded.add_per_s:>11.2f}x {'':>13} "
+                f"{server.p50_ms / embedded.p50_ms:>12.2f}x {server.p95_ms / embedded.p95_ms:>7.2f}x"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--sizes", default="1000,10000,100000", help="bank sizes for the selector latency table ('' skips)")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--selectors", default="random,jaccard,jaccard-lsh,embedding,mmr")
     parser.add_argument("--index-size", type=int, default=2000, help="demo reviews for the indexing comparison (0 skips)")
+    parser.add_argument("--store-sizes", default="10000,100000", help="bank sizes for the embedded vs server comparison ('' skips)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
     bench = Bench()
     print(f"{os.cpu_count()} CPUs, k = {args.k}, {args.queries} queries per size")
     bench.warm_up()
-    latency_table(bench, [int(s) for s in args.sizes.split(",")], args.queries, args.k, args.selectors.split(","))
+    if args.sizes:
+        latency_table(bench, [int(s) for s in args.sizes.split(",")], args.queries, args.k, args.selectors.split(","))
     if args.index_size:
         indexing_throughput(bench, args.index_size)
+    if args.store_sizes:
+        store_modes(bench, [int(s) for s in args.store_sizes.split(",")], args.queries, args.k)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,15 @@
-"""Real server processes on loopback for the tests: a free port, and llama-cpp-python's server."""
+"""Real servers on loopback for tests and benchmarks: a free port, `chroma run`, and
+llama-cpp-python's OpenAI-compatible server, each started and stopped.
+
+Plain functions without pytest, so `benchmarks/selection.py` starts the Chroma server exactly the
+way the selector tests do (it puts this folder on its import path).
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,6 +25,41 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def chroma_cli() -> Path | None:
+    """The `chroma` command that ships with chromadb: on PATH, or next to this Python (an unactivated venv)."""
+    found = shutil.which("chroma") or Path(sys.executable).parent / "chroma"
+    return Path(found) if Path(found).exists() else None
+
+
+@contextmanager
+def chroma_run(path: Path, timeout_s: float = 60.0) -> Iterator[str]:
+    """A real `chroma run` storing under `path`, on a free loopback port; yields its URL and stops it after.
+
+    Ready means the port accepts connections (the heartbeat route answers as soon as it does)."""
+    chroma = chroma_cli()
+    if chroma is None:
+        raise FileNotFoundError("the chroma CLI is not installed (it ships with chromadb)")
+    port = free_port()
+    process = subprocess.Popen(
+        [str(chroma), "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise TimeoutError(f"chroma run did not start within {timeout_s:.0f} s (exit code {process.poll()})")
+            time.sleep(0.3)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def wait_until_up(process: subprocess.Popen[bytes], url: str, timeout_s: float = 120) -> None:

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from finetune_support import base_pair, random_adapter  # noqa: F401
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-from test_selectors import free_port
+from server_support import free_port
 
 from tunelab.cli import cli
 from tunelab.engine.chat_template import ChatMessage

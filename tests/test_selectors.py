@@ -4,15 +4,9 @@
 from __future__ import annotations
 
 import random
-import shutil
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
-from server_support import free_port
+from server_support import chroma_cli, chroma_run, free_port
 
 from tunelab.config import Settings
 from tunelab.errors import TunelabError
@@ -140,28 +134,10 @@ def test_embedding_selector_in_embedded_chroma_reindexes_only_new_examples(conn,
 @pytest.fixture
 def chroma_server(tmp_path):
     """A real `chroma run` on loopback (the CLI ships with chromadb)."""
-    chroma = shutil.which("chroma") or str(Path(sys.executable).parent / "chroma")
-    if not Path(chroma).exists():
+    if chroma_cli() is None:
         pytest.skip("the chroma CLI is not installed")
-    port = free_port()
-    process = subprocess.Popen(
-        [chroma, "run", "--path", str(tmp_path / "server"), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.3)
-        else:
-            pytest.fail("chroma run did not start within 60 s")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with chroma_run(tmp_path / "server") as url:
+        yield url
 
 
 @pytest.mark.slow
