@@ -75,3 +75,31 @@ def make_selector(
 
         return EmbeddingSelector(pool, bank, settings, diverse=kind == "mmr", progress=progress)
     raise TunelabError(f"unknown selector {kind!r} (one of: {', '.join(KINDS)})")
+
+
+@dataclass(frozen=True)
+class WithoutExample:
+    """A selector that never picks example `example_id`, nor any example with the same input.
+
+    Context distillation relabels a bank's own train inputs with ICL over that same bank: the item
+    being answered must not be shown its own answer as an example."""
+
+    inner: Selector
+    example_id: int
+    input: str
+    pool_size: int
+    """The bank's train split size: selectors refuse a k above it."""
+
+    @property
+    def kind(self) -> str:
+        return self.inner.kind
+
+    def select(self, query: str, k: int) -> list[Selected]:
+        extra = 1
+        while True:
+            want = min(k + extra, self.pool_size)
+            picked = self.inner.select(query, want)
+            kept = [s for s in picked if s.id != self.example_id and s.input != self.input]
+            if len(kept) >= k or want == self.pool_size:
+                return kept[:k]
+            extra *= 2
