@@ -60,7 +60,7 @@ def timed(label: str, home: Path, *args: str) -> tuple[subprocess.CompletedProce
 
 
 def has_adapter(home: Path, name: str) -> bool:
-    listing = json.loads(tunelab(home, "adapters", "--json").stdout)
+    listing = json.loads(tunelab(home, "adapters", "list", "--json").stdout)
     return any(a.get("name") == name for a in listing)
 
 

@@ -185,7 +185,7 @@ def check_leakage(runner: ArmRunner, test_set: TestSet, arms: Sequence[Arm]) -> 
         raise TunelabError(f"{len(leaked)} test item(s) are in bank {runner.bank.name!r}'s ICL pool: the split is broken")
     for adapter in sorted({a.adapter for a in arms if a.adapter}):
         trained = adapter_training_ids(runner.conn, adapter)
-        origins = DistillationStore(runner.conn).origins({int(i) for i in trained})
+        origins = DistillationStore(runner.conn).origins({i for i in trained if isinstance(i, int)})
         seen = {str(i) for i in trained} | {str(o.source_example_id) for o in origins if o.source_example_id is not None}
         inputs = {normalize(o.input) for o in origins if o.source_example_id is None}
         if leaked := (keys & seen) | {item.key for item in test_set.items if normalize(item.input) in inputs}:
