@@ -88,22 +88,18 @@ def main() -> None:
             _, seconds[f"train {name}"] = timed(f"train {name}", home, "train", name, "--bank", bank, *steps)
     arms = ["base", TEACHER, *(f"lora:{name}" for name in students)]
     test = ["--limit", str(options.test_limit)] if options.test_limit else []
-    compared, seconds["compare"] = timed(
-        "compare", home, "compare", "--bank", BANK, *[x for arm in arms for x in ("--arm", arm)], *test
-    )
+    compared, seconds["compare"] = timed("compare", home, "compare", "--bank", BANK, *[x for arm in arms for x in ("--arm", arm)], *test)
     found = re.search(r"^report: (.+)$", compared.stderr, re.MULTILINE)
     if found is None:
         raise SystemExit("compare printed no report path")
     report = json.loads((Path(found.group(1)) / "report.json").read_text(encoding="utf-8"))
 
     print(f"\n{len(report['items'])} test items of bank {BANK!r}; data dir {home}\n")
-    print(f"| arm | accuracy [95% CI] | prompt tok | TTFT ms |\n|---|---|---|---|")
+    print("| arm | accuracy [95% CI] | prompt tok | TTFT ms |\n|---|---|---|---|")
     for arm in report["arms"]:
         acc = arm["metrics"]["accuracy"]
         ttft = f"{arm['mean_ttft_ms']:.0f}" if arm["mean_ttft_ms"] is not None else "-"
-        print(
-            f"| {arm['arm']} | {acc['value']:.1%} [{acc['low']:.1%}, {acc['high']:.1%}] | {arm['mean_prompt_tokens']:.0f} | {ttft} |"
-        )
+        print(f"| {arm['arm']} | {acc['value']:.1%} [{acc['low']:.1%}, {acc['high']:.1%}] | {arm['mean_prompt_tokens']:.0f} | {ttft} |")
     for pair in (report.get("distillation") or {}).get("pairs", []):
         agree, gap = pair["agreement"], pair["gap"]
         print(

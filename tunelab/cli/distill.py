@@ -19,9 +19,13 @@ from tunelab.runtime.distill import DistillProgress, DistillSpec, plan_distillat
 @click.option("--inputs", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Text file, one input per line, or JSONL.")
 @click.option("--input-field", default=None, help="JSONL field holding the input (default: input, prompt, question, text).")
 @click.option("--from-bank", default=None, help="Relabel this bank's train inputs (its test split is never used).")
-@click.option("--bank", "-b", "examples_bank", default=None, help="Bank of the ICL teacher's examples and instruction (default: --from-bank).")
+@click.option(
+    "--bank", "-b", "examples_bank", default=None, help="Bank of the ICL teacher's examples and instruction (default: --from-bank)."
+)
 @click.option("--instruction", default=None, help="Instruction for a new bank without --bank / --from-bank.")
-@click.option("--test-size", type=float, default=0.0, show_default=True, help="Share of a new bank held out (0: evaluate on the source bank).")
+@click.option(
+    "--test-size", type=float, default=0.0, show_default=True, help="Share of a new bank held out (0: evaluate on the source bank)."
+)
 @click.option("--limit", type=int, default=None, help="Only the first N inputs.")
 @click.option("--max-tokens", type=int, default=None, help="Reply length (default: 16 for a label task, 256 otherwise).")
 @engine_options

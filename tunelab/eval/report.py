@@ -15,8 +15,8 @@ from tunelab.errors import TunelabError
 from tunelab.eval.baselines import NOT_A_LABEL, LabelBaselines
 from tunelab.eval.curve_summary import LORA, ZERO_SHOT, CurveSummary, seed_spread
 from tunelab.eval.distill_summary import DistillSummary
-from tunelab.eval.reward_report import RewardSummary
 from tunelab.eval.metrics import ACCURACY
+from tunelab.eval.reward_report import RewardSummary
 from tunelab.eval.summary import Summary, fmt_interval, fmt_points
 from tunelab.stores.files import atomic_dir, atomic_write_text
 

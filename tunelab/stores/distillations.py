@@ -60,11 +60,15 @@ class DistillationStore:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
 
-    def open(self, bank: str, teacher: str, context_bank: str, source: str, fingerprint: str, config: dict[str, Any], total: int) -> Distillation:
+    def open(
+        self, bank: str, teacher: str, context_bank: str, source: str, fingerprint: str, config: dict[str, Any], total: int
+    ) -> Distillation:
         """The job for this setup: the stored one (to resume) or a new one."""
         bank_id = BankStore(self.conn).get(bank).id
         with transaction(self.conn):
-            found = self.conn.execute("SELECT id FROM distillations WHERE bank_id = ? AND fingerprint = ?", (bank_id, fingerprint)).fetchone()
+            found = self.conn.execute(
+                "SELECT id FROM distillations WHERE bank_id = ? AND fingerprint = ?", (bank_id, fingerprint)
+            ).fetchone()
             if found is not None:
                 job_id = int(found[0])
             else:
