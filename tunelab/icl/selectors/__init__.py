@@ -77,22 +77,19 @@ def make_selector(
     raise TunelabError(f"unknown selector {kind!r} (one of: {', '.join(KINDS)})")
 
 
-@dataclass(frozen=True)
 class WithoutExample:
     """A selector that never picks example `example_id`, nor any example with the same input.
 
     Context distillation relabels a bank's own train inputs with ICL over that same bank: the item
     being answered must not be shown its own answer as an example."""
 
-    inner: Selector
-    example_id: int
-    input: str
-    pool_size: int
-    """The bank's train split size: selectors refuse a k above it."""
-
-    @property
-    def kind(self) -> str:
-        return self.inner.kind
+    def __init__(self, inner: Selector, example_id: int, text: str, pool_size: int) -> None:
+        """`pool_size`: the bank's train split size (selectors refuse a k above it)."""
+        self.inner = inner
+        self.kind = inner.kind
+        self.example_id = example_id
+        self.input = text
+        self.pool_size = pool_size
 
     def select(self, query: str, k: int) -> list[Selected]:
         extra = 1
