@@ -7,6 +7,7 @@ written as a bank example and a `distilled_examples` row in one transaction (`ad
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 from dataclasses import dataclass
@@ -123,7 +124,7 @@ class DistillationStore:
             self.conn.execute("UPDATE distillations SET updated_at = ? WHERE id = ?", (now(), job.id))
         return example_id
 
-    def provenance(self, job_id: int) -> list[dict[str, Any]]:
+    def provenance(self, job_id: int) -> builtins.list[dict[str, Any]]:
         """Every stored answer's provenance record, in input order."""
         rows = self.conn.execute("SELECT provenance_json FROM distilled_examples WHERE distillation_id = ? ORDER BY position", (job_id,))
         return [json.loads(r[0]) for r in rows]
@@ -133,7 +134,7 @@ class DistillationStore:
             self.conn.execute("UPDATE distillations SET status = 'done', updated_at = ? WHERE id = ?", (now(), job_id))
         return self.get(job_id)
 
-    def origins(self, example_ids: set[int]) -> list[DistilledExample]:
+    def origins(self, example_ids: set[int]) -> builtins.list[DistilledExample]:
         """The distilled examples among `example_ids`: where their inputs came from and which teacher answered."""
         if not example_ids:
             return []
