@@ -158,3 +158,30 @@ def test_snapshot_train_screen_with_a_past_run(snap_compare, settings, conn, tmp
     store.progress(run.id, len(losses), 10, [{"step": i + 1, "loss": x, "lr": 1e-3, "tokens_per_s": 100.0} for i, x in enumerate(losses)])
     store.set_status(run.id, "cancelled", "cancelled by the user", train_seconds=12.0, tokens_per_s=100.0)
     assert snap_compare(TrainApp(settings, conn), press=["f4"], terminal_size=SIZE)
+
+
+async def test_distil_kind_relabels_a_bank_with_a_teacher_and_a_second_start_resumes(settings, conn, engine) -> None:
+    from tunelab.runtime.runtime import Runtime
+
+    rows = [ExampleRow(f"review {i}: {'great' if i % 2 else 'awful'} film", ("negative", "positive")[i % 2], i) for i in range(8)]
+    BankStore(conn).create("mini", rows, "Answer positive or negative.", test_size=0.25)
+    app = TrainApp(settings, conn)
+    async with app.run_test(size=SIZE) as pilot:
+        await app.push_screen(TrainScreen(settings, conn, runtime=Runtime(settings, conn, engine=engine)))
+        screen = app.screen
+        screen.query_one("#train-kind", Select).value = "distill"
+        await pilot.pause()
+        teacher = screen.query_one("#train-teacher", Input)
+        assert teacher.display and screen.query_one("#train-max_steps", Input).disabled and "teacher" in status(screen)
+        await pilot.press("ctrl+t")
+        await pilot.pause()
+        assert any("name the teacher" in n.message for n in app._notifications) and not BankStore(conn).exists("mini-lora")
+        teacher.value = "base+jaccard@2"
+        screen.query_one("#train-name", Input).value = "mini-icl"
+        await pilot.press("ctrl+t")
+        await wait_for(pilot, lambda: screen.cancel is None and "is ready" in status(screen))
+        distilled = BankStore(conn).get("mini-icl")
+        assert (distilled.n_train, distilled.n_test) == (6, 0) and screen.query_one("#train-progress", ProgressBar).progress == 6
+        await pilot.press("ctrl+t")  # the same form again: every answer is stored, nothing is asked twice
+        await wait_for(pilot, lambda: screen.cancel is None and "is ready" in status(screen))
+        assert BankStore(conn).get("mini-icl").n_train == 6

@@ -78,12 +78,13 @@ def cli(ctx: click.Context, home: str | None, engine_url: str | None) -> None:
 
 
 def _register() -> None:
-    from tunelab.cli import adapters, bank, chat, compare, curve, doctor, feedback, history, models, tokens, train
+    from tunelab.cli import adapters, bank, chat, compare, curve, distill, doctor, feedback, history, models, tokens, train
 
     for module in (adapters, bank, chat, compare, curve, doctor, feedback, history, models, tokens, train):
         cli.add_command(module.command)
     cli.add_command(feedback.rate)
     cli.add_command(compare.reports)
+    bank.command.add_command(distill.command)
 
 
 _register()

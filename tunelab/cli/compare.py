@@ -12,7 +12,7 @@ from tunelab.cli.app_context import AppContext, apply_engine_options, engine_opt
 from tunelab.cli.options import sampler_from, sampler_options
 from tunelab.cli.output import echo_json, json_option, limit_option, limited
 from tunelab.errors import TunelabError
-from tunelab.eval.arms import DEFAULT_K, SELECTOR_KINDS, parse_selectors, standard_grid
+from tunelab.eval.arms import DEFAULT_K, SELECTOR_KINDS, Arm, parse_selectors, standard_grid
 from tunelab.eval.report import REPORT_MD, load_report, report_dir
 from tunelab.runtime import arena
 from tunelab.runtime import compare as cmp
@@ -29,6 +29,13 @@ from tunelab.stores.comparisons import ComparisonStore
     "--selectors", default=",".join(SELECTOR_KINDS), show_default=True, help="ICL selectors, comma-separated ('' for zero-shot only)."
 )
 @click.option("--k", type=int, default=DEFAULT_K, show_default=True, help="Examples per prompt for ICL arms.")
+@click.option(
+    "--arm",
+    "explicit_arms",
+    multiple=True,
+    metavar="ARM",
+    help="Compare exactly these arms instead of the grid (repeatable): base, base+embedding@8, lora:NAME, model:TEACHER.",
+)
 @click.option("--limit", type=int, default=None, help="Use only the first N test items.")
 @click.option(
     "--test-file",
@@ -52,6 +59,7 @@ def command(
     no_adapter: bool,
     selectors: str,
     k: int,
+    explicit_arms: tuple[str, ...],
     limit: int | None,
     test_file: Path | None,
     reward_model: str | None,
@@ -72,7 +80,7 @@ def command(
     for warning in test_set.warnings:
         click.echo(f"warning: {warning}", err=True)
     chosen = [] if no_adapter else list(adapters) or cmp.default_adapters(app.conn, found.name)
-    arms = standard_grid(arms_selectors, k, chosen)
+    arms = list(dict.fromkeys(Arm.parse(a) for a in explicit_arms)) or standard_grid(arms_selectors, k, chosen)
     params = sampler_from(kwargs, base=cmp.greedy(cmp.default_max_tokens(found.labels)).to_dict())
     scorer = None
     if reward_model:  # loaded before generating: a reward model for another base is refused up front
@@ -98,6 +106,8 @@ def command(
         except KeyboardInterrupt:
             click.echo("\ninterrupted: finished items are stored; run the same command again to resume", err=True)
             sys.exit(130)
+        finally:
+            runner.close()
     if reused:
         click.echo(f"reused {reused} stored answers", err=True)
     votes = arena.win_rates(app.conn) if scorer else []

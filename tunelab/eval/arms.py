@@ -1,7 +1,10 @@
-"""What is compared: an arm = (LoRA adapter or none) x (example selector and k, or zero-shot).
+"""What is compared: an arm = (LoRA adapter, another model, or the plain base) x (example selector
+and k, or zero-shot).
 
-Arms have a short, stable name ("base", "base+jaccard@4", "lora:sst+embedding@4") that is stored
-with every result, so a rerun with the same arms finds and reuses what was already generated.
+Arms have a short, stable name ("base", "base+jaccard@4", "lora:sst+embedding@4",
+"model:gemma3-270m") that is stored with every result, so a rerun with the same arms finds and
+reuses what was already generated. A `model:` arm runs another GGUF (a registered name or a path):
+a teacher beside its students in one grid.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from tunelab.icl.selectors import KINDS as SELECTOR_KINDS
 DEFAULT_K = 4
 BASE = "base"
 ADAPTER_PREFIX = "lora:"
+MODEL_PREFIX = "model:"
 
 
 @dataclass(frozen=True, order=True)
@@ -26,6 +30,8 @@ class Arm:
     """Example selector kind, or None for zero-shot."""
     k: int = 0
     """Examples per prompt (0 when zero-shot)."""
+    model: str | None = None
+    """Another model (registered name or GGUF path) instead of the runtime's base; None for the base."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -37,12 +43,16 @@ class Arm:
             problems.append("k needs a selector")
         if self.adapter is not None and (not self.adapter or "+" in self.adapter):
             problems.append(f"bad adapter name {self.adapter!r}")
+        if self.model is not None and (not self.model or "+" in self.model):
+            problems.append(f"bad model name {self.model!r}")
+        if self.model is not None and self.adapter is not None:
+            problems.append("an arm runs an adapter on the base or another model, not both")
         if problems:
             raise TunelabError("bad arm: " + "; ".join(problems))
 
     @property
     def name(self) -> str:
-        model = f"{ADAPTER_PREFIX}{self.adapter}" if self.adapter else BASE
+        model = f"{ADAPTER_PREFIX}{self.adapter}" if self.adapter else f"{MODEL_PREFIX}{self.model}" if self.model else BASE
         return f"{model}+{self.selector}@{self.k}" if self.selector else model
 
     @property
@@ -54,19 +64,20 @@ class Arm:
 
     @classmethod
     def parse(cls, name: str) -> Arm:
-        """The inverse of `name`: "base", "base+mmr@2", "lora:NAME", "lora:NAME+random@4"."""
-        model, _, icl = name.strip().partition("+")
-        if model == BASE:
-            adapter = None
-        elif model.startswith(ADAPTER_PREFIX):
-            adapter = model[len(ADAPTER_PREFIX) :]
-        else:
-            raise TunelabError(f"bad arm {name!r}: start with 'base' or 'lora:<adapter>'")
+        """The inverse of `name`: "base", "base+mmr@2", "lora:NAME", "lora:NAME+random@4", "model:NAME+jaccard@8"."""
+        head, _, icl = name.strip().partition("+")
+        adapter = model = None
+        if head.startswith(ADAPTER_PREFIX):
+            adapter = head[len(ADAPTER_PREFIX) :]
+        elif head.startswith(MODEL_PREFIX):
+            model = head[len(MODEL_PREFIX) :]
+        elif head != BASE:
+            raise TunelabError(f"bad arm {name!r}: start with 'base', 'lora:<adapter>' or 'model:<model>'")
         if not icl:
-            return cls(adapter)
+            return cls(adapter, model=model)
         kind, _, k = icl.partition("@")
         try:
-            return cls(adapter, kind, int(k) if k else DEFAULT_K)
+            return cls(adapter, kind, int(k) if k else DEFAULT_K, model)
         except ValueError:
             raise TunelabError(f"bad arm {name!r}: k after '@' must be a number") from None
 

@@ -64,6 +64,14 @@ def accuracy(prediction: str, reference: str, labels: Sequence[str] = ()) -> flo
     return float(normalize(first_line(prediction)) == normalize(first_line(reference)))
 
 
+def agreement(a: str, b: str, labels: Sequence[str] = ()) -> float:
+    """1.0 when two replies give the same answer: the same label, or (no label in either) the same
+    normalised first line. How a distilled student is measured against its teacher."""
+    if labels and (label := match_label(a, labels)) is not None:
+        return float(label == match_label(b, labels))
+    return float(normalize(first_line(a)) == normalize(first_line(b)))
+
+
 @lru_cache(maxsize=1)
 def _chrf() -> CHRF:
     from sacrebleu.metrics import CHRF

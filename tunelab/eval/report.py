@@ -14,6 +14,8 @@ from tunelab.config import Settings
 from tunelab.errors import TunelabError
 from tunelab.eval.baselines import NOT_A_LABEL, LabelBaselines
 from tunelab.eval.curve_summary import LORA, ZERO_SHOT, CurveSummary, seed_spread
+from tunelab.eval.distill_summary import DistillSummary
+from tunelab.eval.metrics import ACCURACY
 from tunelab.eval.reward_report import RewardSummary
 from tunelab.eval.summary import Summary, fmt_interval, fmt_points
 from tunelab.stores.files import atomic_dir, atomic_write_text
@@ -75,6 +77,8 @@ def markdown(summary: Summary, plot_path: Path) -> str:
         )
     if summary.curve is not None:
         lines += curve_markdown(summary.curve, plot_path.with_name(CURVE_PNG))
+    if summary.distillation is not None:
+        lines += distill_markdown(summary.distillation)
     if summary.baselines is not None:
         lines += baselines_markdown(summary.baselines, summary)
     lines += [
@@ -135,6 +139,26 @@ def curve_markdown(curve: CurveSummary, plot_path: Path) -> list[str]:
                 f"| {b.lora_x} | {b.versus} | {b.prompt_tokens_saved:.0f} | {saved} | {whole_or_dash(by_x[b.lora_x].train_seconds)} | {queries} |"
             )
     lines += ["", f"Curve plot: `{plot_path}`."]
+    return lines
+
+
+def distill_markdown(distillation: DistillSummary) -> list[str]:
+    """Each distilled student beside its teacher: agreement with the teacher, both against the gold."""
+    metric = distillation.metric
+    lines = [
+        "",
+        "## Distillation (students trained on a teacher's answers; 95% CIs)",
+        "",
+        f"| student | teacher | agrees with teacher | student {metric} | teacher {metric} | student - teacher | p |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for p in distillation.pairs:
+        lines.append(
+            f"| {p.student} | {p.teacher} | {fmt_interval(ACCURACY, p.agreement)} | {fmt_interval(metric, p.student_metric)} "
+            f"| {fmt_interval(metric, p.teacher_metric)} | {fmt_points(p.gap.value)} [{fmt_points(p.gap.low)}, {fmt_points(p.gap.high)}] "
+            f"| {p.gap_p_value:.3g} ({p.gap_verdict}) |"
+        )
+    lines += ["", "Agreement: the same label (or the same normalised first line) as the teacher's reply to the same item."]
     return lines
 
 

@@ -24,6 +24,7 @@ from tunelab.stores.comparisons import Comparison, ComparisonItem, ItemResult
 
 if TYPE_CHECKING:
     from tunelab.eval.curve_summary import CurveSummary
+    from tunelab.eval.distill_summary import DistillSummary
 
 
 @dataclass
@@ -66,6 +67,8 @@ class Summary:
     """Label tasks only: majority / chance reference rates, confusion matrices, the test against the majority."""
     curve: CurveSummary | None = None
     """`tunelab curve`: the metric against the number of examples for ICL and LoRA, crossover, cost."""
+    distillation: DistillSummary | None = None
+    """Adapters trained on a teacher's answers, where the teacher is an arm too: agreement with it."""
 
     def arm(self, name: str) -> ArmSummary:
         return next(a for a in self.arms if a.arm == name)
@@ -228,7 +231,7 @@ def verdict(summary: Summary) -> list[str]:
     base = Arm().name
     if best.arm != base and base in {a.arm for a in summary.arms} and runner_up.arm != base:
         lines.append("Against the zero-shot base model: " + _vs(summary, best.arm, base))
-    icl = [a for a in ranked if Arm.parse(a.arm).is_icl and Arm.parse(a.arm).adapter is None]
+    icl = [a for a in ranked if Arm.parse(a.arm).is_icl and Arm.parse(a.arm).adapter is None and Arm.parse(a.arm).model is None]
     tuned = [a for a in ranked if Arm.parse(a.arm).adapter is not None and not Arm.parse(a.arm).is_icl]
     if icl and tuned and {tuned[0].arm, icl[0].arm} != {best.arm, runner_up.arm}:
         lines.append("ICL vs fine-tune (best of each): " + _vs(summary, tuned[0].arm, icl[0].arm))

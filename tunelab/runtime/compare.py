@@ -2,7 +2,8 @@
 
 Fairness: every arm uses the same base weights, the same chat template and instruction, the same
 sampler (greedy, fixed seed by default) and the same test items; arms differ only in the adapter
-and in the examples put in the prompt. Resumability: each finished (arm, item) is written to
+and in the examples put in the prompt - except `model:` arms, which run another model (a teacher)
+on its own engine, loaded once per comparison. Resumability: each finished (arm, item) is written to
 SQLite before the next starts, and a rerun with the same setup skips what is already there.
 """
 
@@ -12,7 +13,7 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from tunelab.engine.sampling import SamplerParams
 from tunelab.errors import TunelabError
 from tunelab.eval.arms import DEFAULT_K, Arm, standard_grid
 from tunelab.eval.curve_summary import CurveArm, curve_summary
+from tunelab.eval.distill_summary import distill_summary
 from tunelab.eval.metrics import normalize, primary_metric, score
 from tunelab.eval.report import write_report
 from tunelab.eval.reward_report import reward_summary
@@ -30,12 +32,14 @@ from tunelab.eval.statistics import WinRate
 from tunelab.eval.summary import summarize
 from tunelab.faults import pause_point
 from tunelab.icl.prompt import PreparedPrompt, prepare_icl, task_messages
+from tunelab.icl.selectors import Selector, WithoutExample
 from tunelab.runtime.provenance import provenance_for
 from tunelab.runtime.runtime import Runtime
 from tunelab.stores.bank_files import read_examples
 from tunelab.stores.comparisons import Comparison, ComparisonItem, ComparisonStore, ItemResult
+from tunelab.stores.distillations import DistillationStore
 from tunelab.stores.provenance import Provenance
-from tunelab.stores.runs import adapter_training_ids, latest_adapter_for_bank
+from tunelab.stores.runs import RunStore, adapter_training_ids, latest_adapter_for_bank
 
 if TYPE_CHECKING:
     from tunelab.stores.banks import Bank, BankStore
@@ -171,16 +175,23 @@ def duplicate_warnings(items: Sequence[ComparisonItem], train_inputs: Sequence[s
 
 
 def check_leakage(runner: ArmRunner, test_set: TestSet, arms: Sequence[Arm]) -> None:
-    """Refuse to score an arm on items it has seen: test ids in the ICL pool or an adapter's training data."""
+    """Refuse to score an arm on items it has seen: test ids in the ICL pool or an adapter's training data.
+
+    An adapter trained on a distilled bank saw its source examples' inputs: those ids count as
+    seen too, and (for inputs read from a file) so does any test item with the same input."""
     keys = {item.key for item in test_set.items}
     pool = {str(e.id) for e in bank_store(runner.conn).examples(runner.bank.name, split="train")}
     if leaked := keys & pool:
         raise TunelabError(f"{len(leaked)} test item(s) are in bank {runner.bank.name!r}'s ICL pool: the split is broken")
     for adapter in sorted({a.adapter for a in arms if a.adapter}):
-        seen = {str(i) for i in adapter_training_ids(runner.conn, adapter)}
-        if leaked := keys & seen:
+        trained = adapter_training_ids(runner.conn, adapter)
+        origins = DistillationStore(runner.conn).origins({i for i in trained if isinstance(i, int)})
+        seen = {str(i) for i in trained} | {str(o.source_example_id) for o in origins if o.source_example_id is not None}
+        inputs = {normalize(o.input) for o in origins if o.source_example_id is None}
+        if leaked := (keys & seen) | {item.key for item in test_set.items if normalize(item.input) in inputs}:
+            through = " (as the inputs of the distilled bank it was trained on)" if origins else ""
             raise TunelabError(
-                f"adapter {adapter!r} was trained on {len(leaked)} of the test items: compare it on another bank or test file"
+                f"adapter {adapter!r} was trained on {len(leaked)} of the test items{through}: compare it on another bank or test file"
             )
 
 
@@ -194,12 +205,14 @@ def check_served(runner: ArmRunner, arms: Sequence[Arm]) -> None:
 
 class ArmRunner:
     """Builds each arm's prompt (zero-shot or with selected examples) and starts its reply, on the
-    process's runtime: the base model is loaded once, selectors are built once per kind."""
+    process's runtime: the base model is loaded once, selectors are built once per kind. A
+    `model:` arm runs on a runtime of its own per model, loaded once and closed by `close`."""
 
     def __init__(self, runtime: Runtime, bank: Bank, seed: int = 0) -> None:
         self.runtime = runtime
         self.bank = bank
         self.seed = seed
+        self._models: dict[Path, Runtime] = {}
 
     @property
     def settings(self) -> Settings:
@@ -209,16 +222,41 @@ class ArmRunner:
     def conn(self) -> sqlite3.Connection:
         return self.runtime.conn
 
-    def start(self, arm: Arm, query: str, params: SamplerParams) -> ArmReply:
-        engine = self.runtime.engine_for(arm.adapter)
+    def runtime_for(self, arm: Arm) -> Runtime:
+        """The runtime serving `arm`: the process's, or (another model) one per model file."""
+        if arm.model is None:
+            return self.runtime
+        path = self.runtime.models.resolve(arm.model).resolve()
+        if path == self.runtime.model_path.resolve():
+            return self.runtime
+        if path not in self._models:
+            self._models[path] = Runtime(replace(self.settings, model=str(path)), self.conn)
+        return self._models[path]
+
+    def model_sha256(self, arm: Arm) -> str | None:
+        """The file hash of a `model:` arm's model (None for arms on the base)."""
+        return self.runtime_for(arm).model_sha256 if arm.model is not None else None
+
+    def close(self) -> None:
+        """Close the other models' engines (the process's runtime stays open for its owner)."""
+        for runtime in self._models.values():
+            runtime.close()
+        self._models = {}
+
+    def start(self, arm: Arm, query: str, params: SamplerParams, exclude: int | None = None) -> ArmReply:
+        """Start `arm`'s reply to `query`; `exclude`: a train example (the query's own) never shown as an example."""
+        runtime = self.runtime_for(arm)
+        engine = runtime.engine_for(arm.adapter)
         if arm.selector:
-            selector = self.runtime.selector(self.bank, arm.selector, seed=self.seed)
+            selector: Selector = self.runtime.selector(self.bank, arm.selector, seed=self.seed)
+            if exclude is not None:
+                selector = WithoutExample(selector, exclude, query, self.bank.n_train)
             prepared = prepare_icl(engine, self.bank, selector, arm.selector, arm.k, query, params.max_tokens)
         else:
             prepared = PreparedPrompt(task_messages(self.bank.instruction, query))
         reply = engine.chat(prepared.messages, params)
         sent = [m.as_dict() for m in prepared.messages]
-        return ArmReply(arm, reply, provenance_for(self.runtime, arm.adapter, 1.0, params, prepared.icl, sent, arm=arm.name))
+        return ArmReply(arm, reply, provenance_for(runtime, arm.adapter, 1.0, params, prepared.icl, sent, arm=arm.name))
 
 
 def run_comparison(
@@ -244,7 +282,10 @@ def run_comparison(
     comparison = store.open(test_set.bank, fingerprint(config), config, test_set.items, [a.name for a in arms])
     total, done = len(arms) * len(test_set.items), 0
     for arm in arms:
-        arm_key = fingerprint({"arm": arm.name, "adapter_sha256": runner.runtime.adapter_sha256(arm.adapter)})
+        identity = {"arm": arm.name, "adapter_sha256": runner.runtime.adapter_sha256(arm.adapter)}
+        if arm.model is not None:  # another model: its file, not its name, decides the answers
+            identity["model_sha256"] = runner.model_sha256(arm)
+        arm_key = fingerprint(identity)
         finished = store.finished(comparison.id, arm.name, arm_key)
         for item in test_set.items:
             reused = item.position in finished
@@ -334,5 +375,25 @@ def finish(
         summary.reward = reward_summary(summary.items, comparison.arms, comparison.config["instruction"], scorer, name, votes)
     if curve:
         summary.curve = curve_summary(summary, curve)
+    if students := distilled_students(conn, comparison.bank, comparison.arms):
+        summary.distillation = distill_summary(summary, students, labels)
     path = write_report(settings, summary)
     return store.finish(comparison_id, str(path)), path
+
+
+def distilled_students(conn: sqlite3.Connection, bank: str, arms: Sequence[str]) -> list[tuple[str, str]]:
+    """(student arm, teacher arm) for every adapter arm trained on a distilled bank whose teacher is
+    also an arm here. An ICL teacher counts only where it drew its examples from this same bank:
+    elsewhere the arm of the same name shows other examples and is not the teacher."""
+    pairs = []
+    runs, jobs = RunStore(conn), DistillationStore(conn)
+    for name in arms:
+        arm = Arm.parse(name)
+        if arm.adapter is None:
+            continue
+        trained_on = runs.get(str(runs.adapter(arm.adapter).run_id)).bank
+        for job in jobs.list(trained_on):
+            teacher = Arm.parse(job.teacher)
+            if job.teacher in arms and (not teacher.is_icl or job.context_bank == bank) and (name, job.teacher) not in pairs:
+                pairs.append((name, job.teacher))
+    return pairs

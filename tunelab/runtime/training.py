@@ -3,7 +3,9 @@ loss history, and the (prepare, train) pair that starts or continues a run.
 
 The CLI has one command per family of trainers; the screen starts every kind of run from one form
 and lists every run in one table, so it asks here which module prepares and trains a run
-(`sft`, `pretrain`, `feedback_runs`). The screen keeps the layout and the events; it opens no store.
+(`sft`, `pretrain`, `feedback_runs`). A distillation (a teacher relabelling a bank's train inputs
+into a new bank) is started from the same form and planned here too. The screen keeps the layout
+and the events; it opens no store.
 """
 
 from __future__ import annotations
@@ -16,16 +18,19 @@ from typing import Any
 
 from tunelab.config import Settings
 from tunelab.errors import TunelabError
+from tunelab.eval.arms import Arm
 from tunelab.finetune import feedback_runs, pretrain, sft
 from tunelab.finetune.args import SFTArgs
 from tunelab.finetune.form_args import args_from_text
 from tunelab.finetune.preference_args import PreferenceArgs
+from tunelab.runtime.distill import DistillPlan, DistillSpec, plan_distillation
+from tunelab.runtime.runtime import Runtime
 from tunelab.stores.banks import Bank, BankStore
 from tunelab.stores.runs import Run, RunStore
 
-KINDS = {"sft": "SFT", "pretrain": "pre-train", "grpo": "GRPO"}
+KINDS = {"sft": "SFT", "pretrain": "pre-train", "grpo": "GRPO", "distill": "distil"}
 """The kinds of run the screen starts, with their labels: SFT and GRPO take a bank, continued
-pre-training a corpus path."""
+pre-training a corpus path; a distillation takes a bank and a teacher arm and writes a new bank."""
 NOT_FOR_GRPO = ("epochs",)
 """SFTArgs fields a GRPO run has no use for: it runs a number of steps."""
 
@@ -60,11 +65,19 @@ def form_args(kind: str, settings: Mapping[str, str]) -> SFTArgs | PreferenceArg
 class TrainingService:
     """The Train screen's one handle on training: built once per screen, called from its handlers."""
 
-    def __init__(self, settings: Settings, conn: sqlite3.Connection, hf_dir: Path | None = None) -> None:
-        """`hf_dir`: an HF checkpoint paired with the chat model (default: its cached dequantisation)."""
+    def __init__(self, settings: Settings, conn: sqlite3.Connection, hf_dir: Path | None = None, runtime: Runtime | None = None) -> None:
+        """`hf_dir`: an HF checkpoint paired with the chat model (default: its cached dequantisation).
+        `runtime`: the app's, so a distillation's teacher reuses the loaded model (default: a new one on use)."""
         self.settings = settings
         self.conn = conn
         self.hf_dir = hf_dir
+        self._runtime = runtime
+
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            self._runtime = Runtime(self.settings, self.conn)
+        return self._runtime
 
     def banks(self) -> list[Bank]:
         return BankStore(self.conn).list()
@@ -105,3 +118,15 @@ class TrainingService:
         if run.method in sft.METHODS:
             return (lambda: sft.prepare_resume(self.settings, self.conn, run.name)), sft.train
         return (lambda: feedback_runs.prepare_resume(self.settings, self.conn, run.name)), feedback_runs.train
+
+    def distill(self, name: str, bank: str | None, teacher: str) -> Callable[[], DistillPlan]:
+        """`prepare()` for a distillation of `bank`'s train inputs by `teacher` into bank `name`;
+        the same form again resumes it. Form problems are a TunelabError here."""
+        if bank is None:
+            raise TunelabError("pick the bank whose train inputs the teacher answers")
+        if not name:
+            raise TunelabError("give the new bank a name")
+        if not teacher.strip():
+            raise TunelabError("name the teacher arm, e.g. base+embedding@8 or model:NAME")
+        spec = DistillSpec(name, Arm.parse(teacher), from_bank=bank)
+        return lambda: plan_distillation(self.runtime, spec)

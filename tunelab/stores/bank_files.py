@@ -168,3 +168,37 @@ def _csv_records(path: Path, data: bytes, delimiter: str) -> Iterator[tuple[int,
                 yield reader.line_num, {k: v for k, v in record.items() if v is not None}
     except csv.Error as exc:
         raise TunelabError(f"{path}: bad CSV at line {reader.line_num}: {exc}") from None
+
+
+INPUT_FIELDS = ("input", "prompt", "question", "text", "instruction")
+"""Fields read as the input of an unlabelled JSONL record, in this order (`--input-field` overrides)."""
+
+
+def read_inputs(path: Path, input_field: str | None = None) -> ParsedFile:
+    """Unlabelled inputs for a teacher to answer: a .jsonl file (an input field per record) or any
+    other text file, one input per line. Rows come back with an empty output."""
+    path = Path(path)
+    if not path.is_file():
+        raise TunelabError(f"no such file: {path}")
+    data = path.read_bytes()
+    parsed = ParsedFile()
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        for line, record in _jsonl_records(data):
+            if isinstance(record, str):
+                parsed.skipped.append((line, record))
+                continue
+            names = [input_field] if input_field else [n for n in INPUT_FIELDS if n in record][:1]
+            try:
+                parsed.rows.append(ExampleRow(_text(record, names[0] if names else INPUT_FIELDS[0]), "", line))
+            except ValueError as exc:
+                parsed.skipped.append((line, str(exc)))
+    else:
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = data[: exc.start].count(b"\n") + 1
+            raise TunelabError(f"{path}: not UTF-8 text at line {line} (save it as UTF-8)") from None
+        parsed.rows = [ExampleRow(line.strip(), "", n) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    if not parsed.rows:
+        raise TunelabError(f"{path}: no inputs" + (f" ({parsed.skipped_summary()})" if parsed.skipped else ""))
+    return parsed

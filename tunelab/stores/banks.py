@@ -125,7 +125,7 @@ class BankStore:
                 "INSERT INTO banks (name, instruction, test_size, seed, source, created_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (name, instruction.strip(), test_size, seed, source, now()),
             )
-            result = self._insert(name, rows)
+            result = self.insert(name, rows)
             pause_point("bank.import_inserted")
             return result
 
@@ -133,19 +133,30 @@ class BankStore:
         """Add rows to an existing bank; existing examples keep their split."""
         self.get(name)
         with transaction(self.conn):
-            return self._insert(name, rows)
+            return self.insert(name, rows)
 
     def set_instruction(self, name: str, instruction: str) -> Bank:
         with transaction(self.conn):
             self.conn.execute("UPDATE banks SET instruction = ? WHERE id = ?", (instruction.strip(), self.get(name).id))
         return self.get(name)
 
+    def example_id(self, name: str, row: ExampleRow) -> int:
+        """The id of the example holding `row`'s content (new, or the earlier duplicate it matched)."""
+        found = self.conn.execute(
+            "SELECT id FROM examples WHERE bank_id = ? AND content_hash = ?", (self.get(name).id, content_hash(row.input, row.output))
+        ).fetchone()
+        if found is None:
+            raise TunelabError(f"bank {name!r} holds no example {row.input[:40]!r}")
+        return int(found[0])
+
     def delete(self, name: str) -> None:
         bank = self.get(name)
         with transaction(self.conn):
             self.conn.execute("DELETE FROM banks WHERE id = ?", (bank.id,))
 
-    def _insert(self, name: str, rows: Sequence[ExampleRow]) -> ImportResult:
+    def insert(self, name: str, rows: Sequence[ExampleRow]) -> ImportResult:
+        """Add rows inside the caller's transaction (`add` opens its own): a distilled answer is
+        written together with its distillation record, or not at all."""
         bank = self.get(name)
         known = {h for (h,) in self.conn.execute("SELECT content_hash FROM examples WHERE bank_id = ?", (bank.id,))}
         fresh: list[tuple[ExampleRow, str]] = []

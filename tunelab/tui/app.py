@@ -54,7 +54,7 @@ class TunelabApp(App[None]):
         from tunelab.tui.screens.train import TrainScreen  # pulls in transformers: only when F4 is pressed
 
         if not isinstance(self.screen, TrainScreen):
-            self.push_screen(TrainScreen(self.settings, self.conn))
+            self.push_screen(TrainScreen(self.settings, self.conn, runtime=self.runtime))
 
     def action_toggle_help(self) -> None:
         """F1 shows every key of the current screen with its description."""

@@ -75,3 +75,28 @@ def make_selector(
 
         return EmbeddingSelector(pool, bank, settings, diverse=kind == "mmr", progress=progress)
     raise TunelabError(f"unknown selector {kind!r} (one of: {', '.join(KINDS)})")
+
+
+class WithoutExample:
+    """A selector that never picks example `example_id`, nor any example with the same input.
+
+    Context distillation relabels a bank's own train inputs with ICL over that same bank: the item
+    being answered must not be shown its own answer as an example."""
+
+    def __init__(self, inner: Selector, example_id: int, text: str, pool_size: int) -> None:
+        """`pool_size`: the bank's train split size (selectors refuse a k above it)."""
+        self.inner = inner
+        self.kind = inner.kind
+        self.example_id = example_id
+        self.input = text
+        self.pool_size = pool_size
+
+    def select(self, query: str, k: int) -> list[Selected]:
+        extra = 1
+        while True:
+            want = min(k + extra, self.pool_size)
+            picked = self.inner.select(query, want)
+            kept = [s for s in picked if s.id != self.example_id and s.input != self.input]
+            if len(kept) >= k or want == self.pool_size:
+                return kept[:k]
+            extra *= 2

@@ -4,7 +4,7 @@ A shipped migration is never edited: change the schema by adding the next module
 (`mNNNN_what.py` with a `migrate(conn)` function). Numbers are reserved per feature so parallel
 work does not collide: 0001-0002 chat, 0003 banks, 0004 training runs, 0005 comparisons,
 0006 feedback, 0007 message search, 0008 run liveness, 0009 learning curves, 0010 training stages,
-0011 typed provenance.
+0011 typed provenance, 0016 distillation.
 """
 
 from __future__ import annotations

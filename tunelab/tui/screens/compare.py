@@ -1,5 +1,8 @@
 """The side-by-side screen: one prompt, two to four arms streamed in columns, blind votes, win-rates;
-and (ctrl+l) a learning-curve run on the bank, in a worker, with the grid's progress and ETA."""
+and (ctrl+l) a learning-curve run on the bank, in a worker, with the grid's progress and ETA.
+
+Arms are typed by name; `model:NAME` (a registered model or a GGUF path) puts a teacher beside its
+students, on an engine of its own that the screen closes when it goes away."""
 
 from __future__ import annotations
 
@@ -72,7 +75,7 @@ class CompareScreen(Screen[None]):
         yield Header()
         with Horizontal(id="compare-controls"):
             yield Select([], prompt="bank", id="compare-bank")
-            yield Input(placeholder="arms, e.g. base, base+jaccard@4, lora:NAME", id="compare-arms")
+            yield Input(placeholder="arms, e.g. base, base+jaccard@4, lora:NAME, model:TEACHER", id="compare-arms")
             yield Label("blind", classes="switch-label")
             yield Switch(value=True, id="compare-blind")
         yield Input(placeholder="Prompt to compare (Enter runs every arm; Esc stops)", id="compare-prompt")
@@ -217,6 +220,9 @@ class CompareScreen(Screen[None]):
     def on_unmount(self) -> None:
         if self.curve_cancel is not None:
             self.curve_cancel.set()  # leaving mid-run keeps every finished point and a training checkpoint
+        if not any(w.group == "compare" and w.is_running for w in self.app.workers):  # never close an engine mid-reply
+            for runner in self._runners.values():
+                runner.close()  # teachers' engines; the app's runtime stays loaded
 
     @work(thread=True, exclusive=True, group="compare", exit_on_error=False)
     def generate(self, round_: arena.ArenaRound, bank: str, widgets: list[ArmColumn]) -> None:

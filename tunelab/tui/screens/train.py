@@ -6,6 +6,10 @@ The run goes through the same prepare / train functions the CLI uses (`sft`, `pr
 runs the screen lists), in a thread worker; its progress events come back with
 `call_from_thread` and drive the progress bar, the status line and the loss plot. Escape sets the run's cancel event: the trainer saves a checkpoint after the
 current step and stops, and the run can be resumed from the table of runs.
+
+The "distil" kind runs a teacher arm (`base+embedding@8`, `model:NAME`, `lora:NAME`) over the
+bank's train inputs and stores its answers as a new bank (`runtime.distill`), in the same worker
+group with the same bar and Escape; starting the same form again resumes it.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from tunelab.finetune.args import SFTArgs
 from tunelab.finetune.preference_args import PreferenceArgs
 from tunelab.finetune.progress import TrainProgress, measured_change
 from tunelab.finetune.report_to import REPORT_TO
+from tunelab.runtime.distill import DistillPlan, DistillProgress, run_distillation
+from tunelab.runtime.runtime import Runtime
 from tunelab.runtime.training import KINDS, NOT_FOR_GRPO, TrainingService, form_args
 from tunelab.tui.widgets.train.loss_plot import LossPlot
 from tunelab.tui.widgets.train.run_table import RunTable
@@ -49,10 +55,11 @@ class TrainScreen(Screen[None]):
         Binding("escape", "stop_or_back", "Stop run / Back", id="train.stop"),
     ]
 
-    def __init__(self, settings: Settings, conn: sqlite3.Connection, hf_dir: Path | None = None) -> None:
-        """`hf_dir`: an HF checkpoint paired with the chat model (default: its cached dequantisation)."""
+    def __init__(self, settings: Settings, conn: sqlite3.Connection, hf_dir: Path | None = None, runtime: Runtime | None = None) -> None:
+        """`hf_dir`: an HF checkpoint paired with the chat model (default: its cached dequantisation).
+        `runtime`: the app's, which a distillation's teacher runs on."""
         super().__init__()
-        self.service = TrainingService(settings, conn, hf_dir)
+        self.service = TrainingService(settings, conn, hf_dir, runtime)
         self.cancel: threading.Event | None = None
         """Set while a run trains (Escape sets it); None when idle."""
         self.resumable: set[str] = set()
@@ -71,6 +78,7 @@ class TrainScreen(Screen[None]):
             yield Select([(label, kind) for kind, label in KINDS.items()], allow_blank=False, id="train-kind")
             yield Select([], prompt="bank", id="train-bank")
             yield Input(placeholder="corpus: .txt/.md file or folder", id="train-corpus")
+            yield Input(placeholder="teacher, e.g. base+embedding@8", id="train-teacher")
             yield Input(placeholder="adapter name", id="train-name")
             for name, label in FORM_FIELDS.items():
                 default = getattr(defaults, name)
@@ -110,6 +118,7 @@ class TrainScreen(Screen[None]):
             self.set_status("no example bank yet: import one with `tunelab bank import-demo sentiment`")
             self.notify("no example bank yet: try `tunelab bank import-demo sentiment`", severity="warning")
         self.query_one("#train-corpus", Input).display = False
+        self.query_one("#train-teacher", Input).display = False
         self.show_runs()
         self.query_one("#train-plot", LossPlot).show([], [], "loss")
 
@@ -126,12 +135,15 @@ class TrainScreen(Screen[None]):
         corpus = self.kind == "pretrain"
         self.query_one("#train-bank", Select).display = not corpus
         self.query_one("#train-corpus", Input).display = corpus
-        for name in NOT_FOR_GRPO:
-            self.query_one(f"#train-{name}", Input).disabled = self.kind == "grpo"
+        self.query_one("#train-teacher", Input).display = self.kind == "distill"
+        self.query_one("#train-name", Input).placeholder = "new bank name" if self.kind == "distill" else "adapter name"
+        for name in FORM_FIELDS:
+            self.query_one(f"#train-{name}", Input).disabled = self.kind == "distill" or (self.kind == "grpo" and name in NOT_FOR_GRPO)
         hints = {
             "sft": "pick a bank, name the adapter, then Start (ctrl+t)",
             "pretrain": "give a .txt/.md file or folder of raw text, name the adapter, then Start (ctrl+t)",
             "grpo": "pick a bank for the prompts (the newest reward model scores the replies), then Start (ctrl+t)",
+            "distill": "pick the bank whose train inputs the teacher answers, name the new bank and the teacher, then Start (ctrl+t)",
         }
         self.set_status(hints[self.kind])
 
@@ -184,6 +196,9 @@ class TrainScreen(Screen[None]):
         corpus = self.query_one("#train-corpus", Input).value.strip()
         chosen = self.query_one("#train-bank", Select).value
         bank = None if chosen is Select.NULL else str(chosen)
+        if self.kind == "distill":
+            self.start_distillation(name, bank)
+            return
         try:
             job = self.service.start(self.kind, name, bank, corpus, self.form_settings())
         except TunelabError as exc:
@@ -256,6 +271,43 @@ class TrainScreen(Screen[None]):
                 f"chat with it via `tunelab chat --adapter {result.adapter.name}`"
             )
             app.call_from_thread(self.finished, message, "information")
+
+    # -- a distillation ----------------------------------------------------------------------------
+    def start_distillation(self, name: str, bank: str | None) -> None:
+        try:
+            prepare = self.service.distill(name, bank, self.query_one("#train-teacher", Input).value)
+        except TunelabError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        self.begin(name, [], f"distilling bank {bank!r} into {name!r}: preparing the teacher…")
+        self.distill(prepare)
+
+    @work(thread=True, exclusive=True, group="train")
+    def distill(self, prepare: Callable[[], DistillPlan]) -> None:
+        """Plan and run the distillation off the UI thread; each answer is stored as it comes."""
+        app = self.app
+        cancel = self.cancel
+        try:
+            plan = prepare()
+            app.call_from_thread(self.set_status, f"distilling with {plan.teacher.name}: {plan.stored}/{len(plan.inputs)} answered…")
+            result = run_distillation(plan, lambda event: app.call_from_thread(self.distill_progressed, event), cancel)
+        except TunelabError as exc:
+            app.call_from_thread(self.finished, str(exc), "error")
+            return
+        except Exception as exc:  # noqa: BLE001 - every stored answer stays; say why and keep the app
+            app.call_from_thread(self.finished, f"distillation failed: {type(exc).__name__}: {exc}", "error")
+            return
+        bank = result.bank
+        if result.cancelled:
+            message = f"distillation stopped at {bank.n_train} answer(s): Start the same form again to resume"
+            app.call_from_thread(self.finished, message, "warning")
+        else:
+            message = f"bank {bank.name!r} is ready: {bank.n_train} teacher answer(s); train a student on it (kind SFT)"
+            app.call_from_thread(self.finished, message, "information")
+
+    def distill_progressed(self, event: DistillProgress) -> None:
+        self.query_one("#train-progress", ProgressBar).update(total=event.total, progress=event.done)
+        self.set_status(event.describe())
 
     def started(self, plan: Any) -> None:
         for warning in getattr(plan, "warnings", []):
