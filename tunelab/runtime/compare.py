@@ -212,7 +212,7 @@ class ArmRunner:
         self.runtime = runtime
         self.bank = bank
         self.seed = seed
-        self._models: dict[Path, Runtime] = {}
+        self._models: dict[str, Runtime] = {}
 
     @property
     def settings(self) -> Settings:
@@ -223,15 +223,20 @@ class ArmRunner:
         return self.runtime.conn
 
     def runtime_for(self, arm: Arm) -> Runtime:
-        """The runtime serving `arm`: the process's, or (another model) one per model file."""
+        """The runtime serving `arm`: the process's, or (another model) one per model - a model
+        file here, or the server's model id when the engine is remote."""
         if arm.model is None:
             return self.runtime
-        path = self.runtime.models.resolve(arm.model).resolve()
-        if path == self.runtime.model_path.resolve():
-            return self.runtime
-        if path not in self._models:
-            self._models[path] = Runtime(replace(self.settings, model=str(path)), self.conn)
-        return self._models[path]
+        if self.runtime.remote:
+            key, settings = arm.model, replace(self.settings, engine_model=arm.model, model="")
+        else:
+            path = self.runtime.models.resolve(arm.model).resolve()
+            if path == self.runtime.model_path.resolve():
+                return self.runtime
+            key, settings = str(path), replace(self.settings, model=str(path))
+        if key not in self._models:
+            self._models[key] = Runtime(settings, self.conn)
+        return self._models[key]
 
     def model_sha256(self, arm: Arm) -> str | None:
         """The file hash of a `model:` arm's model (None for arms on the base)."""
