@@ -1,10 +1,10 @@
 """The remote engine against a real OpenAI-compatible server: llama-cpp-python's, on loopback.
 
 The server serves the bundled model, and the trained adapter as a second model entry (its
-`lora_path`); tunelab's chat, ICL and compare run through it and must answer exactly as llama.cpp
-in this process does. Faults: a server that is down, a wrong URL, a 500, an adapter the server
-lacks and a stream cut mid-reply (the server killed) each give one line and store nothing but the
-partial reply.
+`lora_path`); tunelab's chat, ICL, compare and the app run through it and must answer exactly as
+llama.cpp in this process does. Faults: a server that is down, a wrong URL, a 500, an adapter the
+server lacks and a stream cut mid-reply (the server killed) each give one line and store nothing
+but the partial reply.
 """
 
 from __future__ import annotations
@@ -88,6 +88,16 @@ def test_chat_icl_and_compare_through_a_server_answer_as_llama_cpp_here(
         assert through_server.output.splitlines()[0] == in_process.output.splitlines()[0] != ""
         remote.close()
 
+    # a server without the adapter: the arm is refused before a comparison exists
+    comparisons = len(ComparisonStore(conn).list())
+    with llama_cpp_server(models[:1], tmp_path) as (url, _):
+        remote = Runtime(replace(settings, engine_url=url), conn)
+        with pytest.raises(TunelabError, match=f"does not serve adapter '{few_step_adapter}'"):
+            run_comparison(
+                ArmRunner(remote, sentiment_bank), bank_test_set(conn, sentiment_bank, limit=2), [Arm(few_step_adapter)], greedy(4)
+            )
+        assert len(ComparisonStore(conn).list()) == comparisons
+
 
 class FailingServer(BaseHTTPRequestHandler):
     """An OpenAI-style server whose completions fail with a 500 (a real llama-cpp-python server
@@ -134,9 +144,7 @@ def _one_line_failure(args: list[str]) -> str:
 
 
 @pytest.mark.slow
-def test_server_faults_are_one_line_and_keep_only_the_partial_reply(
-    settings, conn, bundled_model, sentiment_bank, few_step_adapter, failing_server, tmp_path
-):
+def test_server_faults_are_one_line_and_keep_only_the_partial_reply(settings, conn, bundled_model, failing_server, tmp_path):
     conversations = ConversationStore(conn)
     down = f"http://127.0.0.1:{free_port()}"
     assert "cannot reach the engine" in _one_line_failure(["chat", "--engine-url", down, "Hi"])
@@ -147,14 +155,7 @@ def test_server_faults_are_one_line_and_keep_only_the_partial_reply(
     with llama_cpp_server([{"model": str(bundled_model), "model_alias": "smollm2"}], tmp_path) as (url, process):
         assert "answered 404" in _one_line_failure(["chat", "--engine-url", f"{url}/docs", "Hi"])
 
-        # an adapter the server does not serve: refused before the comparison exists
         remote = Runtime(replace(settings, engine_url=url), conn)
-        with pytest.raises(TunelabError, match=f"does not serve adapter '{few_step_adapter}'"):
-            run_comparison(
-                ArmRunner(remote, sentiment_bank), bank_test_set(conn, sentiment_bank, limit=2), [Arm(few_step_adapter)], greedy(4)
-            )
-        assert ComparisonStore(conn).list() == []
-        assert conversations.list() == []
 
         # the server killed mid-reply: the text so far is stored, marked interrupted, and nothing else
         turn = ChatService(remote).send(
@@ -169,3 +170,29 @@ def test_server_faults_are_one_line_and_keep_only_the_partial_reply(
         assert message.interrupted and message.content == first + rest != ""
         (conversation,) = conversations.list()
         assert [m.role for m in conversations.messages(conversation.id)] == ["user", "assistant"]
+
+
+async def test_the_app_chats_through_a_server_and_a_dead_server_stores_nothing(settings, conn, bundled_model, tmp_path):
+    from tunelab.tui.app import TunelabApp
+    from tunelab.tui.widgets.chat.message_view import MessageView
+
+    conversations = ConversationStore(conn)
+    with llama_cpp_server([{"model": str(bundled_model), "model_alias": "smollm2"}], tmp_path) as (url, process):
+        app = TunelabApp(replace(settings, engine_url=url), conn)
+        async with app.run_test(size=(110, 32)) as pilot:
+            for text in ("Hi", "Again"):
+                app.screen.query_one("#prompt").focus()
+                for key in text:
+                    await pilot.press(key)
+                await pilot.press("enter")
+                await app.workers.wait_for_complete()
+                await pilot.pause()
+                if text == "Hi":
+                    reply = list(app.screen.query(MessageView))[-1].message
+                    assert reply is not None and reply.content and reply.provenance["engine_url"] == url
+                    assert url in app.screen.sub_title
+                    process.kill()
+                    process.wait()
+            assert any("cannot reach the engine" in str(n.message) for n in app._notifications)
+    (conversation,) = conversations.list()
+    assert [m.role for m in conversations.messages(conversation.id)] == ["user", "assistant"]
