@@ -44,6 +44,21 @@ from tunelab.stores import demo_banks
 TARGETS = {"kto": 1.6, "dpo": 2.5}
 
 
+def shared_args(steps: int, batch_size: int, max_length: int) -> dict[str, Any]:
+    """The settings SFT, KTO and DPO share when their step times are set side by side."""
+    return dict(
+        max_steps=steps,
+        batch_size=batch_size,
+        max_length=max_length,
+        seed=0,
+        learning_rate=5e-5,
+        lora_r=8,
+        lora_alpha=16,
+        lora_dropout=0.0,
+        save_steps=10**6,
+    )
+
+
 def labelled_prompts(size: int) -> list[tuple[list[dict[str, str]], str, str]]:
     """(prompt messages, correct label, wrong label) from the demo bank."""
     bank = demo_banks.sentiment(size=size, max_chars=300)
@@ -94,17 +109,7 @@ def main() -> None:
 
     with bench_home(opts.hf_dir) as (home, settings, conn, base):
         prompts = labelled_prompts(opts.examples)
-        common = dict(
-            max_steps=opts.steps,
-            batch_size=opts.batch_size,
-            max_length=opts.max_length,
-            seed=0,
-            learning_rate=5e-5,
-            lora_r=8,
-            lora_alpha=16,
-            lora_dropout=0.0,
-            save_steps=10**6,
-        )
+        common = shared_args(opts.steps, opts.batch_size, opts.max_length)
         sft_args = SFTArgs(packing=False, **common)
         pref_args = PreferenceArgs(**common)
         print(f"{len(prompts)} prompts, {opts.steps} steps x batch {opts.batch_size}, max_length {opts.max_length}, device {sft.device()}")

@@ -302,7 +302,7 @@ def sft_throughput(ctx: Context, section: Section) -> None:
 
 def preference_steps(ctx: Context, section: Section) -> None:
     """KTO and DPO seconds per step relative to unpacked SFT, same prompts, LoRA and batch."""
-    from feedback_step_time import labelled_prompts, time_preference, time_sft
+    from feedback_step_time import labelled_prompts, shared_args, time_preference, time_sft
     from train_throughput import step_seconds
 
     from tunelab.finetune.args import SFTArgs
@@ -311,17 +311,7 @@ def preference_steps(ctx: Context, section: Section) -> None:
     home, settings, conn, base = ctx.training_home()
     sizes = ctx.sizes
     prompts = labelled_prompts(sizes.preference_steps * sizes.batch_size)
-    common: dict[str, Any] = dict(
-        max_steps=sizes.preference_steps,
-        batch_size=sizes.batch_size,
-        max_length=sizes.max_length,
-        seed=0,
-        learning_rate=5e-5,
-        lora_r=8,
-        lora_alpha=16,
-        lora_dropout=0.0,
-        save_steps=10**6,
-    )
+    common = shared_args(sizes.preference_steps, sizes.batch_size, sizes.max_length)
     section.notes.append(
         f"{len(prompts)} demo prompts, {sizes.preference_steps} steps x batch {sizes.batch_size} (one epoch: the "
         "reference log-probabilities are computed once before training), SFT unpacked; s/step = median gap between steps"
