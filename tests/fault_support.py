@@ -31,13 +31,16 @@ def ok(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:  # type: ignor
 
 
 def kill_at(point: str, *args: str, timeout: float = 300, command: list[str] | None = None, env: dict[str, str] | None = None) -> str:
-    """Run `tunelab ARGS` (or `command`) until it reaches `point`, SIGKILL it there; returns its stderr so far."""
+    """Run `tunelab ARGS` (or `command`) until it reaches `point`, SIGKILL it there; returns its stderr so far.
+
+    The kill takes the command's whole process group: an `accelerate launch` and the processes it started die together."""
     proc = subprocess.Popen(
         command or [*TUNELAB, *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, **(env or {}), ENV: point},
+        start_new_session=True,
     )
     seen: list[str] = []
     reached = threading.Event()
@@ -54,7 +57,7 @@ def kill_at(point: str, *args: str, timeout: float = 300, command: list[str] | N
     reader.start()
     reached.wait(timeout)
     finished = proc.poll() is not None
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert reached.is_set(), f"never reached {point} (exited: {finished}): {''.join(seen)[-2000:]}"
     return "".join(seen)
