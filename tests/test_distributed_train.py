@@ -27,11 +27,15 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def launch(*args: str) -> list[str]:
-    """`accelerate launch` of `tunelab ARGS` on two CPU processes, on a free port (tests may run side by side)."""
+    """`accelerate launch` of `tunelab ARGS` as two processes, on a free port (tests may run side by side).
+
+    `--multi_gpu` is what starts several processes (torch.distributed.run); on a machine without a
+    GPU they train on the CPU over gloo, as tunelab trains there anyway. (accelerate's `--cpu`
+    with several processes means MPI with `--mpirun_hostfile`; without one it starts a single process.)"""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    flags = ["--num_processes", "2", "--cpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    flags = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     return [sys.executable, "-m", "accelerate.commands.launch", *flags, "--main_process_port", str(port), "-m", "tunelab.cli", *args]
 
 
@@ -58,7 +62,7 @@ def test_sft_under_two_processes_records_one_run_and_resumes_after_a_kill(home: 
     assert (home / "runs" / "dist" / "checkpoints" / "checkpoint-2").is_dir()
 
     resumed = launched("train", "--resume", "dist")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.returncode == 0, resumed.stderr[:6000]
     assert resumed.stderr.count("resuming run 'dist' from checkpoint-2") == 1
     assert progress_lines(resumed.stderr, 3, 4) == 1 and progress_lines(resumed.stderr, 4, 4) == 1
     assert resumed.stdout.count("adapter 'dist'") == 1
@@ -84,7 +88,7 @@ def test_dpo_under_two_processes_records_one_run_and_resumes_after_a_kill(home: 
     assert first.count("training dpo 'pref' on 8 pairs") == 1 and progress_lines(first, 2, 4) == 1
 
     resumed = launched("feedback", "train", "--resume", "pref")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.returncode == 0, resumed.stderr[:6000]
     assert progress_lines(resumed.stderr, 4, 4) == 1 and resumed.stdout.count("dpo 'pref': loss") == 1
     db = checked_db(home)
     assert tuple(db.execute("SELECT status, step FROM runs").fetchone()) == ("done", 4) and count(db, "runs") == 1
@@ -98,7 +102,8 @@ def test_dpo_under_two_processes_records_one_run_and_resumes_after_a_kill(home: 
 def test_a_refused_launch_says_why_once_and_no_process_waits(home: Path) -> None:
     refused = launched("train", "dist", "--bank", "nosuch", "--max-steps", "2", timeout=300)
     assert refused.returncode != 0
-    assert refused.stderr.count("error: no bank named 'nosuch'") == 1, refused.stderr[-3000:]
+    # tunelab's one line comes first, once (the other process exits quietly); the launcher then adds its own report
+    assert refused.stderr.startswith("error: unknown bank 'nosuch'") and refused.stderr.count("error: unknown bank") == 1
 
 
 def test_a_deepspeed_config_is_checked_before_anything_loads(home: Path, tmp_path: Path) -> None:

@@ -45,13 +45,20 @@ def launched() -> bool:
     return processes() > 1
 
 
-def is_main() -> bool:
-    """Whether this process writes tunelab's records and files (always, unless launched as a non-main rank)."""
-    if not launched():
-        return True
+def _state() -> Any:
+    """accelerate's process state, on the device the Trainer will use (`use_cpu` without CUDA).
+
+    The state is one per process and the first to create it sets it up: created without `cpu`
+    on a machine with no GPU it would see no distributed run at all (and join no process group)."""
+    import torch
     from accelerate import PartialState
 
-    return bool(PartialState().is_main_process)
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def is_main() -> bool:
+    """Whether this process writes tunelab's records and files (always, unless launched as a non-main rank)."""
+    return not launched() or bool(_state().is_main_process)
 
 
 @dataclass(frozen=True)
@@ -73,10 +80,9 @@ def prepared_on_main(prepare: Callable[[], P], follow: Callable[[int, Path | Non
     waiting forever for a run that never comes."""
     if not launched():
         return prepare()
-    from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
 
-    if PartialState().is_main_process:
+    if is_main():
         told = _Prepared(None)
         try:
             plan = prepare()
