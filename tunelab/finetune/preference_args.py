@@ -12,7 +12,7 @@ from typing import Any
 
 from tunelab.errors import TunelabError
 from tunelab.finetune.args import StoredArgs
-from tunelab.finetune.distributed import deepspeed_config, deepspeed_kwargs, deepspeed_problem
+from tunelab.finetune.distributed import deepspeed_config, deepspeed_kwargs, deepspeed_problem, launched
 from tunelab.finetune.report_to import REPORT_TO, report_kwargs, report_to_problem
 
 
@@ -128,8 +128,12 @@ def reference_settings(args: PreferenceArgs, n_rows: int) -> dict[str, Any]:
 
     The reference never changes, so the loss is the same; a step is then the policy's forward
     and backward only, and every epoch after the first skips the reference entirely. A run
-    shorter than one epoch would pay for rows it never trains on, so it keeps the per-step pass."""
-    return {"precompute_ref_log_probs": args.max_steps * args.batch_size >= n_rows}
+    shorter than one epoch would pay for rows it never trains on, so it keeps the per-step pass.
+
+    Not under `accelerate launch`: trl hands the precomputed values from the main process to the
+    others through the dataset's cache file, and an in-memory dataset keeps that in a temp dir of
+    each process's own, so the others fail to find it."""
+    return {"precompute_ref_log_probs": args.max_steps * args.batch_size >= n_rows and not launched()}
 
 
 def make_trainer(
