@@ -84,7 +84,9 @@ def test_dpo_under_two_processes_records_one_run_and_resumes_after_a_kill(home: 
     rate_helpful_vs_rude(conn, 8)
     args = ["--hf-dir", str(base_pair.hf_dir), "--model", str(base_pair.gguf_path), "--max-steps", "4", "--save-steps", "2"]
     args += ["--batch-size", "2", "--max-length", "48", "--lora-r", "4"]
-    first = kill_at("train.checkpoint_saved", command=launch("feedback", "train", "--method", "dpo", "--name", "pref", *args), env=ONE_THREAD)
+    first = kill_at(
+        "train.checkpoint_saved", command=launch("feedback", "train", "--method", "dpo", "--name", "pref", *args), env=ONE_THREAD
+    )
     assert first.count("training dpo 'pref' on 8 pairs") == 1 and progress_lines(first, 2, 4) == 1
 
     resumed = launched("feedback", "train", "--resume", "pref")

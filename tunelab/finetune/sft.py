@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from tunelab.config import Settings
 from tunelab.errors import TunelabError
-from tunelab.finetune.args import SFTArgs
 from tunelab.finetune import distributed
+from tunelab.finetune.args import SFTArgs
 from tunelab.finetune.base_weights import BaseWeights, prepare_base
 from tunelab.finetune.export_gguf import export_adapter, fit_targets
 from tunelab.finetune.pretrain import perplexity
