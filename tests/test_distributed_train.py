@@ -1,9 +1,9 @@
-"""The real CLI under `accelerate launch --num_processes 2 --cpu` (gloo): one run, one adapter, progress once, resume.
+"""The real CLI under `accelerate launch --num_processes 2` on the CPU (gloo): one run, one adapter, progress once, resume.
 
 Each launch starts the launcher and two training processes (torch loads three times), so the runs
-are a few steps of batch 1 on short rows. A run is killed (its whole process group) once the
-main process has written a checkpoint, then resumed under the launcher: the same checks as a
-single-process run (tests/test_faults.py), with two processes writing nothing twice.
+are a few steps of batch 1 or 2 on short rows. A run is killed (the launcher and its processes)
+once the main process has written a checkpoint, then resumed under the launcher: the checks of
+a single-process run (tests/test_faults.py), with two processes writing nothing twice.
 """
 
 from __future__ import annotations
