@@ -116,8 +116,7 @@ def test_a_deepspeed_config_is_checked_before_anything_loads(home: Path, tmp_pat
 
     shipped = Path(__file__).parent.parent / "docs" / "deepspeed_zero2.json"
     assert json.loads(shipped.read_text())["zero_optimization"]["stage"] == 2
-    ok("bank", "import-demo", "sentiment", "--size", "12", "--name", "sent")
-    missing = run("train", "ds", "--bank", "sent", "--deepspeed", str(tmp_path / "nope.json"))
+    missing = run("train", "ds", "--bank", "sent", "--deepspeed", str(tmp_path / "nope.json"))  # settings are read before the bank
     assert missing.returncode == 1 and "deepspeed config" in missing.stderr and "not found" in missing.stderr
     (tmp_path / "bad.json").write_text("{zero")
     broken = run("feedback", "train", "--method", "kto", "--deepspeed", str(tmp_path / "bad.json"))
