@@ -7,6 +7,7 @@ the database the way a fresh process would and asserts `PRAGMA integrity_check` 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -14,6 +15,8 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+
+import psutil
 
 from tunelab.faults import ENV, MARKER
 
@@ -31,7 +34,10 @@ def ok(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:  # type: ignor
 
 
 def kill_at(point: str, *args: str, timeout: float = 300, command: list[str] | None = None, env: dict[str, str] | None = None) -> str:
-    """Run `tunelab ARGS` (or `command`) until it reaches `point`, SIGKILL it there; returns its stderr so far."""
+    """Run `tunelab ARGS` (or `command`) until it reaches `point`, SIGKILL it there; returns its stderr so far.
+
+    The kill takes the processes the command started too: an `accelerate launch` and its training
+    processes (torch's launcher starts each in a session of its own) die together."""
     proc = subprocess.Popen(
         command or [*TUNELAB, *args],
         stdout=subprocess.DEVNULL,
@@ -54,8 +60,13 @@ def kill_at(point: str, *args: str, timeout: float = 300, command: list[str] | N
     reader.start()
     reached.wait(timeout)
     finished = proc.poll() is not None
+    started = [] if finished else psutil.Process(proc.pid).children(recursive=True)
     proc.send_signal(signal.SIGKILL)
+    for child in started:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
     proc.wait()
+    psutil.wait_procs(started, timeout=30)
     assert reached.is_set(), f"never reached {point} (exited: {finished}): {''.join(seen)[-2000:]}"
     return "".join(seen)
 

@@ -10,7 +10,7 @@ import click
 
 from tunelab.cli.app_context import AppContext, pass_app
 from tunelab.cli.output import echo_json, json_option, limit_option, limited
-from tunelab.cli.training import args_from, dataclass_options, given, run_options, train_until_done
+from tunelab.cli.training import args_from, dataclass_options, given, run_options, train_until_done, where
 from tunelab.errors import TunelabError
 from tunelab.finetune import feedback_data, rl
 from tunelab.finetune.preference_args import PreferenceArgs
@@ -157,29 +157,41 @@ def train(
     from tunelab.finetune import feedback_runs
     from tunelab.finetune.progress import measured_change
 
-    if resume or restart:
-        if method or bank or reward_model or on or name or model or hf_dir or given(kwargs) or (resume and restart):
-            raise TunelabError("--resume / --restart continue a run with its own settings: give only --resume RUN or --restart RUN")
-        plan = feedback_runs.prepare_resume(app.settings, app.conn, resume or restart or "", restart=bool(restart))
-        click.echo(
-            f"{'resuming' if resume else 'restarting'} run {plan.run.name!r} from {plan.resume_from.name if plan.resume_from else 'step 0'}",
-            err=True,
-        )
-    else:
+    def prepare() -> feedback_runs.FeedbackPlan:
+        """Every check of the flags too: under `accelerate launch` only the main process prepares, so a refusal prints once."""
+        if resume or restart:
+            if method or bank or reward_model or on or name or model or hf_dir or given(kwargs) or (resume and restart):
+                raise TunelabError("--resume / --restart continue a run with its own settings: give only --resume RUN or --restart RUN")
+            return feedback_runs.prepare_resume(app.settings, app.conn, resume or restart or "", restart=bool(restart))
         if method is None:
             raise TunelabError("give --method kto, dpo, reward, grpo or rloo (or --resume RUN)")
-        plan = feedback_runs.prepare(
+        return feedback_runs.prepare(
             app.settings, app.conn, method, args_from(PreferenceArgs, kwargs), name, on, model, hf_dir, bank, reward_model
         )
-    policy_rl = plan.method in rl.METHODS
-    what = {"kto": f"{len(plan.rows)} ratings"}.get(plan.method, f"{len(plan.rows)} {'prompts' if policy_rl else 'pairs'}")
-    if policy_rl:
-        what += f" against reward model {plan.run.args['reward_model']!r}"
-    held = f" ({len(plan.held_out)} held out)" if plan.held_out else ""
-    left_out = "".join(f", {n} {why} left out" for why, n in plan.skipped.items())
-    start = f" on adapter {plan.start_adapter.name!r}" if plan.start_adapter else ""
-    click.echo(f"training {plan.method} {plan.run.name!r}{start} on {what}{held}{left_out} ({plan.run.device})", err=True)
-    result = train_until_done(lambda progress, cancel: feedback_runs.train(plan, progress, cancel), "tunelab feedback train")
+
+    def announce(plan: feedback_runs.FeedbackPlan) -> None:
+        if resume or restart:
+            start = plan.resume_from.name if plan.resume_from else "step 0"
+            click.echo(f"{'resuming' if resume else 'restarting'} run {plan.run.name!r} from {start}", err=True)
+        policy_rl = plan.method in rl.METHODS
+        what = {"kto": f"{len(plan.rows)} ratings"}.get(plan.method, f"{len(plan.rows)} {'prompts' if policy_rl else 'pairs'}")
+        if policy_rl:
+            what += f" against reward model {plan.run.args['reward_model']!r}"
+        held = f" ({len(plan.held_out)} held out)" if plan.held_out else ""
+        left_out = "".join(f", {n} {why} left out" for why, n in plan.skipped.items())
+        start = f" on adapter {plan.start_adapter.name!r}" if plan.start_adapter else ""
+        click.echo(f"training {plan.method} {plan.run.name!r}{start} on {what}{held}{left_out} ({where(plan.run.device)})", err=True)
+
+    done = train_until_done(
+        prepare,
+        lambda run_id, checkpoint: feedback_runs.run_plan(app.settings, app.conn, run_id, checkpoint),
+        announce,
+        feedback_runs.train,
+        "tunelab feedback train",
+    )
+    if done is None:  # another process of an `accelerate launch`: the main one reports
+        return
+    plan, result = done
     run = result.run
     m = result.metrics
     click.echo(

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from tunelab.cli.app_context import AppContext, pass_app
-from tunelab.cli.training import args_from, dataclass_options, given, run_options, train_until_done
+from tunelab.cli.training import args_from, dataclass_options, given, run_options, train_until_done, where
 from tunelab.errors import TunelabError
 from tunelab.finetune.args import SFTArgs
 
@@ -53,28 +53,36 @@ def command(
     from tunelab.finetune import pretrain, sft
     from tunelab.finetune.progress import measured_change
 
-    if train_embeddings:
-        raise TunelabError(pretrain.EMBEDDINGS_REFUSED)
-    if resume or restart:
-        if name or bank or corpus or on or model or hf_dir or given(kwargs) or (resume and restart):
-            raise TunelabError("--resume / --restart continue a run with its own settings: give only --resume RUN or --restart RUN")
-        plan = sft.prepare_resume(app.settings, app.conn, resume or restart or "", restart=bool(restart))
-        click.echo(
-            f"{'resuming' if resume else 'restarting'} run {plan.run.name!r} from {plan.resume_from.name if plan.resume_from else 'step 0'}",
-            err=True,
-        )
-    elif corpus is not None:
-        if not name or bank or on:
-            raise TunelabError("give a NAME and --corpus FILE|DIR (continued pre-training takes no --bank / --on)")
-        plan = pretrain.prepare(app.settings, app.conn, name, corpus, args_from(SFTArgs, kwargs), held_out, model, hf_dir)
-    else:
+    def prepare() -> sft.Plan:
+        """Every check of the flags too: under `accelerate launch` only the main process prepares, so a refusal prints once."""
+        if train_embeddings:
+            raise TunelabError(pretrain.EMBEDDINGS_REFUSED)
+        if resume or restart:
+            if name or bank or corpus or on or model or hf_dir or given(kwargs) or (resume and restart):
+                raise TunelabError("--resume / --restart continue a run with its own settings: give only --resume RUN or --restart RUN")
+            return sft.prepare_resume(app.settings, app.conn, resume or restart or "", restart=bool(restart))
+        if corpus is not None:
+            if not name or bank or on:
+                raise TunelabError("give a NAME and --corpus FILE|DIR (continued pre-training takes no --bank / --on)")
+            return pretrain.prepare(app.settings, app.conn, name, corpus, args_from(SFTArgs, kwargs), held_out, model, hf_dir)
         if not name or not bank:
             raise TunelabError("give a NAME for the adapter and --bank BANK or --corpus FILE|DIR (or --resume RUN)")
-        plan = sft.prepare(app.settings, app.conn, name, bank, args_from(SFTArgs, kwargs), model, hf_dir, on)
-    for warning in plan.warnings:
-        click.echo(f"warning: {warning}", err=True)
-    click.echo(f"training {plan.run.name!r} on {describe(plan)} ({sft.device()})", err=True)
-    result = train_until_done(lambda progress, cancel: sft.train(plan, progress, cancel), "tunelab train")
+        return sft.prepare(app.settings, app.conn, name, bank, args_from(SFTArgs, kwargs), model, hf_dir, on)
+
+    def announce(plan: sft.Plan) -> None:
+        if resume or restart:
+            start = plan.resume_from.name if plan.resume_from else "step 0"
+            click.echo(f"{'resuming' if resume else 'restarting'} run {plan.run.name!r} from {start}", err=True)
+        for warning in plan.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        click.echo(f"training {plan.run.name!r} on {describe(plan)} ({where(sft.device())})", err=True)
+
+    done = train_until_done(
+        prepare, lambda run_id, checkpoint: sft.run_plan(app.settings, app.conn, run_id, checkpoint), announce, sft.train, "tunelab train"
+    )
+    if done is None:  # another process of an `accelerate launch`: the main one reports
+        return
+    result = done[1]
     run = result.run
     assert result.adapter is not None
     metrics = result.adapter.metrics

@@ -13,15 +13,18 @@ from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from tunelab.field_types import field_types
+from tunelab.finetune import distributed
 from tunelab.finetune.args import RENAMED, field_docs
 
 if TYPE_CHECKING:  # transformers loads with it: not for `--help` or a refused command
-    from tunelab.finetune.progress import TrainProgress
+    from tunelab.finetune.progress import Listener, TrainProgress
+
+P = TypeVar("P", bound=distributed.Planned)
 
 OLD_FLAGS = {**{new: "--" + old for old, new in RENAMED.items()}, "max_steps": "--steps"}
 """Field -> the flag it had before both training commands took peft / trl's names
@@ -116,32 +119,59 @@ def show(event: TrainProgress) -> None:
 
 
 @contextmanager
-def ctrl_c_checkpoints() -> Iterator[threading.Event]:
+def ctrl_c_checkpoints(main: bool = True) -> Iterator[threading.Event]:
     """The cancel event for a run: the first Ctrl-C sets it (the trainer saves and stops after the
-    step), a second raises KeyboardInterrupt. The previous handler is restored afterwards."""
+    step), a second raises KeyboardInterrupt. The previous handler is restored afterwards.
+
+    `main`: whether this process talks to the user (under `accelerate launch` every process
+    gets the signal and stops, but only the main one says so)."""
     cancel = threading.Event()
 
     def on_interrupt(signum: int, frame: Any) -> None:
         if cancel.is_set():
             raise KeyboardInterrupt
         cancel.set()
-        click.echo("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort at once)", err=True)
+        if main:
+            click.echo("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort at once)", err=True)
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
         yield cancel
     finally:
         signal.signal(signal.SIGINT, previous)
-        click.echo(err=True)
+        if main:
+            click.echo(err=True)
 
 
-def train_until_done(train: Callable[[Callable[[TrainProgress], None], threading.Event], Any], command: str) -> Any:
-    """Run `train(progress, cancel)` with the progress line and Ctrl-C checkpoints; a cancelled run
-    exits 130 with the command that continues it (`command --resume RUN`)."""
-    with ctrl_c_checkpoints() as cancel:
-        result = train(show, cancel)
+def where(device: str) -> str:
+    """The device a run trains on, with the process count under `accelerate launch` (each takes a share of every batch)."""
+    n = distributed.processes()
+    return f"{device} × {n} processes" if n > 1 else device
+
+
+def train_until_done(
+    prepare: Callable[[], P],
+    follow: Callable[[int, Path | None], P],
+    announce: Callable[[P], None],
+    train: Callable[[P, Listener | None, threading.Event], Any],
+    command: str,
+) -> tuple[P, Any] | None:
+    """Prepare the run, `announce` it, then `train(plan, progress, cancel)` with the progress line
+    and Ctrl-C checkpoints; a cancelled run exits 130 with the command that continues it
+    (`command --resume RUN`).
+
+    Under `accelerate launch` the main process prepares (records) the run and the others open it
+    (`follow(run_id, resume_from)`, see `finetune.distributed`); only the main one announces,
+    shows progress and gets (plan, result) back - the others get None and print nothing."""
+    plan = distributed.prepared_on_main(prepare, follow)
+    main = distributed.is_main()
+    if main:
+        announce(plan)
+    with ctrl_c_checkpoints(main) as cancel:
+        result = train(plan, show if main else None, cancel)
     if result.cancelled:
-        run = result.run
-        click.echo(f"cancelled at step {run.step}/{run.total_steps}; continue with: {command} --resume {run.name}", err=True)
+        if main:
+            run = result.run
+            click.echo(f"cancelled at step {run.step}/{run.total_steps}; continue with: {command} --resume {run.name}", err=True)
         raise SystemExit(130)
-    return result
+    return (plan, result) if main else None

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from tunelab.errors import TunelabError
+from tunelab.finetune.distributed import deepspeed_config, deepspeed_problem
 from tunelab.finetune.report_to import REPORT_TO, report_to_problem
 
 RENAMED = {"r": "lora_r", "alpha": "lora_alpha", "dropout": "lora_dropout", "lr": "learning_rate"}
@@ -61,9 +62,9 @@ class SFTArgs(StoredArgs):
     max_steps: int | None = None
     """Optimizer steps; overrides epochs."""
     batch_size: int = 4
-    """Examples per device per micro-batch."""
+    """Examples per process (device) per micro-batch."""
     grad_accum: int = 1
-    """Micro-batches per optimizer step (effective batch = batch_size x grad_accum)."""
+    """Micro-batches per optimizer step (effective batch = batch_size x processes x grad_accum)."""
     max_length: int = 512
     """Prompt + answer tokens per example; longer examples are truncated (with a warning)."""
     seed: int = 0
@@ -76,12 +77,16 @@ class SFTArgs(StoredArgs):
     """Write a resumable checkpoint every this many steps (and on cancel)."""
     report_to: str = field(default="none", metadata={"choices": REPORT_TO})
     """Also send the training metrics to tensorboard (event files in the run's logs/ folder), wandb or mlflow."""
+    deepspeed: str = ""
+    """DeepSpeed config JSON for the Trainer (e.g. docs/deepspeed_zero2.json; needs the deepspeed package)."""
 
     def __post_init__(self) -> None:
         self.target_modules = tuple(self.target_modules)
         problems = []
-        if problem := report_to_problem(self.report_to):
-            problems.append(problem)
+        for problem in (report_to_problem(self.report_to), deepspeed_problem(self.deepspeed)):
+            if problem:
+                problems.append(problem)
+        self.deepspeed = deepspeed_config(self.deepspeed)
         if self.lora_r < 1:
             problems.append(f"lora_r must be >= 1 (got {self.lora_r})")
         if self.lora_alpha <= 0:

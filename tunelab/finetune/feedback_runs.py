@@ -23,13 +23,14 @@ import json
 import shutil
 import sqlite3
 import threading
-from dataclasses import dataclass, field
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from tunelab.config import Settings
 from tunelab.errors import TunelabError
-from tunelab.finetune import feedback_data, feedback_train, rl
+from tunelab.finetune import distributed, feedback_data, feedback_train, rl
 from tunelab.finetune.base_weights import BaseWeights, prepare_base
 from tunelab.finetune.export_gguf import fit_targets
 from tunelab.finetune.preference_args import PreferenceArgs
@@ -183,6 +184,16 @@ def prepare_resume(settings: Settings, conn: sqlite3.Connection, key: str, resta
     (or from step 0 with `restart`) on its own rows."""
     store = RunStore(conn)
     run = stopped_run(store, key, store.get(key).method in METHODS, "tunelab train")
+    plan = run_plan(settings, conn, run.id, None)
+    checkpoint = resume_point(store, run, restart, "tunelab feedback train")
+    return replace(plan, run=store.get(str(run.id)), resume_from=checkpoint)
+
+
+def run_plan(settings: Settings, conn: sqlite3.Connection, run_id: int, resume_from: Path | None) -> FeedbackPlan:
+    """The plan of a recorded feedback run, from its row and the rows frozen in its run dir: what a
+    resumed run continues with, and what the other processes of an `accelerate launch` train."""
+    store = RunStore(conn)
+    run = store.get(str(run_id))
     rows = read_jsonl(Path(run.run_dir) / ROWS_FILE)
     if not rows:
         raise TunelabError(
@@ -195,29 +206,32 @@ def prepare_resume(settings: Settings, conn: sqlite3.Connection, key: str, resta
     start = store.adapter(on) if on else None
     base = prepare_base(conn, settings.dirs.models, Path(run.base_gguf), Path(run.hf_dir))
     scorer = load_reward_model(settings, conn, reward_model, base.gguf_path)[1] if run.method in rl.METHODS else None
-    checkpoint = resume_point(store, run, restart, "tunelab feedback train")
     return FeedbackPlan(
         settings,
         conn,
-        store.get(str(run.id)),
+        run,
         base,
         PreferenceArgs.from_dict(values),
         rows,
         read_jsonl(Path(run.run_dir) / HELD_OUT_FILE),
         start,
-        resume_from=checkpoint,
+        resume_from=resume_from,
         scorer=scorer,
     )
 
 
 def train(plan: FeedbackPlan, listener: Listener | None = None, cancel: threading.Event | None = None) -> FeedbackResult:
-    """Train and write the result; a cancel leaves a checkpoint and status `cancelled`."""
+    """Train and write the result; a cancel leaves a checkpoint and status `cancelled`.
+
+    Under `accelerate launch` every process trains; only the main one records progress and status
+    and writes the result (the others return after training, with no adapter)."""
     store = RunStore(plan.conn)
     run = plan.run
-    recorder = Recorder(store, run, plan.resume_from is not None, listener)
+    main = distributed.is_main()
+    recorder = Recorder(store, run, plan.resume_from is not None, listener) if main else None
     progress = ProgressCallback(recorder, cancel)
     start_dir = Path(plan.start_adapter.peft_dir) if plan.start_adapter else None
-    with status_on_error(store, run.id, oom_message(plan.args)):
+    with status_on_error(store, run.id, oom_message(plan.args)) if main else nullcontext():
         fitted = feedback_train.fit(
             plan.method,
             plan.rows,
@@ -230,6 +244,8 @@ def train(plan: FeedbackPlan, listener: Listener | None = None, cancel: threadin
             plan.scorer,
             plan.base.chat_template,
         )
+    if recorder is None:
+        return FeedbackResult(run, progress.cancelled)
     seconds = run.train_seconds + fitted.seconds
     if progress.cancelled:
         store.set_status(run.id, "cancelled", "cancelled by the user", train_seconds=seconds)

@@ -12,6 +12,7 @@ from typing import Any
 
 from tunelab.errors import TunelabError
 from tunelab.finetune.args import StoredArgs
+from tunelab.finetune.distributed import deepspeed_config, deepspeed_kwargs, deepspeed_problem, launched
 from tunelab.finetune.report_to import REPORT_TO, report_kwargs, report_to_problem
 
 
@@ -32,7 +33,7 @@ class PreferenceArgs(StoredArgs):
     max_steps: int = 20
     """Optimizer steps (feedback sets are small; epochs would mean a handful of steps)."""
     batch_size: int = 4
-    """Examples per step (KTO needs at least 2: its KL term pairs each example with a neighbour)."""
+    """Examples per process (device) per step (KTO needs at least 2: its KL term pairs each example with a neighbour)."""
     max_length: int = 256
     """Prompt + reply tokens; longer examples are truncated (the prompt's start goes first)."""
     beta: float = 0.1
@@ -51,12 +52,16 @@ class PreferenceArgs(StoredArgs):
     """Write a resumable checkpoint every this many steps (and on cancel)."""
     report_to: str = field(default="none", metadata={"choices": REPORT_TO})
     """Also send the training metrics to tensorboard (event files in the run's logs/ folder), wandb or mlflow."""
+    deepspeed: str = ""
+    """DeepSpeed config JSON for the Trainer (e.g. docs/deepspeed_zero2.json; needs the deepspeed package)."""
 
     def __post_init__(self) -> None:
         self.target_modules = tuple(self.target_modules)
         problems = []
-        if problem := report_to_problem(self.report_to):
-            problems.append(problem)
+        for problem in (report_to_problem(self.report_to), deepspeed_problem(self.deepspeed)):
+            if problem:
+                problems.append(problem)
+        self.deepspeed = deepspeed_config(self.deepspeed)
         if self.lora_r < 1:
             problems.append(f"lora_r must be >= 1 (got {self.lora_r})")
         if not 0 <= self.lora_dropout < 1:
@@ -113,6 +118,7 @@ def trainer_kwargs(args: PreferenceArgs, output_dir: Path) -> dict[str, Any]:
         "fp16": False,
         "gradient_checkpointing": False,
         "disable_tqdm": True,
+        **deepspeed_kwargs(args.deepspeed),
     }
 
 
@@ -122,8 +128,12 @@ def reference_settings(args: PreferenceArgs, n_rows: int) -> dict[str, Any]:
 
     The reference never changes, so the loss is the same; a step is then the policy's forward
     and backward only, and every epoch after the first skips the reference entirely. A run
-    shorter than one epoch would pay for rows it never trains on, so it keeps the per-step pass."""
-    return {"precompute_ref_log_probs": args.max_steps * args.batch_size >= n_rows}
+    shorter than one epoch would pay for rows it never trains on, so it keeps the per-step pass.
+
+    Not under `accelerate launch`: trl hands the precomputed values from the main process to the
+    others through the dataset's cache file, and an in-memory dataset keeps that in a temp dir of
+    each process's own, so the others fail to find it."""
+    return {"precompute_ref_log_probs": args.max_steps * args.batch_size >= n_rows and not launched()}
 
 
 def make_trainer(

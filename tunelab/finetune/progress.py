@@ -3,7 +3,8 @@
 `ProgressCallback` is a transformers `TrainerCallback`: it turns the Trainer's logs into
 `TrainProgress` events for a listener, and is also how a run is cancelled - the listener's side
 sets `cancel`, and the callback asks the Trainer to save a checkpoint and stop at the end of the
-current step (a resumable state, never a half-written adapter).
+current step (a resumable state, never a half-written adapter). Under `accelerate launch` each
+process has its own callback; the Trainer calls them at the same points, so they stop together.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from tunelab.faults import pause_point
+from tunelab.finetune.distributed import any_process
 
 
 @dataclass(frozen=True)
@@ -61,11 +63,14 @@ class ProgressCallback(TrainerCallback):
         return self._stop_if_cancelled(control)
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        pause_point("train.checkpoint_saved")
+        if state.is_world_process_zero:  # the process that wrote the checkpoint's weights and state
+            pause_point("train.checkpoint_saved")
 
     def _stop_if_cancelled(self, control: Any) -> Any:
-        """Save and stop at this step; checked after the step and after its log (a listener may cancel there)."""
-        if self.cancel.is_set():
+        """Save and stop at this step; checked after the step and after its log (a listener may cancel there).
+
+        Under `accelerate launch` every process stops when any was cancelled (only the main one has a listener)."""
+        if any_process(self.cancel.is_set()):
             self.cancelled = True
             control.should_save = True
             control.should_training_stop = True

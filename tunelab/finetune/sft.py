@@ -20,12 +20,14 @@ import shutil
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass, field
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tunelab.config import Settings
 from tunelab.errors import TunelabError
+from tunelab.finetune import distributed
 from tunelab.finetune.args import SFTArgs
 from tunelab.finetune.base_weights import BaseWeights, prepare_base
 from tunelab.finetune.export_gguf import export_adapter, fit_targets
@@ -223,7 +225,19 @@ def resume_point(store: RunStore, run: Run, restart: bool, command: str) -> Path
 def prepare_resume(settings: Settings, conn: sqlite3.Connection, key: str, restart: bool = False) -> Plan:
     """A cancelled, failed or interrupted run, set to continue from its last checkpoint (or from step 0)."""
     store = RunStore(conn)
-    run = stopped_run(store, key, store.get(key).method in METHODS, "tunelab feedback train")
+    run = stopped_run(store, key, store.get(key).method in METHODS, "tunelab train")
+    plan = run_plan(settings, conn, run.id, None)
+    checkpoint = resume_point(store, run, restart, "tunelab train")
+    return replace(plan, run=store.get(str(run.id)), resume_from=checkpoint)
+
+
+def run_plan(settings: Settings, conn: sqlite3.Connection, run_id: int, resume_from: Path | None) -> Plan:
+    """The plan of a recorded run, from its row and the rows frozen in its run dir.
+
+    What a resumed run continues with, and what the other processes of an `accelerate launch`
+    train once the main one has recorded the run (`distributed.prepared_on_main`)."""
+    store = RunStore(conn)
+    run = store.get(str(run_id))
     rows_file = Path(run.run_dir) / ROWS_FILE
     rows = read_jsonl(rows_file)
     held_out = read_jsonl(Path(run.run_dir) / HELD_OUT_FILE)
@@ -237,15 +251,14 @@ def prepare_resume(settings: Settings, conn: sqlite3.Connection, key: str, resta
     values = {k: v for k, v in run.args.items() if k not in RUN_EXTRAS}
     on = run.args.get("on")
     base = prepare_base(conn, settings.dirs.models, Path(run.base_gguf), Path(run.hf_dir))
-    checkpoint = resume_point(store, run, restart, "tunelab train")
     return Plan(
         settings,
         conn,
-        store.get(str(run.id)),
+        run,
         base,
         SFTArgs.from_dict(values),
         rows,
-        resume_from=checkpoint,
+        resume_from=resume_from,
         held_out=held_out,
         start_adapter=store.adapter(on) if on else None,
     )
@@ -283,6 +296,7 @@ def sft_config(args: SFTArgs, output_dir: Path, method: str = "sft") -> Any:
         **report_kwargs(args.report_to, output_dir.parent),  # output_dir is <run dir>/checkpoints
         disable_tqdm=True,
         dataloader_pin_memory=cuda,
+        **distributed.deepspeed_kwargs(args.deepspeed),
     )
 
 
@@ -331,25 +345,30 @@ def build_trainer(plan: Plan, callbacks: list[Any]) -> Any:
 
 
 def train(plan: Plan, listener: Listener | None = None, cancel: threading.Event | None = None) -> TrainResult:
-    """Train, export and register the adapter; a cancel leaves a checkpoint and status `cancelled`."""
+    """Train, export and register the adapter; a cancel leaves a checkpoint and status `cancelled`.
+
+    Under `accelerate launch` every process trains; only the main one records progress and status
+    and writes the adapter (the others return after training, with no adapter)."""
     import torch
 
     store = RunStore(plan.conn)
     run = plan.run
-    recorder = Recorder(store, run, plan.resume_from is not None, listener)
-    history = recorder.history
+    main = distributed.is_main()
+    recorder = Recorder(store, run, plan.resume_from is not None, listener) if main else None
     progress = ProgressCallback(recorder, cancel)
     started = time.perf_counter()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     held_out: dict[str, float] = {}
-    with status_on_error(store, run.id, oom_message(plan.args)):
+    with status_on_error(store, run.id, oom_message(plan.args)) if main else nullcontext():
         trainer = build_trainer(plan, [progress])
-        if plan.held_out:
+        if plan.held_out and main:
             held_out["held_out_ppl_before"] = perplexity(trainer.model, plan.held_out, plan.args.batch_size)
         trainer.train(resume_from_checkpoint=str(plan.resume_from) if plan.resume_from else None)
+    if recorder is None:
+        return TrainResult(run, None, progress.cancelled)
     seconds = time.perf_counter() - started
-    rates = [h["tokens_per_s"] for h in history if h["tokens_per_s"]]
+    rates = [h["tokens_per_s"] for h in recorder.history if h["tokens_per_s"]]
     timings: Timings = {
         "train_seconds": run.train_seconds + seconds,
         "tokens_per_s": sum(rates) / len(rates) if rates else None,
@@ -361,7 +380,7 @@ def train(plan: Plan, listener: Listener | None = None, cancel: threading.Event 
     store.set_status(run.id, "running", **timings)
     if plan.held_out:
         held_out["held_out_ppl_after"] = perplexity(trainer.model, plan.held_out, plan.args.batch_size)
-    adapter = write_adapter(plan, trainer, history, held_out)
+    adapter = write_adapter(plan, trainer, recorder.history, held_out)
     shutil.rmtree(run.checkpoints_dir, ignore_errors=True)
     return TrainResult(store.get(str(run.id)), adapter, False)
 
