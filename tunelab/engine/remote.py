@@ -108,13 +108,6 @@ class RemoteEngine:
 
     # -- what the server is ----------------------------------------------------------------------
     @property
-    def kind(self) -> str:
-        """llama-server, llama-cpp-python or openai (vLLM and any other OpenAI-compatible server)."""
-        if self.server_loras is not None:
-            return "llama-server"
-        return "llama-cpp-python" if self._count == self._count_llama_cpp_python else "openai"
-
-    @property
     def model_name(self) -> str:
         return f"{self.base_model} @ {self.url}"
 
