@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 from tunelab.engine.chat_template import ChatMessage
+from tunelab.errors import TunelabError
 
 INTERRUPTED = ("cancelled", "error")
 """Finish reasons of a reply that stopped before the model did: stored, marked interrupted."""
@@ -55,6 +56,14 @@ class Reply:
         for _ in self:
             pass
         return "".join(self.parts)
+
+    def whole_text(self) -> str:
+        """All of the reply, or a one-line error where the engine broke off mid-reply (a remote
+        server gone, a stream cut): a stored result or training answer must never be a fragment."""
+        text = self.text()
+        if self.stats.error:
+            raise TunelabError(f"{self.stats.error} (nothing stored for this one; rerun to resume)")
+        return text
 
     def close(self) -> None:
         """Stop generating (from the consuming thread); `stats.finish_reason` becomes "cancelled"."""

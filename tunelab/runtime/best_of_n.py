@@ -75,7 +75,7 @@ def sample_best(engine: ChatEngine, messages: list[ChatMessage], params: Sampler
     for i in range(n):
         seed = (first + i) % SEED_RANGE
         reply = engine.chat(messages, replace(params, seed=seed))
-        reply.text()
+        reply.whole_text()  # a candidate cut off mid-reply is never scored or picked
         replies.append((seed, reply))
     prompt = [m.as_dict() for m in replies[0][1].messages]
     scores = scorer.score(prompt, [r.so_far for _, r in replies])

@@ -305,10 +305,8 @@ def run_comparison(
 
 def answer(runner: ArmRunner, arm: Arm, item: ComparisonItem, params: SamplerParams) -> ItemResult:
     arm_reply = runner.start(arm, item.input, params)
-    output = arm_reply.reply.text()
+    output = arm_reply.reply.whole_text()
     stats = arm_reply.reply.stats
-    if stats.error:  # a remote engine broke off: store nothing for this item, a rerun resumes here
-        raise TunelabError(f"{stats.error} (arm {arm.name}, item {item.position}; rerun to resume)")
     return ItemResult(
         arm=arm.name,
         position=item.position,

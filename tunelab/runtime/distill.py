@@ -220,7 +220,7 @@ def run_distillation(plan: DistillPlan, listener: DistillListener | None = None,
                     break
                 exclude = item.source_id if plan.exclude_own else None
                 arm_reply = plan.runner.start(plan.teacher, item.input, plan.params, exclude=exclude)
-                reply = arm_reply.reply.text()
+                reply = arm_reply.reply.whole_text()
                 output, named = read_answer(reply, plan.labels)
                 off_label += not named
                 row = ExampleRow(item.input, output, position)
