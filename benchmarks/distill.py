@@ -19,8 +19,8 @@ Settings, fixed before any result was seen (issue 16):
 The recorded run (2026-12-02) used `--no-gold`, decided before any answer was looked at: on the
 shared 2-core machine, the distillation ran at about 5 answers a minute beside the test suite, and
 a second 240-step training would not have fit the session. The student is scored against the gold
-labels all the same; the gold-trained LoRA of the same settings is in this file's earlier
-comparisons (issue 5, issue 17).
+labels all the same; docs/benchmarks.md has earlier LoRAs trained on the gold labels
+(issues 5 and 17).
 
 Run it on an otherwise idle machine (TTFT is a timing); a rerun resumes every stage:
 
