@@ -8,6 +8,12 @@ from tunelab.engine.chat_template import ChatMessage
 from tunelab.errors import TunelabError
 
 
+def prompt_budget(n_ctx: int, max_tokens: int) -> int:
+    """Prompt tokens that fit with the reply's budget reserved (at most half the window, so a
+    large --max-tokens never leaves no room for the prompt)."""
+    return n_ctx - min(max_tokens, n_ctx // 2)
+
+
 def fit_history(messages: list[ChatMessage], budget: int, count: Callable[[list[ChatMessage]], int]) -> tuple[list[ChatMessage], int]:
     """Drop the oldest messages after the system prompt until the prompt fits `budget` tokens.
 

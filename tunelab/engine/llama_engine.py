@@ -20,7 +20,7 @@ import llama_cpp
 from llama_cpp import Llama
 
 from tunelab.engine.chat_template import ChatMessage, ChatTemplate
-from tunelab.engine.context import fit_history
+from tunelab.engine.context import fit_history, prompt_budget
 from tunelab.engine.reply import Reply, ReplyStats, StopStrings
 from tunelab.engine.sampling import SamplerParams
 from tunelab.errors import TunelabError
@@ -118,8 +118,7 @@ class LlamaEngine:
 
     def fit(self, messages: list[ChatMessage], max_tokens: int) -> tuple[list[ChatMessage], int]:
         """The messages that fit the context with `max_tokens` left for the reply."""
-        budget = self.n_ctx - min(max_tokens, self.n_ctx // 2)
-        return fit_history(messages, budget, self.count_tokens)
+        return fit_history(messages, prompt_budget(self.n_ctx, max_tokens), self.count_tokens)
 
     def chat(self, messages: list[ChatMessage], params: SamplerParams | None = None) -> Reply:
         """Stream a reply to `messages` (oldest turns dropped if they don't fit)."""
@@ -183,7 +182,4 @@ class LlamaEngine:
                         yield tail
             finally:
                 generator.close()
-                end = time.perf_counter()
-                stats.total_ms = (end - start) * 1000
-                if first is not None and last is not None and stats.completion_tokens > 1 and last > first:
-                    stats.decode_tps = (stats.completion_tokens - 1) / (last - first)
+                stats.set_timings(start, first, last, time.perf_counter())

@@ -43,7 +43,7 @@ from typing import Any
 import httpx
 
 from tunelab.engine.chat_template import ChatMessage
-from tunelab.engine.context import fit_history
+from tunelab.engine.context import fit_history, prompt_budget
 from tunelab.engine.reply import Reply, ReplyStats
 from tunelab.engine.sampling import SamplerParams
 from tunelab.errors import TunelabError
@@ -90,13 +90,14 @@ class RemoteEngine:
         self._lock = threading.Lock()
         self._slot_of: dict[ServerTarget, int] = {}
         self._slot_last: dict[int, ServerTarget] = {}
-        self.model_ids = [m["id"] for m in self._get_json("/v1/models").get("data", [])]
+        models = self._get_json("/v1/models").get("data", [])
+        self.model_ids = [m["id"] for m in models]
         if not self.model_ids:
             raise TunelabError(f"the engine at {self.url} serves no model (GET /v1/models listed none)")
         self.server_loras = self._llama_server_loras()
         props = self._optional_json("GET", "/props") if self.server_loras is not None else None
         self.base_model = self._pick_base(model)
-        self.n_ctx = self._context_size(props, n_ctx)
+        self.n_ctx = self._context_size(props, models, n_ctx)
         self.slots = int((props or {}).get("total_slots") or 1)
         self._target = ServerTarget(self.base_model, self._lora_scales(None, 1.0))
         self._template_tokens = 0
@@ -123,11 +124,11 @@ class RemoteEngine:
             return model
         return self.model_ids[0]
 
-    def _context_size(self, props: dict[str, Any] | None, default: int) -> int:
+    def _context_size(self, props: dict[str, Any] | None, models: list[dict[str, Any]], default: int) -> int:
         """llama-server's /props, vLLM's max_model_len, else the setting (llama-cpp-python tells neither)."""
         if props and (n := (props.get("default_generation_settings") or {}).get("n_ctx")):
             return int(n)
-        for entry in self._get_json("/v1/models").get("data", []):
+        for entry in models:
             if entry.get("id") == self.base_model and entry.get("max_model_len"):
                 return int(entry["max_model_len"])
         return default
@@ -176,8 +177,7 @@ class RemoteEngine:
 
     def fit(self, messages: list[ChatMessage], max_tokens: int) -> tuple[list[ChatMessage], int]:
         """The messages that fit the context with `max_tokens` left for the reply."""
-        budget = self.n_ctx - min(max_tokens, self.n_ctx // 2)
-        return fit_history(messages, budget, self.count_tokens)
+        return fit_history(messages, prompt_budget(self.n_ctx, max_tokens), self.count_tokens)
 
     def _pick_counter(self) -> Callable[[list[ChatMessage]], int]:
         """The first tokenizer endpoint the server answers, tried on a one-message prompt."""
@@ -306,10 +306,7 @@ class RemoteEngine:
             response.close()
             if not usage_seen:
                 stats.completion_tokens = counted  # one chunk per token where no usage is sent (llama-cpp-python)
-            end = time.perf_counter()
-            stats.total_ms = (end - start) * 1000
-            if first is not None and last is not None and stats.completion_tokens > 1 and last > first:
-                stats.decode_tps = (stats.completion_tokens - 1) / (last - first)
+            stats.set_timings(start, first, last, time.perf_counter())
 
     # -- HTTP ------------------------------------------------------------------------------------
     def _get_json(self, path: str) -> Any:

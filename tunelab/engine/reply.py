@@ -27,6 +27,13 @@ class ReplyStats:
     error: str | None = None
     """Why the reply broke off (a server down or a stream cut mid-reply); the text so far is kept."""
 
+    def set_timings(self, start: float, first: float | None, last: float | None, end: float) -> None:
+        """Fill the timings from perf_counter stamps: the request, the first and last token, the end.
+        Decode speed counts the tokens after the first (the first one's wait is the TTFT)."""
+        self.total_ms = (end - start) * 1000
+        if first is not None and last is not None and self.completion_tokens > 1 and last > first:
+            self.decode_tps = (self.completion_tokens - 1) / (last - first)
+
     @property
     def interrupted(self) -> bool:
         return self.finish_reason in INTERRUPTED

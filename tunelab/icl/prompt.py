@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from tunelab.engine.chat_template import ChatMessage
+from tunelab.engine.context import prompt_budget
 from tunelab.icl.selectors import Selected, Selector
 from tunelab.stores.banks import Bank
 from tunelab.stores.provenance import ExampleUse, IclUse
@@ -72,7 +73,7 @@ def build_icl_messages(
     are dropped by the engine's own context management (oldest first) if they don't fit.
     """
     system = [m for m in history[:1] if m.role == "system"]
-    budget = engine.n_ctx - min(max_tokens, engine.n_ctx // 2)
+    budget = prompt_budget(engine.n_ctx, max_tokens)
     zero_shot = engine.count_tokens(task_messages(bank.instruction, query, (), system))
     used: list[Selected] = []
     with_examples = zero_shot

@@ -18,7 +18,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -34,7 +34,7 @@ from tunelab.finetune.args import SFTArgs
 from tunelab.finetune.preference_args import PreferenceArgs
 from tunelab.finetune.progress import TrainProgress, measured_change
 from tunelab.finetune.report_to import REPORT_TO
-from tunelab.runtime.distill import DistillPlan, DistillProgress, run_distillation
+from tunelab.runtime.distill import DistillPlan, DistillProgress, DistillResult, run_distillation
 from tunelab.runtime.runtime import Runtime
 from tunelab.runtime.training import KINDS, NOT_FOR_GRPO, TrainingService, form_args
 from tunelab.tui.widgets.train.loss_plot import LossPlot
@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 FORM_FIELDS = {"max_steps": "steps", "epochs": "epochs", "learning_rate": "lr", "lora_r": "r"}
 """The fields the form shows (label after each); the others keep their defaults. SFTArgs and
 PreferenceArgs share these names."""
+
+
+T = TypeVar("T")
 
 
 class TrainScreen(Screen[None]):
@@ -241,6 +244,17 @@ class TrainScreen(Screen[None]):
         self.query_one("#train-progress", ProgressBar).update(total=None, progress=0)
         self.set_status(status)
 
+    def guarded(self, what: str, run: Callable[[], T]) -> T | None:
+        """`run` in a worker; a failure ends it with one line on the screen and the app keeps going
+        (the run was recorded as failed, every stored answer stays)."""
+        try:
+            return run()
+        except TunelabError as exc:
+            self.app.call_from_thread(self.finished, str(exc), "error")
+        except Exception as exc:  # noqa: BLE001 - say why in one line and keep the app
+            self.app.call_from_thread(self.finished, f"{what} failed: {type(exc).__name__}: {exc}", "error")
+        return None
+
     @work(thread=True, exclusive=True, group="train")
     def train(self, start: Callable[[], Any], run_plan: Callable[..., Any]) -> None:
         """Prepare (slow the first time: dequantisation) and train off the UI thread.
@@ -248,15 +262,14 @@ class TrainScreen(Screen[None]):
         `start` makes the plan (sft / pretrain / feedback_runs), `run_plan(plan, listener, cancel)` trains it."""
         app = self.app
         cancel = self.cancel
-        try:
+
+        def plan_and_train() -> Any:
             plan = start()
             app.call_from_thread(self.started, plan)
-            result = run_plan(plan, lambda event: app.call_from_thread(self.progressed, event), cancel)
-        except TunelabError as exc:
-            app.call_from_thread(self.finished, str(exc), "error")
-            return
-        except Exception as exc:  # noqa: BLE001 - the run was recorded as failed; say why and keep the app
-            app.call_from_thread(self.finished, f"training failed: {type(exc).__name__}: {exc}", "error")
+            return run_plan(plan, lambda event: app.call_from_thread(self.progressed, event), cancel)
+
+        result = self.guarded("training", plan_and_train)
+        if result is None:
             return
         run = result.run
         if result.cancelled:
@@ -287,15 +300,14 @@ class TrainScreen(Screen[None]):
         """Plan and run the distillation off the UI thread; each answer is stored as it comes."""
         app = self.app
         cancel = self.cancel
-        try:
+
+        def plan_and_distill() -> DistillResult:
             plan = prepare()
             app.call_from_thread(self.set_status, f"distilling with {plan.teacher.name}: {plan.stored}/{len(plan.inputs)} answered…")
-            result = run_distillation(plan, lambda event: app.call_from_thread(self.distill_progressed, event), cancel)
-        except TunelabError as exc:
-            app.call_from_thread(self.finished, str(exc), "error")
-            return
-        except Exception as exc:  # noqa: BLE001 - every stored answer stays; say why and keep the app
-            app.call_from_thread(self.finished, f"distillation failed: {type(exc).__name__}: {exc}", "error")
+            return run_distillation(plan, lambda event: app.call_from_thread(self.distill_progressed, event), cancel)
+
+        result = self.guarded("distillation", plan_and_distill)
+        if result is None:
             return
         bank = result.bank
         if result.cancelled:
