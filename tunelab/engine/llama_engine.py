@@ -21,6 +21,7 @@ from llama_cpp import Llama
 
 from tunelab.engine.chat_template import ChatMessage, ChatTemplate
 from tunelab.engine.context import fit_history, prompt_budget
+from tunelab.engine.health import ensure_engine_runs
 from tunelab.engine.reply import Reply, ReplyStats, StopStrings
 from tunelab.engine.sampling import SamplerParams
 from tunelab.errors import TunelabError
@@ -56,6 +57,7 @@ class LlamaEngine:
         baked = lora_path if lora_path and not adapter_switching_supported() else None
         if baked:
             check_gguf_complete(check_gguf(Path(baked)))  # a truncated adapter must never reach llama.cpp
+        ensure_engine_runs(self.model_path)  # a build that dies by a signal is refused in one line first
         try:
             self.llama = Llama(
                 model_path=str(self.model_path),
