@@ -93,6 +93,20 @@ def relative_error(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max() / (b.max() - b.min()))
 
 
+def registered_adapter(conn, home: Path, base_pair, name: str = "rand", seed: int = 0) -> Path:  # type: ignore[no-untyped-def]
+    """A real GGUF LoRA (random weights from `seed`, no training), registered as adapter `name`;
+    returns its PEFT folder (the GGUF is `adapter.gguf` inside)."""
+    from tunelab.finetune.export_gguf import export_adapter
+    from tunelab.stores.runs import Adapter, RunStore
+
+    peft = random_adapter(base_pair.hf_dir, home / "adapters" / name, ["q_proj", "v_proj"], seed=seed)
+    export_adapter(peft, base_pair.gguf_path, peft / "adapter.gguf")
+    store = RunStore(conn)
+    run_ = store.create(name, base_pair.gguf_path, base_pair.gguf_sha256, base_pair.hf_dir, "", [], {}, home / "runs" / name, "cpu")
+    store.add_adapter(Adapter(name, run_.id, "", base_pair.gguf_sha256, str(peft), str(peft / "adapter.gguf")))
+    return peft
+
+
 # --- The architecture matrix: tiny random models, converted by llama.cpp's own converter ---------
 
 TEST_CACHE = Path(os.environ.get("TUNELAB_TEST_CACHE") or Path.home() / ".cache" / "tunelab-tests")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from fault_support import TUNELAB, checked_db, count, ok, run
-from finetune_support import base_pair, random_adapter  # noqa: F401
+from finetune_support import base_pair, registered_adapter  # noqa: F401
 from test_selectors import chroma_server  # noqa: F401
 
 from tunelab.errors import TunelabError
@@ -241,19 +241,6 @@ def test_a_damaged_or_deleted_chroma_store_is_rebuilt_from_sqlite(home: Path, tm
     shutil.rmtree(home / "chroma")
     assert "24 example(s) embedded, 24 in the index" in ok("bank", "index", "b").stdout
     assert "1 example(s) from b" in ok("chat", "--bank", "b", "--k", "1", "--max-tokens", "2", "question 3").stderr
-
-
-def registered_adapter(conn, home: Path, base_pair) -> Path:  # type: ignore[no-untyped-def]
-    """A real GGUF LoRA (random weights, no training), registered as adapter 'rand'."""
-    from tunelab.finetune.export_gguf import export_adapter
-    from tunelab.stores.runs import Adapter, RunStore
-
-    peft = random_adapter(base_pair.hf_dir, home / "adapters" / "rand", ["q_proj", "v_proj"])
-    export_adapter(peft, base_pair.gguf_path, peft / "adapter.gguf")
-    store = RunStore(conn)
-    run_ = store.create("rand", base_pair.gguf_path, base_pair.gguf_sha256, base_pair.hf_dir, "", [], {}, home / "runs" / "rand", "cpu")
-    store.add_adapter(Adapter("rand", run_.id, "", base_pair.gguf_sha256, str(peft), str(peft / "adapter.gguf")))
-    return peft
 
 
 def test_a_truncated_adapter_gguf_is_refused_before_llama_cpp_loads_it(conn, home: Path, base_pair) -> None:
