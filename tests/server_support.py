@@ -107,21 +107,24 @@ def llama_cpp_server(
 
 @contextmanager
 def llama_server_process(
-    binary: Path, model: Path, loras: list[Path], slots: int, n_ctx: int = 2048, n_threads: int = 1
-) -> Iterator[tuple[str, list[str]]]:
+    binary: Path, model: Path, loras: list[Path], slots: int, cache_ram: bool = True, n_ctx: int = 2048, n_threads: int = 1
+) -> Iterator[str]:
     """llama.cpp's own `llama-server` on 127.0.0.1 serving `model` with `loras` loaded but not
     applied (each request names its scales) and `slots` slots of `n_ctx` tokens each; yields the
-    URL and the exact command line (the README quotes it)."""
+    URL. `cache_ram=False` turns its RAM prompt cache off (`--cache-ram 0`)."""
     port = free_port()
     command = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-np", str(slots)]
-    command += ["-c", str(n_ctx * slots), "-t", str(n_threads), "-tb", str(n_threads), "--no-webui"]
+    # -fa off: llama-cpp-python's default; the server's "auto" turns flash attention on, whose
+    # other summation order moves a greedy answer off the in-process one after a few tokens
+    command += ["-c", str(n_ctx * slots), "-t", str(n_threads), "-tb", str(n_threads), "-fa", "off", "--no-webui"]
+    command += [] if cache_ram else ["--cache-ram", "0"]
     if loras:
         command += ["--lora", ",".join(str(path) for path in loras), "--lora-init-without-apply"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(process, f"{url}/health")
-        yield url, command
+        yield url
     finally:
         process.kill()
         process.wait(timeout=30)

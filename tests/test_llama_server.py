@@ -6,6 +6,18 @@ The server serves the bundled model with two LoRAs loaded and chosen per request
 side-by-side must answer exactly as llama.cpp in this process does. The adapters are random
 (seeded) LoRAs on q/v: they move the greedy answers far from the base's, so a reply computed on
 KV cached under another adapter would show.
+
+"Exactly" needs the same cache state on both sides. Reusing a cached prefix evaluates the rest of
+the prompt in a smaller batch, and on these flat random-LoRA distributions that alone can flip a
+greedy token - in this process as on the server (seen: the same prompt asked twice on one adapter
+gives a different second answer, here and there alike). So each expected answer is the in-process
+one from the cache state the request meets on the server: cold (`cache_prompt: false`, tunelab's
+default with LoRAs loaded) or, with `engine_prompt_cache` on a server started with
+`--cache-ram 0`, warm when the slot last served the same setting.
+
+Seen while writing these tests: with the RAM prompt cache on (llama-server's default) and prompts
+reused, an adapter's answer to a zero-shot item came from the KV a base-model request had left for
+the same prompt - the contamination of issue #26207, through the RAM cache instead of the slot.
 """
 
 from __future__ import annotations
@@ -40,9 +52,9 @@ def adapters(conn, home: Path, base_pair) -> list[Path]:
 
 
 def grid(runtime: Runtime, bank) -> dict[tuple[str, int], tuple[str, int]]:
-    """(output, prompt tokens) of zero-shot, ICL and both adapters on three held-out items."""
+    """(output, prompt tokens) of zero-shot, ICL and both adapters on two held-out items."""
     arms = [Arm(), Arm(None, "jaccard", 2), *(Arm(name) for name in ADAPTERS)]
-    comparison = run_comparison(ArmRunner(runtime, bank), bank_test_set(runtime.conn, bank, limit=3), arms, greedy(8))
+    comparison = run_comparison(ArmRunner(runtime, bank), bank_test_set(runtime.conn, bank, limit=2), arms, greedy(8))
     return {(r.arm, r.position): (r.output, r.prompt_tokens) for r in ComparisonStore(runtime.conn).results(comparison.id)}
 
 
@@ -51,8 +63,11 @@ def test_llama_server_answers_chat_icl_and_a_two_adapter_grid_as_llama_cpp_here(
     settings, conn, engine, bundled_model, sentiment_bank, adapters, home, base_pair, tmp_path
 ):
     local = Runtime(settings, conn, engine=engine)
-    with llama_server_process(llama_server(), bundled_model, adapters, slots=3, n_threads=THREADS) as (url, _):
-        remote = Runtime(replace(settings, engine_url=url), conn)
+    # one slot, no RAM cache, prompt reuse allowed: the server's cache is kept within a setting and
+    # dropped on a switch, exactly as the in-process one is
+    server = llama_server_process(llama_server(), bundled_model, adapters, slots=1, cache_ram=False, n_threads=THREADS)
+    with server as url:
+        remote = Runtime(replace(settings, engine_url=url, engine_prompt_cache=True), conn)
 
         question = "What is the capital of France?"
         here = ChatService(local).send(None, question, greedy(24))
@@ -71,7 +86,7 @@ def test_llama_server_answers_chat_icl_and_a_two_adapter_grid_as_llama_cpp_here(
         assert there_icl.provenance.example_ids == here_icl.provenance.example_ids
 
         answers_here, answers_there = grid(local, sentiment_bank), grid(remote, sentiment_bank)
-        assert answers_there == answers_here and len(answers_here) == 12
+        assert answers_there == answers_here and len(answers_here) == 8
         by_arm = {arm: [out for (a, _), (out, _) in answers_here.items() if a == arm] for arm in ("base", *(f"lora:{n}" for n in ADAPTERS))}
         assert by_arm["lora:rand-a"] != by_arm["base"] and by_arm["lora:rand-b"] != by_arm["base"]  # the adapters change answers
 
@@ -84,22 +99,77 @@ def test_llama_server_answers_chat_icl_and_a_two_adapter_grid_as_llama_cpp_here(
         remote.close()
 
 
+async def f3_round(settings, conn, runtime: Runtime, prompt: str) -> dict[str, str]:
+    """One side-by-side round on F3 with the base and ICL arms; each column's text by arm."""
+    from tunelab.tui.app import TunelabApp
+    from tunelab.tui.screens.compare import CompareScreen
+    from tunelab.tui.widgets.compare.arm_column import ArmColumn
+
+    app = TunelabApp(settings, conn)
+    async with app.run_test(size=(140, 44)) as pilot:
+        await app.push_screen(CompareScreen(runtime, seed=3))
+        await pilot.pause()
+        screen = app.screen
+        screen.query_one("#compare-arms").value = "base, base+jaccard@2"
+        screen.query_one("#compare-prompt").focus()
+        for key in prompt:
+            await pilot.press(key if key != " " else "space")
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert isinstance(screen, CompareScreen) and screen.round is not None
+        return {arm.name: column.text for arm, column in zip(screen.round.arms, screen.query(ArmColumn))}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("slots", [3, 1])
+async def test_the_f3_side_by_side_through_llama_server_shows_the_in_process_answers(settings, conn, engine, bundled_model, sentiment_bank):
+    prompt = "a tedious and joyless film"
+    engine.set_adapter(None)  # both sides start from a cold cache
+    here = await f3_round(settings, conn, Runtime(settings, conn, engine=engine), prompt)
+    server = llama_server_process(llama_server(), bundled_model, [], slots=1, cache_ram=False, n_threads=THREADS)
+    with server as url:
+        remote_settings = replace(settings, engine_url=url, engine_prompt_cache=True)
+        remote = Runtime(remote_settings, conn)
+        there = await f3_round(remote_settings, conn, remote, prompt)
+        remote.close()
+    assert there == here and sorted(here) == ["base", "base+jaccard@2"] and all(here.values())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("slots", "prompt_cache"), [(3, False), (3, True), (1, True)])
 def test_alternating_adapters_on_one_prefix_never_answer_from_another_adapters_cache(
-    settings, conn, engine, bundled_model, adapters, slots
+    settings, conn, engine, bundled_model, adapters, slots, prompt_cache
 ):
-    """Three settings on one long shared prefix, in an order that switches at every request: with
-    a slot per setting (3) and with all of them on one slot (1), every answer equals the one llama.cpp
-    here gives from a clean cache for that setting (llama-server issue #26207 reused the cache)."""
+    """Three settings on one long shared prefix, switching at almost every request. tunelab's
+    default against a stock server (RAM prompt cache on): every request cold. With
+    `engine_prompt_cache` against a server started with `--cache-ram 0`, with a slot per setting (3)
+    and with all of them on one slot (1): cold when the slot's last request was another setting,
+    warm when it was this one. KV computed under another adapter would give neither."""
     prefix = "You label film reviews. " + " ".join(f"Review {i}: a film with scenes, actors and a plot." for i in range(12))
     messages = [ChatMessage("system", prefix), ChatMessage("user", "Review: a moving, wonderful film. Label:")]
-    order = [None, "rand-a", "rand-b", "rand-a", None, "rand-b", "rand-b", None, "rand-a"]
+    order = [None, "rand-a", "rand-b", "rand-a", None, "rand-b", "rand-b"]
     local = Runtime(settings, conn, engine=engine)
-    expected = {name: local.engine_for(name).chat(messages, greedy(12)).text() for name in (None, *ADAPTERS)}
-    assert len(set(expected.values())) == 3  # the settings answer differently, so a mix-up would show
-    with llama_server_process(llama_server(), bundled_model, adapters, slots=slots, n_threads=THREADS) as (url, _):
-        remote = Runtime(replace(settings, engine_url=url), conn)
+    expected = {}
+    for name in (None, *ADAPTERS):
+        here = local.engine_for(name)
+        here.set_adapter(here.lora_path, here.lora_scale)  # a cold cache, whatever ran before
+        expected[name, "cold"] = here.chat(messages, greedy(12)).text()
+        expected[name, "warm"] = here.chat(messages, greedy(12)).text()  # the same prompt again: the prefix reused
+    assert len({expected[name, "cold"] for name in (None, *ADAPTERS)}) == 3  # a mix-up of settings would show
+
+    slot_of: dict[str | None, int] = {}
+    last_on_slot: dict[int, str | None] = {}
+    want = []
+    for name in order:  # tunelab's protocol: a slot per setting in order of first use, modulo the slots
+        slot = slot_of.setdefault(name, len(slot_of) % slots)
+        warm = prompt_cache and slot in last_on_slot and last_on_slot[slot] == name
+        want.append((name, expected[name, "warm" if warm else "cold"]))
+        last_on_slot[slot] = name
+    server = llama_server_process(llama_server(), bundled_model, adapters, slots=slots, cache_ram=not prompt_cache, n_threads=THREADS)
+    with server as url:
+        remote = Runtime(replace(settings, engine_url=url, engine_prompt_cache=prompt_cache), conn)
         answers = [(name, remote.engine_for(name).chat(messages, greedy(12)).text()) for name in order]
         remote.close()
-    assert answers == [(name, expected[name]) for name in order]
+    assert answers == want
+    if prompt_cache:
+        assert any(expected[name, "warm"] != expected[name, "cold"] for name in ADAPTERS)  # so the warm answers show reuse

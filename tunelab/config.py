@@ -23,6 +23,10 @@ def default_home() -> Path:
     return Path(xdg) / "tunelab"
 
 
+BOOLEAN_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+"""What a boolean setting may say in the environment (config.toml has real booleans)."""
+
+
 @dataclass(frozen=True)
 class DataDir:
     """The data dir's layout: every module asks for a folder here, so each is named in one place
@@ -100,6 +104,10 @@ class Settings:
     llama-cpp-python's server), e.g. http://gpu-box:8080; its API key comes from TUNELAB_ENGINE_API_KEY."""
     engine_model: str = ""
     """The server's model id for the base model; empty = the first model it lists."""
+    engine_prompt_cache: bool = False
+    """llama-server with LoRAs: reuse each slot's cached prompt between requests of one adapter
+    setting. Only with a server started with `--cache-ram 0`: its RAM prompt cache can hand a
+    request KV computed under another adapter. Off = every prompt is evaluated in full."""
     embedding_model: str = ""
     """sentence-transformers model dir for the embedding selector; empty = the bundled all-MiniLM-L6-v2."""
     chroma_url: str = ""
@@ -154,6 +162,10 @@ class Settings:
                     values[name] = int(value)
                 except ValueError:
                     raise TunelabError(f"setting {name} must be an integer (got {value!r})") from None
+            if names[name].type == "bool" and isinstance(value, str):
+                if value.strip().lower() not in BOOLEAN_WORDS:
+                    raise TunelabError(f"setting {name} must be true or false (got {value!r})")
+                values[name] = BOOLEAN_WORDS[value.strip().lower()]
         return cls(**values)  # type: ignore[arg-type]
 
     def describe(self) -> dict[str, str]:

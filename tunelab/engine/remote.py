@@ -14,11 +14,14 @@ Servers differ in three places, found out once when the engine connects:
   `model_alias` = NAME, `lora_path` = the GGUF) serve each adapter as a model id named like the
   adapter. An adapter the server lacks is refused in one line before anything runs.
 - **the KV/prompt cache across adapters.** llama-server has reused a slot's cached prompt for a
-  request with another adapter (the cache was computed with the other weights). tunelab pins
-  each adapter setting to its own slot (`id_slot`) and sends `cache_prompt: false` whenever a
-  slot's previous request used another setting, so no request reuses KV computed under another
-  adapter. vLLM keys its prefix cache by LoRA, and llama-cpp-python's server loads one `Llama`
-  per model entry, so neither shares a cache between adapters.
+  request with another adapter (issue #26207), and its RAM prompt cache (`--cache-ram`, on by
+  default) still does: a request restored the state a base-model request left for the same prompt
+  (seen with the llama.cpp vendored in llama-cpp-python 0.3.36; tests/test_llama_server.py). With
+  LoRAs loaded, tunelab therefore sends `cache_prompt: false` on every request, unless the user
+  says the server runs with `--cache-ram 0` (`engine_prompt_cache`): then each adapter setting is
+  pinned to its own slot (`id_slot`) and `cache_prompt` is false only when a slot's previous
+  request used another setting. vLLM keys its prefix cache by LoRA, and llama-cpp-python's server
+  loads one `Llama` per model entry, so neither shares a cache between adapters.
 - **token counts.** Replies take theirs from the server's `usage`. llama-cpp-python's server
   sends none while streaming: there the completion's one-token chunks are counted, and the prompt
   is counted by the same request again, unstreamed, for one token (its prompt cache makes that a
@@ -77,9 +80,11 @@ def api_root(url: str) -> str:
 class RemoteEngine:
     """An OpenAI-compatible server's model, streamed like the in-process engine."""
 
-    def __init__(self, url: str, model: str = "", n_ctx: int = 4096, api_key: str | None = None) -> None:
+    def __init__(self, url: str, model: str = "", n_ctx: int = 4096, api_key: str | None = None, prompt_cache: bool = False) -> None:
         """`model`: the server's model id for the base ("" = the one it serves, when it lists one
-        that is no adapter). Connects now, so a wrong URL or a server that is down is one line here."""
+        that is no adapter). `prompt_cache`: the llama-server runs with `--cache-ram 0`, so a
+        slot's own cache may be reused within an adapter setting. Connects now, so a wrong URL or
+        a server that is down is one line here."""
         self.url = api_root(url)
         key = api_key if api_key is not None else os.environ.get(API_KEY_VARIABLE, "")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -95,6 +100,8 @@ class RemoteEngine:
         if not self.model_ids:
             raise TunelabError(f"the engine at {self.url} serves no model (GET /v1/models listed none)")
         self.server_loras = self._llama_server_loras()
+        self.prompt_cache = prompt_cache or not self.server_loras
+        """Whether a request may reuse cached KV: always without LoRAs, else only when the user said so."""
         props = self._optional_json("GET", "/props") if self.server_loras is not None else None
         self.base_model = self._pick_base(model)
         self.n_ctx = self._context_size(props, models, n_ctx)
@@ -235,7 +242,7 @@ class RemoteEngine:
                 extra = {
                     "lora": [{"id": i, "scale": s} for i, s in target.lora],
                     "id_slot": slot,
-                    "cache_prompt": self._slot_last.get(slot) == target,
+                    "cache_prompt": self.prompt_cache and self._slot_last.get(slot) == target,
                 }
                 self._slot_last[slot] = target
         body: dict[str, Any] = {

@@ -127,7 +127,8 @@ class Runtime:
 
     def _connect(self) -> RemoteEngine:
         self.loads += 1
-        return RemoteEngine(self.settings.engine_url, self.settings.engine_model, n_ctx=self.settings.n_ctx)
+        settings = self.settings
+        return RemoteEngine(settings.engine_url, settings.engine_model, n_ctx=settings.n_ctx, prompt_cache=settings.engine_prompt_cache)
 
     def _load(self, path: Path, lora_path: Path | None = None) -> LlamaEngine:
         self.loads += 1
