@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 from compare_support import sentiment_bank  # noqa: F401
+from conftest import THREADS
 from finetune_support import base_pair, registered_adapter  # noqa: F401
 from llama_cpp_source import llama_server
 from server_support import llama_server_process
@@ -38,9 +39,6 @@ from tunelab.runtime.chat_service import ChatService, IclRequest
 from tunelab.runtime.compare import ArmRunner, bank_test_set, greedy, run_comparison
 from tunelab.runtime.runtime import Runtime
 from tunelab.stores.comparisons import ComparisonStore
-from tunelab.stores.runs import adapter_gguf
-
-from conftest import THREADS
 
 ADAPTERS = ("rand-a", "rand-b")
 
