@@ -24,9 +24,9 @@ from tunelab.stores.provenance import StepUse
 DECOMPOSE_FORMAT = 1
 """Bump when the intermediate prompts or limits change, so stored decomposed answers are not reused."""
 MAX_STEPS = 4
-PLAN_TOKENS = 96
-STEP_TOKENS = 64
-NOTE_TOKENS = 64
+PLAN_TOKENS = 64
+STEP_TOKENS = 48
+NOTE_TOKENS = 48
 CHUNK_TOKENS = 512
 """`extract` reads an input longer than this in chunks of at most this many tokens (fewer where
 n_ctx is smaller): a small model's attention is spent long before its context window is."""
@@ -108,17 +108,21 @@ class Decomposer:
     def plan(self, query: str) -> Worked:
         """Plan, repair a malformed plan once (else one step: the instruction), run each step with
         the earlier results in view, and hand the numbered results to the final call."""
-        draft = self.ask("plan", PLAN_ASK.format(n=MAX_STEPS, query=query), PLAN_TOKENS)
-        steps = parse_plan(draft)
-        if steps is None:
-            steps = parse_plan(self.ask("repair", REPAIR_ASK.format(n=MAX_STEPS, plan=draft), PLAN_TOKENS))
-        steps = steps or [self.instruction or "Answer the input."]
+        steps = self.checked_plan(self.ask("plan", PLAN_ASK.format(n=MAX_STEPS, query=query), PLAN_TOKENS))
         results: list[str] = []
         for i, step in enumerate(steps, 1):
             done = f"Results so far:\n{numbered(results)}\n\n" if results else ""
             results.append(self.ask("step", STEP_ASK.format(query=query, plan=numbered(steps), done=done, i=i, step=step), STEP_TOKENS))
         work = "\n".join(f"{i}. {step} -> {result}" for i, (step, result) in enumerate(zip(steps, results), 1))
         return Worked(f"Work done step by step:\n{work}\n\n{query}", self.steps)
+
+    def checked_plan(self, draft: str) -> list[str]:
+        """The draft's steps; a malformed draft gets one rewrite call, and if that is malformed too
+        the plan is the single step "do the task" (the instruction), so a run never stalls on format."""
+        steps = parse_plan(draft)
+        if steps is None:
+            steps = parse_plan(self.ask("repair", REPAIR_ASK.format(n=MAX_STEPS, plan=draft), PLAN_TOKENS))
+        return steps or [self.instruction or "Answer the input."]
 
     def extract(self, query: str) -> Worked:
         """An input within `CHUNK_TOKENS` is answered as it is; a longer one is cut into chunks that
