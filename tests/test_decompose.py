@@ -4,15 +4,18 @@ an item's steps, and the report's cost columns."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from compare_support import base_pair, sentiment_bank  # noqa: F401
 
+from tunelab.engine.context import prompt_budget
 from tunelab.errors import TunelabError
 from tunelab.eval.arms import Arm
 from tunelab.eval.report import REPORT_MD
 from tunelab.icl.prompt import task_messages
 from tunelab.runtime.compare import ArmRunner, bank_test_set, finish, greedy, run_comparison
-from tunelab.runtime.decompose import CHUNK_TOKENS, NOTE_TOKENS, Decomposer, parse_plan
+from tunelab.runtime.decompose import NOTE_TOKENS, Decomposer, parse_plan
 from tunelab.runtime.runtime import Runtime
 from tunelab.stores.banks import BankStore
 from tunelab.stores.comparisons import ComparisonItem, ComparisonStore, ItemResult
@@ -50,53 +53,68 @@ def test_a_bad_plan_is_repaired_once_and_else_becomes_the_instruction(engine) ->
 
 def test_plan_arm_resumes_after_a_ctrl_c_between_steps_and_stores_every_call(settings, conn, engine, sentiment_bank) -> None:
     runner = ArmRunner(Runtime(settings, conn, engine=engine), sentiment_bank)
-    test_set = bank_test_set(conn, sentiment_bank, limit=2)
+    test_set = bank_test_set(conn, sentiment_bank, limit=1)
+    (item,) = test_set.items
     arm = Arm(steps="plan")
     calls: list[str] = []
 
-    def interrupt_in_item_two(step) -> None:
+    def interrupt_after_the_second_call(step) -> None:
         calls.append(step.kind)
-        if calls.count("plan") == 2 and len(calls) > calls.index("plan", 1) + 1:  # item two, after its second call
+        if len(calls) == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_comparison(runner, test_set, [arm], greedy(6), on_step=interrupt_in_item_two)
+        run_comparison(runner, test_set, [arm], greedy(6), on_step=interrupt_after_the_second_call)
     store = ComparisonStore(conn)
     (comparison,) = store.list()
-    assert {r.position for r in store.results(comparison.id)} == {0}  # nothing of the half-done item
+    assert calls[0] == "plan" and store.results(comparison.id) == []  # nothing of the half-done item
 
     events = []
     run_comparison(runner, test_set, [arm], greedy(6), events.append)
-    assert [e.reused for e in events] == [True, False]
-    for result, item in zip(store.results(comparison.id), test_set.items):
-        steps = Provenance.from_dict(result.provenance).steps
-        assert steps[0].kind == "plan" and steps[-1].kind == "step" and all(s.output for s in steps)
-        assert all(s.prompt_tokens > 0 for s in steps)
-        final_turn = result.provenance["prompt_messages"][-1]["content"]
-        assert final_turn.startswith("Work done step by step:\n1. ") and final_turn.endswith(item.input)
-        assert result.output and result.completion_tokens > 0 and set(result.scores) == {"accuracy", "chrf", "rouge_l"}
+    assert [(e.position, e.reused) for e in events] == [(0, False)]
+    (result,) = store.results(comparison.id)
+    steps = Provenance.from_dict(result.provenance).steps
+    assert [s.kind for s in steps][:2] == calls  # the rerun worked the item through from its first call
+    assert steps[0].kind == "plan" and steps[-1].kind == "step" and all(s.prompt_tokens > 0 for s in steps)
+    final_turn = result.provenance["prompt_messages"][-1]["content"]
+    assert final_turn.startswith("Work done step by step:\n1. ") and final_turn.endswith(item.input)
+    assert result.output and result.completion_tokens > 0 and set(result.scores) == {"accuracy", "chrf", "rouge_l"}
 
 
-def test_extract_reads_an_input_longer_than_n_ctx_in_chunks(settings, conn, engine) -> None:
-    bank = longdoc(size=4, words=2200)
+@pytest.fixture(scope="module")
+def short_context_engine(bundled_model):
+    """The bundled model with a 512-token window: an input past it costs a few chunks, not minutes."""
+    from conftest import THREADS
+
+    from tunelab.engine.llama_engine import LlamaEngine
+
+    engine = LlamaEngine(bundled_model, n_ctx=512, n_threads=THREADS)
+    yield engine
+    engine.close()
+
+
+def test_extract_reads_an_input_longer_than_n_ctx_in_chunks(settings, conn, short_context_engine) -> None:
+    engine = short_context_engine
+    bank = longdoc(size=4, words=600)
     BankStore(conn).create(bank.name, bank.rows, bank.instruction, 0.5, 0, source=bank.source)
     stored = BankStore(conn).get(bank.name)
-    item = bank_test_set(conn, stored, limit=1).items[0]
-    runner = ArmRunner(Runtime(settings, conn, engine=engine), stored)
+    test_set = bank_test_set(conn, stored, limit=1)
+    (item,) = test_set.items
     whole = engine.count_tokens(task_messages(bank.instruction, item.input))
-    assert whole > engine.n_ctx  # plain arms cannot even send it
+    assert whole > engine.n_ctx  # a plain arm cannot even send it
 
-    result = ComparisonStore(conn).results(
-        run_comparison(runner, bank_test_set(conn, stored, limit=1), [Arm(steps="extract")], greedy(8)).id
-    )[0]
+    runner = ArmRunner(Runtime(settings, conn, engine=engine), stored)
+    (result,) = ComparisonStore(conn).results(run_comparison(runner, test_set, [Arm(steps="extract")], greedy(8)).id)
     steps = Provenance.from_dict(result.provenance).steps
-    assert {s.kind for s in steps} == {"extract"} and len(steps) >= whole // CHUNK_TOKENS
-    assert all(s.prompt_tokens <= CHUNK_TOKENS + 200 and s.completion_tokens <= NOTE_TOKENS for s in steps)
+    assert {s.kind for s in steps} == {"extract"} and len(steps) >= 2
+    assert all(s.prompt_tokens <= prompt_budget(engine.n_ctx, NOTE_TOKENS) and s.completion_tokens <= NOTE_TOKENS for s in steps)
     question = item.input.rsplit("\n\n", 1)[1]
     assert all(question in s.messages[-1]["content"] for s in steps)  # every chunk is read with the question
+    chunks = [re.split(r"Part \d+ of \d+:\n", s.messages[-1]["content"])[1] for s in steps]
+    assert " ".join(chunks).split() == item.input.rsplit("\n\n", 1)[0].split()  # every word read once, in order
     final_turn = result.provenance["prompt_messages"][-1]["content"]
     assert final_turn.startswith("Notes from the input:\n") and final_turn.endswith(question)
-    assert result.prompt_tokens < engine.n_ctx // 2 and result.output
+    assert result.prompt_tokens < engine.n_ctx and result.output
 
 
 def _result(arm: str, position: int, steps: list[dict]) -> ItemResult:
