@@ -140,3 +140,23 @@ def test_report_shows_calls_and_tokens_across_all_calls(settings, conn) -> None:
     # base: 1 call, 105 tokens, 0.1 s; plan: (2 + 3) / 2 calls, 105 + (320 + 640) / 2 = 585 tokens, 0.1 + 3 s
     assert table["base"].endswith("| 1.0 | 105 | 0.1 |")
     assert table["base+plan"].endswith("| 2.5 | 585 | 3.1 |")
+
+
+@pytest.mark.slow
+def test_a_decomposition_call_through_a_server_matches_llama_cpp_here(engine, bundled_model, tmp_path) -> None:
+    """The decomposer only speaks `ChatEngine`: its repair call over HTTP is the same greedy call."""
+    from server_support import llama_cpp_server
+
+    from tunelab.engine.remote import RemoteEngine
+
+    bad = "I would read it and then decide."
+    here = Decomposer(engine, "Classify the review.", greedy(8))
+    steps_here = here.checked_plan(bad)
+    with llama_cpp_server([{"model": str(bundled_model), "model_alias": "smollm2"}], tmp_path) as (url, _):
+        remote = RemoteEngine(url, n_ctx=2048)
+        there = Decomposer(remote, "Classify the review.", greedy(8))
+        assert there.checked_plan(bad) == steps_here
+        remote.close()
+    ((call_here,), (call_there,)) = here.steps, there.steps
+    assert call_there.kind == call_here.kind == "repair" and call_there.output == call_here.output
+    assert (call_there.prompt_tokens, call_there.completion_tokens) == (call_here.prompt_tokens, call_here.completion_tokens)
