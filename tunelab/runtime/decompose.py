@@ -121,7 +121,9 @@ class Decomposer:
         the plan is the single step "do the task" (the instruction), so a run never stalls on format."""
         steps = parse_plan(draft)
         if steps is None:
-            steps = parse_plan(self.ask("repair", REPAIR_ASK.format(n=MAX_STEPS, plan=draft), PLAN_TOKENS))
+            # without the task's instruction: with it, a small model answers the task instead of reformatting
+            repair = task_messages("", REPAIR_ASK.format(n=MAX_STEPS, plan=draft))
+            steps = parse_plan(self.call("repair", repair, PLAN_TOKENS))
         return steps or [self.instruction or "Answer the input."]
 
     def extract(self, query: str) -> Worked:
