@@ -148,11 +148,12 @@ class Decomposer:
         return self.engine.count_tokens(task_messages(self.instruction, text))
 
     def chunks(self, document: str, limit: int) -> list[str]:
-        """Word-boundary chunks of at most `limit` tokens each (with the prompt around them),
-        sized from the document's own tokens per word and halved where a chunk still runs over."""
+        """Word-boundary chunks of at most `limit` tokens each (with the prompt around them), sized
+        from the document's own tokens per word and halved where a chunk still runs over."""
         words = document.split()
         per_chunk = max(1, int(limit * len(words) / max(1, self.tokens(document)) * 0.9))
-        pending = [" ".join(words[i : i + per_chunk]) for i in range(0, len(words), per_chunk)]
+        size = -(-len(words) // -(-len(words) // per_chunk))  # as many chunks as needed, evenly filled: no stub at the end
+        pending = [" ".join(words[i : i + size]) for i in range(0, len(words), size)]
         chunks: list[str] = []
         while pending:
             chunk = pending.pop(0)
