@@ -7,8 +7,10 @@ from __future__ import annotations
 import re
 
 import pytest
+from click.testing import CliRunner
 from compare_support import base_pair, sentiment_bank  # noqa: F401
 
+from tunelab.cli import cli
 from tunelab.engine.context import prompt_budget
 from tunelab.errors import TunelabError
 from tunelab.eval.arms import Arm
@@ -79,6 +81,19 @@ def test_plan_arm_resumes_after_a_ctrl_c_between_steps_and_stores_every_call(set
     final_turn = result.provenance["prompt_messages"][-1]["content"]
     assert final_turn.startswith("Work done step by step:\n1. ") and final_turn.endswith(item.input)
     assert result.output and result.completion_tokens > 0 and set(result.scores) == {"accuracy", "chrf", "rouge_l"}
+
+
+def test_longdoc_demo_is_seeded_and_plants_one_answer_among_distractors(conn) -> None:
+    bank = longdoc(size=3, seed=7, words=300)
+    assert bank.rows == longdoc(size=3, seed=7, words=300).rows != longdoc(size=3, seed=8, words=300).rows
+    for row in bank.rows:
+        document, question = row.input.rsplit("\n\n", 1)
+        vault = re.fullmatch(r"Question: what is the code of the (\w+) vault\?", question).group(1)
+        assert f"The code of the {vault} vault is {row.output}." in document
+        assert len(re.findall(r"\b\d{4}\b", document)) == 3 and len(document.split()) >= 300
+    result = CliRunner().invoke(cli, ["bank", "import-demo", "longdoc", "--size", "10"])
+    assert result.exit_code == 0, result.output
+    assert BankStore(conn).get("longdoc").n_train == 8
 
 
 @pytest.fixture(scope="module")
