@@ -41,7 +41,9 @@ class Arm:
     def __post_init__(self) -> None:
         problems = []
         if self.selector is not None and self.selector not in SELECTOR_KINDS:
-            problems.append(f"unknown selector {self.selector!r} (choose from {', '.join(SELECTOR_KINDS)})")
+            problems.append(
+                f"unknown selector {self.selector!r} (choose from {', '.join(SELECTOR_KINDS)}; steps come last: +{', +'.join(STEPS)})"
+            )
         if self.selector is not None and self.k < 1:
             problems.append(f"k must be >= 1 with a selector (got {self.k})")
         if self.selector is None and self.k != 0:
