@@ -108,15 +108,21 @@ def add(app: AppContext, name: str, file: Path, input_field: str | None, output_
 @command.command("import-demo")
 @click.argument("demo", type=click.Choice(sorted(demo_banks.DEMOS)))
 @click.option("--name", default=None, help="Bank name (default: the demo's name).")
-@click.option("--size", type=int, default=None, help="Number of examples (sentiment: default 400; qa: all).")
+@click.option("--size", type=int, default=None, help="Number of examples (sentiment: default 400; qa: all; longdoc: 60).")
 @click.option("--language", default="english", show_default=True, help="qa only: a chatterbot-corpus language (e.g. chinese).")
 @split_options
 @pass_app
 def import_demo(app: AppContext, demo: str, name: str | None, size: int | None, language: str, test_size: float, seed: int) -> None:
-    """Import a packaged demo bank: `sentiment` (Rotten Tomatoes reviews) or `qa` (chatterbot-corpus)."""
+    """Import a packaged demo bank: `sentiment` (Rotten Tomatoes reviews), `qa` (chatterbot-corpus) or
+    `longdoc` (generated long documents with a planted fact)."""
     if size is not None and size < 2:
         raise TunelabError(f"--size must be at least 2 (got {size})")
-    bank = demo_banks.sentiment(size or 400, seed) if demo == "sentiment" else demo_banks.qa(language, size or 0)
+    if demo == "sentiment":
+        bank = demo_banks.sentiment(size or 400, seed)
+    elif demo == "longdoc":
+        bank = demo_banks.longdoc(size or 60, seed)
+    else:
+        bank = demo_banks.qa(language, size or 0)
     report(BankStore(app.conn).create(name or bank.name, bank.rows, bank.instruction, test_size, seed, source=bank.source))
 
 

@@ -34,7 +34,7 @@ from tunelab.stores.comparisons import ComparisonStore
     "explicit_arms",
     multiple=True,
     metavar="ARM",
-    help="Compare exactly these arms instead of the grid (repeatable): base, base+embedding@8, lora:NAME, model:TEACHER.",
+    help="Compare exactly these arms instead of the grid (repeatable): base, base+embedding@8, lora:NAME, model:TEACHER; add +plan or +extract to work through intermediate steps.",
 )
 @click.option("--limit", type=int, default=None, help="Use only the first N test items.")
 @click.option(

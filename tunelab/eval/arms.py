@@ -1,8 +1,8 @@
 """What is compared: an arm = (LoRA adapter, another model, or the plain base) x (example selector
-and k, or zero-shot).
+and k, or zero-shot) x (answered at once, or through intermediate steps).
 
 Arms have a short, stable name ("base", "base+jaccard@4", "lora:sst+embedding@4",
-"model:gemma3-270m") that is stored with every result, so a rerun with the same arms finds and
+"model:gemma3-270m", "base+jaccard@4+plan") that is stored with every result, so a rerun with the same arms finds and
 reuses what was already generated. A `model:` arm runs another GGUF (a registered name or a path):
 a teacher beside its students in one grid.
 """
@@ -20,6 +20,9 @@ DEFAULT_K = 4
 BASE = "base"
 ADAPTER_PREFIX = "lora:"
 MODEL_PREFIX = "model:"
+STEPS = ("plan", "extract")
+"""Decompositions (`runtime.decompose`): `plan` writes a numbered plan and works through it before
+answering; `extract` reads a long input chunk by chunk into notes and answers from the notes."""
 
 
 @dataclass(frozen=True, order=True)
@@ -32,11 +35,15 @@ class Arm:
     """Examples per prompt (0 when zero-shot)."""
     model: str | None = None
     """Another model (registered name or GGUF path) instead of the runtime's base; None for the base."""
+    steps: str | None = None
+    """A decomposition from `STEPS` run before the final answer, or None to answer at once."""
 
     def __post_init__(self) -> None:
         problems = []
         if self.selector is not None and self.selector not in SELECTOR_KINDS:
-            problems.append(f"unknown selector {self.selector!r} (choose from {', '.join(SELECTOR_KINDS)})")
+            problems.append(
+                f"unknown selector {self.selector!r} (choose from {', '.join(SELECTOR_KINDS)}; steps come last: +{', +'.join(STEPS)})"
+            )
         if self.selector is not None and self.k < 1:
             problems.append(f"k must be >= 1 with a selector (got {self.k})")
         if self.selector is None and self.k != 0:
@@ -47,13 +54,16 @@ class Arm:
             problems.append(f"bad model name {self.model!r}")
         if self.model is not None and self.adapter is not None:
             problems.append("an arm runs an adapter on the base or another model, not both")
+        if self.steps is not None and self.steps not in STEPS:
+            problems.append(f"unknown steps {self.steps!r} (choose from {', '.join(STEPS)})")
         if problems:
             raise TunelabError("bad arm: " + "; ".join(problems))
 
     @property
     def name(self) -> str:
         model = f"{ADAPTER_PREFIX}{self.adapter}" if self.adapter else f"{MODEL_PREFIX}{self.model}" if self.model else BASE
-        return f"{model}+{self.selector}@{self.k}" if self.selector else model
+        icl = f"{model}+{self.selector}@{self.k}" if self.selector else model
+        return f"{icl}+{self.steps}" if self.steps else icl
 
     @property
     def is_icl(self) -> bool:
@@ -64,8 +74,12 @@ class Arm:
 
     @classmethod
     def parse(cls, name: str) -> Arm:
-        """The inverse of `name`: "base", "base+mmr@2", "lora:NAME", "lora:NAME+random@4", "model:NAME+jaccard@8"."""
+        """The inverse of `name`: "base", "base+mmr@2", "lora:NAME", "lora:NAME+random@4", "model:NAME+jaccard@8",
+        any of them followed by "+plan" or "+extract"."""
         head, _, icl = name.strip().partition("+")
+        steps = None
+        if icl.rpartition("+")[2] in STEPS:
+            icl, _, steps = icl.rpartition("+")
         adapter = model = None
         if head.startswith(ADAPTER_PREFIX):
             adapter = head[len(ADAPTER_PREFIX) :]
@@ -74,10 +88,10 @@ class Arm:
         elif head != BASE:
             raise TunelabError(f"bad arm {name!r}: start with 'base', 'lora:<adapter>' or 'model:<model>'")
         if not icl:
-            return cls(adapter, model=model)
+            return cls(adapter, model=model, steps=steps)
         kind, _, k = icl.partition("@")
         try:
-            return cls(adapter, kind, int(k) if k else DEFAULT_K, model)
+            return cls(adapter, kind, int(k) if k else DEFAULT_K, model, steps)
         except ValueError:
             raise TunelabError(f"bad arm {name!r}: k after '@' must be a number") from None
 

@@ -66,15 +66,22 @@ def markdown(summary: Summary, plot_path: Path) -> str:
         "",
         f"## Arms (primary metric: {metric}; 95% bootstrap CIs)",
         "",
-        "| arm | accuracy | chrF | ROUGE-L | prompt tok | reply tok | TTFT ms | total ms | tok/s | wall s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| arm | accuracy | chrF | ROUGE-L | prompt tok | reply tok | TTFT ms | total ms | tok/s | calls | all tok | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for a in summary.arms:
         lines.append(
             f"| {a.arm} | {fmt_interval('accuracy', a.metrics['accuracy'])} | {fmt_interval('chrf', a.metrics['chrf'])} "
             f"| {fmt_interval('rouge_l', a.metrics['rouge_l'])} | {a.mean_prompt_tokens:.0f} | {a.mean_completion_tokens:.1f} "
-            f"| {whole_or_dash(a.mean_ttft_ms)} | {whole_or_dash(a.mean_total_ms)} | {whole_or_dash(a.mean_decode_tps)} | {a.wall_s:.1f} |"
+            f"| {whole_or_dash(a.mean_ttft_ms)} | {whole_or_dash(a.mean_total_ms)} | {whole_or_dash(a.mean_decode_tps)} "
+            f"| {a.mean_calls:.1f} | {a.mean_all_tokens:.0f} | {a.wall_s:.1f} |"
         )
+    if any(a.mean_calls > 1 for a in summary.arms):
+        lines += [
+            "",
+            "Token and time columns up to tok/s are the final call's; *calls* and *all tok* (prompt + reply tokens per item) "
+            "count every call of a decomposition arm (plan, steps, chunk notes), and *wall s* their time.",
+        ]
     if summary.curve is not None:
         lines += curve_markdown(summary.curve, plot_path.with_name(CURVE_PNG))
     if summary.distillation is not None:

@@ -38,8 +38,12 @@ class ArmSummary:
     mean_total_ms: float
     mean_decode_tps: float | None
     wall_s: float
-    """Selection + prompt building + generation, summed over items."""
+    """Selection + prompt building + generation (every call of a decomposition), summed over items."""
     finish_reasons: dict[str, int]
+    mean_calls: float = 1.0
+    """Model calls per item: 1, or more for a decomposition arm (plan, steps, chunk notes, answer)."""
+    mean_all_tokens: float = 0.0
+    """Prompt + reply tokens per item across all its calls: what "more steps" costs."""
 
 
 @dataclass
@@ -104,6 +108,21 @@ class Summary:
         return data
 
 
+def step_calls(result: ItemResult) -> list[dict[str, Any]]:
+    """A decomposition's intermediate calls, as stored in the result's provenance (none for one call)."""
+    return list(result.provenance.get("steps") or [])
+
+
+def all_tokens(result: ItemResult) -> int:
+    """Prompt and reply tokens of every call made for the result, the final one included."""
+    steps = step_calls(result)
+    return result.prompt_tokens + result.completion_tokens + sum(s["prompt_tokens"] + s["completion_tokens"] for s in steps)
+
+
+def all_ms(result: ItemResult) -> float:
+    return result.total_ms + sum(s["total_ms"] for s in step_calls(result))
+
+
 def _mean(values: Sequence[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return fmean(present) if present else None
@@ -140,8 +159,10 @@ def summarize(
                 mean_ttft_ms=_mean([r.ttft_ms for r in rows]),
                 mean_total_ms=fmean(r.total_ms for r in rows),
                 mean_decode_tps=_mean([r.decode_tps for r in rows]),
-                wall_s=sum(r.total_ms + r.provenance.get("selection_ms", 0.0) for r in rows) / 1000,
+                wall_s=sum(all_ms(r) + r.provenance.get("selection_ms", 0.0) for r in rows) / 1000,
                 finish_reasons=dict(Counter(r.finish_reason for r in rows)),
+                mean_calls=fmean(1 + len(step_calls(r)) for r in rows),
+                mean_all_tokens=fmean(all_tokens(r) for r in rows),
             )
         )
     pairs = [

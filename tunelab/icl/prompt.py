@@ -101,10 +101,13 @@ def prepare_icl(
     query: str,
     max_tokens: int,
     history: Sequence[ChatMessage] = (),
+    shown: str | None = None,
 ) -> PreparedPrompt:
-    """Select `k` examples for `query` and build the prompt, recording what was chosen and its cost."""
+    """Select `k` examples for `query` and build the prompt, recording what was chosen and its cost.
+    `shown`: the user turn when it is not the query itself (a decomposition's work before the
+    query); examples are still chosen for the query alone."""
     started = time.perf_counter()
-    built = build_icl_messages(engine, bank, selector.select(query, k), query, max_tokens, history)
+    built = build_icl_messages(engine, bank, selector.select(query, k), query if shown is None else shown, max_tokens, history)
     used = tuple(ExampleUse(e.id, e.score, e.input, e.output) for e in built.used)
     return PreparedPrompt(
         built.messages, IclUse(bank.name, kind, k, used, built.dropped, built.example_tokens, (time.perf_counter() - started) * 1000)

@@ -33,6 +33,7 @@ from tunelab.eval.summary import summarize
 from tunelab.faults import pause_point
 from tunelab.icl.prompt import PreparedPrompt, prepare_icl, task_messages
 from tunelab.icl.selectors import Selector, WithoutExample
+from tunelab.runtime.decompose import DECOMPOSE_FORMAT, StepListener, Worked, decompose
 from tunelab.runtime.provenance import provenance_for
 from tunelab.runtime.runtime import Runtime
 from tunelab.stores.bank_files import read_examples
@@ -248,20 +249,27 @@ class ArmRunner:
             runtime.close()
         self._models = {}
 
-    def start(self, arm: Arm, query: str, params: SamplerParams, exclude: int | None = None) -> ArmReply:
-        """Start `arm`'s reply to `query`; `exclude`: a train example (the query's own) never shown as an example."""
+    def start(
+        self, arm: Arm, query: str, params: SamplerParams, exclude: int | None = None, on_step: StepListener | None = None
+    ) -> ArmReply:
+        """Start `arm`'s reply to `query`; `exclude`: a train example (the query's own) never shown as an example.
+
+        A decomposition arm first makes its intermediate calls (blocking; `on_step` hears each),
+        then starts the final reply: examples are chosen for the query, the user turn carries the work."""
         runtime = self.runtime_for(arm)
         engine = runtime.engine_for(arm.adapter)
+        worked = decompose(engine, arm.steps, self.bank.instruction, query, params, on_step) if arm.steps else Worked(query)
         if arm.selector:
             selector: Selector = self.runtime.selector(self.bank, arm.selector, seed=self.seed)
             if exclude is not None:
                 selector = WithoutExample(selector, exclude, query, self.bank.n_train)
-            prepared = prepare_icl(engine, self.bank, selector, arm.selector, arm.k, query, params.max_tokens)
+            prepared = prepare_icl(engine, self.bank, selector, arm.selector, arm.k, query, params.max_tokens, shown=worked.query)
         else:
-            prepared = PreparedPrompt(task_messages(self.bank.instruction, query))
+            prepared = PreparedPrompt(task_messages(self.bank.instruction, worked.query))
         reply = engine.chat(prepared.messages, params)
         sent = [m.as_dict() for m in prepared.messages]
-        return ArmReply(arm, reply, provenance_for(runtime, arm.adapter, 1.0, params, prepared.icl, sent, arm=arm.name))
+        provenance = provenance_for(runtime, arm.adapter, 1.0, params, prepared.icl, sent, arm=arm.name, steps=worked.steps)
+        return ArmReply(arm, reply, provenance)
 
 
 def run_comparison(
@@ -270,11 +278,14 @@ def run_comparison(
     arms: Sequence[Arm],
     params: SamplerParams,
     progress: ProgressCallback | None = None,
+    on_step: StepListener | None = None,
 ) -> Comparison:
     """Answer every item with every arm, skipping (arm, item) pairs already stored for this setup.
 
     An exception from `progress` (Ctrl-C, a cancelled worker) stops the run after the current
-    item was stored; calling again with the same arguments resumes.
+    item was stored; calling again with the same arguments resumes. An exception from `on_step`
+    (after a decomposition arm's intermediate call) stops it mid-item: nothing of that item is
+    stored, and the rerun works it through again from its first step (greedy: the same steps).
     """
     if not arms:
         raise TunelabError("no arms to compare")
@@ -287,15 +298,17 @@ def run_comparison(
     comparison = store.open(test_set.bank, fingerprint(config), config, test_set.items, [a.name for a in arms])
     total, done = len(arms) * len(test_set.items), 0
     for arm in arms:
-        identity = {"arm": arm.name, "adapter_sha256": runner.runtime.adapter_sha256(arm.adapter)}
+        identity: dict[str, Any] = {"arm": arm.name, "adapter_sha256": runner.runtime.adapter_sha256(arm.adapter)}
         if arm.model is not None:  # another model: its file, not its name, decides the answers
             identity["model_sha256"] = runner.model_sha256(arm)
+        if arm.steps is not None:  # only then, so the fingerprints of one-call arms stay what they were
+            identity["decompose_format"] = DECOMPOSE_FORMAT
         arm_key = fingerprint(identity)
         finished = store.finished(comparison.id, arm.name, arm_key)
         for item in test_set.items:
             reused = item.position in finished
             if not reused:
-                store.add_result(comparison.id, arm_key, answer(runner, arm, item, params))
+                store.add_result(comparison.id, arm_key, answer(runner, arm, item, params, on_step))
                 pause_point("compare.result_stored")
             done += 1
             if progress is not None:
@@ -303,8 +316,10 @@ def run_comparison(
     return comparison
 
 
-def answer(runner: ArmRunner, arm: Arm, item: ComparisonItem, params: SamplerParams) -> ItemResult:
-    arm_reply = runner.start(arm, item.input, params)
+def answer(runner: ArmRunner, arm: Arm, item: ComparisonItem, params: SamplerParams, on_step: StepListener | None = None) -> ItemResult:
+    """The arm's scored reply to the item; the token and time columns are the final call's, a
+    decomposition's earlier calls are in `provenance["steps"]` (the summary adds them up)."""
+    arm_reply = runner.start(arm, item.input, params, on_step=on_step)
     output = arm_reply.reply.whole_text()
     stats = arm_reply.reply.stats
     return ItemResult(

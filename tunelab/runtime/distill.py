@@ -31,6 +31,7 @@ from tunelab.eval.arms import Arm
 from tunelab.eval.metrics import match_label
 from tunelab.faults import pause_point
 from tunelab.runtime.compare import PROMPT_FORMAT, ArmRunner, default_max_tokens, fingerprint, greedy
+from tunelab.runtime.decompose import DECOMPOSE_FORMAT
 from tunelab.runtime.runtime import Runtime
 from tunelab.stores.bank_files import ExampleRow, read_inputs
 from tunelab.stores.banks import Bank, BankStore
@@ -188,6 +189,8 @@ def plan_distillation(runtime: Runtime, spec: DistillSpec) -> DistillPlan:
         "inputs": fingerprint([(i.key, i.input) for i in inputs]),
         "sampler": params.to_dict(),
         "prompt_format": PROMPT_FORMAT,
+        # only for a decomposing teacher, so the fingerprints of existing jobs stay what they were
+        **({"decompose_format": DECOMPOSE_FORMAT} if teacher.steps else {}),
     }
     store = DistillationStore(runtime.conn)
     job = store.open(bank.name, teacher.name, context.name if context else "", source, fingerprint(config), config, len(inputs))

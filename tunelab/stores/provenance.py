@@ -4,7 +4,8 @@ Stored as JSON next to every reply (messages, comparison results, ratings and vo
 any reply can be traced to its weights and reproduced: the model file and its hash, the adapter
 and its scale, the sampler and the seed actually used, and - for an ICL prompt - the bank, the
 selector, k, the examples chosen with their scores, what they cost in tokens, and the messages as
-sent; for a remote engine, the server's URL and model id. Every path writes the same fields (absent parts are None), so readers never branch on where
+sent; for a remote engine, the server's URL and model id; for a decomposition arm (plan, extract)
+every intermediate call before the answer. Every path writes the same fields (absent parts are None), so readers never branch on where
 a reply came from.
 
 `from_dict` also reads the two shapes written before this record existed (chat's nested `icl`
@@ -60,6 +61,26 @@ class IclUse:
 
 
 @dataclass(frozen=True)
+class StepUse:
+    """One intermediate call of a decomposed reply (a plan, a plan step, a chunk's notes): kept
+    whole, so a wrong final answer can be traced to the step that went astray, and its cost counted."""
+
+    kind: str
+    """plan, repair, step, extract."""
+    messages: list[dict[str, str]]
+    """The messages as sent."""
+    output: str
+    prompt_tokens: int
+    completion_tokens: int
+    total_ms: float
+    finish_reason: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StepUse:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
 class Provenance:
     model_path: str
     model_sha256: str
@@ -80,6 +101,8 @@ class Provenance:
     """The OpenAI-compatible server that answered; None for llama.cpp in this process."""
     server_model: str | None = None
     """The model id the server answered with (an adapter's own id on vLLM-style servers)."""
+    steps: tuple[StepUse, ...] = ()
+    """Decomposition arms: the calls made before the final one, in order (empty for one-call replies)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,4 +141,5 @@ class Provenance:
             best_of=data.get("best_of"),
             engine_url=data.get("engine_url"),
             server_model=data.get("server_model"),
+            steps=tuple(StepUse.from_dict(step) for step in data.get("steps") or ()),
         )

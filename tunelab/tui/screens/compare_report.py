@@ -49,21 +49,18 @@ class ReportScreen(Screen[None]):
         metric = report["primary_metric"]
         baselines = report.get("baselines")
         arms = self.query_one("#report-arms", DataTable)
-        arms.add_columns("arm", metric, "prompt tok", "TTFT ms", "tok/s", "wall s")
+        arms.add_columns("arm", metric, "prompt tok", "TTFT ms", "tok/s", "calls", "all tok", "wall s")
         if baselines:
             arms.add_columns("macro-F1", "not a label", "vs majority")
             arms.add_row(
                 f"majority: always {baselines['majority_label']}",
                 f"{baselines['majority_rate']:.1%}",
-                "",
-                "",
-                "",
-                "",
+                *[""] * 6,
                 f"{baselines['majority_macro_f1'] * 100:.1f}",
                 "0.0%",
                 "",
             )
-            arms.add_row(f"uniform chance (1/{len(baselines['labels']) or 1})", f"{baselines['uniform_rate']:.1%}", *[""] * 7)
+            arms.add_row(f"uniform chance (1/{len(baselines['labels']) or 1})", f"{baselines['uniform_rate']:.1%}", *[""] * 9)
         errors = {e["arm"]: e for e in baselines["arms"]} if baselines else {}
         for a in report["arms"]:
             m = a["metrics"][metric]
@@ -78,6 +75,8 @@ class ReportScreen(Screen[None]):
                 f"{a['mean_prompt_tokens']:.0f}",
                 whole_or_dash(a["mean_ttft_ms"]),
                 whole_or_dash(a["mean_decode_tps"]),
+                f"{a.get('mean_calls', 1.0):.1f}",  # reports written before decomposition arms: one call each
+                whole_or_dash(a.get("mean_all_tokens")),
                 f"{a['wall_s']:.1f}",
                 *extra,
             )
