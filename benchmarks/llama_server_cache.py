@@ -23,17 +23,17 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from llama_cpp_source import llama_server  # noqa: E402
-from server_support import llama_server_process  # noqa: E402
+from llama_cpp_source import llama_server
+from server_support import llama_server_process
 
-from tunelab.config import Settings  # noqa: E402
-from tunelab.engine.llama_engine import LlamaEngine  # noqa: E402
-from tunelab.icl.prompt import build_icl_messages  # noqa: E402
-from tunelab.icl.selectors import make_selector  # noqa: E402
-from tunelab.stores import demo_banks  # noqa: E402
-from tunelab.stores.banks import BankStore  # noqa: E402
-from tunelab.stores.db import connect  # noqa: E402
-from tunelab.stores.model_files import bundled_chat_model  # noqa: E402
+from tunelab.config import Settings
+from tunelab.engine.llama_engine import LlamaEngine
+from tunelab.icl.prompt import build_icl_messages
+from tunelab.icl.selectors import make_selector
+from tunelab.stores import demo_banks
+from tunelab.stores.banks import BankStore
+from tunelab.stores.db import connect
+from tunelab.stores.model_files import bundled_chat_model
 
 
 def main() -> None:
