@@ -18,6 +18,7 @@ from tunelab.tui.app import TunelabApp
 from tunelab.tui.widgets.chat.message_view import MessageView
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_feedback_train_reward_prints_progress_and_the_model_is_usable(settings, conn, base_pair) -> None:
     rate_helpful_vs_rude(conn, 8)

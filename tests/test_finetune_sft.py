@@ -37,6 +37,7 @@ def plan(settings, conn, base_pair, name: str, rows: list[dict], **args) -> sft.
     return sft.plan_for(settings, conn, name, "glorbix", list(range(len(rows))), rows, SFTArgs(**args), hf_dir=base_pair.hf_dir)
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_sft_lowers_loss_and_llama_cpp_reproduces_the_memorised_answer(settings, conn, base_pair) -> None:
     from tunelab.engine.chat_template import ChatMessage
@@ -69,6 +70,7 @@ def test_sft_lowers_loss_and_llama_cpp_reproduces_the_memorised_answer(settings,
     assert off_again == before  # switching back restores the base exactly (no reload)
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_cancel_leaves_checkpoint_and_resume_continues_from_its_step(settings, conn, base_pair) -> None:
     cancel = threading.Event()

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("build", "decode", "sft", "preference", "embedding", "compare")
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_dry_run_writes_json_and_markdown_with_figures_for_every_section(tmp_path: Path) -> None:
     out = tmp_path / "out"

@@ -50,6 +50,7 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_grpo_raises_the_mean_reward_of_sampled_replies(settings, conn, base_pair, one_torch_thread):
     rate_helpful_vs_rude(conn, 12)
@@ -75,6 +76,7 @@ def test_grpo_raises_the_mean_reward_of_sampled_replies(settings, conn, base_pai
     assert engine.lora_path is not None
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_rloo_on_a_bank_cancels_resumes_with_its_reward_model_and_exports(settings, conn, base_pair):
     """RLOO with prompts from a bank: the same life cycle as every run (cancel after a step with a
