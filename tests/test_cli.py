@@ -38,6 +38,19 @@ def test_chat_json_record_and_continuation(home: Path):
     assert db.execute("SELECT seed FROM messages ORDER BY id DESC LIMIT 1").fetchone()[0] == 3
 
 
+def test_chat_seed_reproduces_a_sampled_reply(home: Path):
+    """At temperature > 0 the seed decides the reply: the same seed gives the same text, another seed another."""
+
+    def reply(seed: int) -> dict:
+        result = invoke("chat", "--json", "--temperature", "1.0", "--max-tokens", "16", "--seed", str(seed), "Tell me about the sea.")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    first, again, other = reply(7), reply(7), reply(8)
+    assert first["text"] and first["text"] == again["text"] and first["params"]["seed"] == again["params"]["seed"] == 7
+    assert other["text"] != first["text"]
+
+
 def test_chat_reads_stdin(home: Path):
     result = run("chat", "--max-tokens", "4", "-", input="Say yes.")
     assert result.returncode == 0, result.stderr
