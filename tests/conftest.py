@@ -29,6 +29,40 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+CORES = os.cpu_count() or 1
+
+
+@pytest.fixture(autouse=True)
+def heavy_turn(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, home: Path, monkeypatch: pytest.MonkeyPatch):
+    """A `heavy` test (a real training of a minute or more) waits for its turn, then has every core.
+
+    Two trainings side by side with one thread each took 268 s on the 2-core machine, one after the
+    other with two threads 206 s, so the heavy tests of all xdist workers take one inter-process lock
+    (a file in the session's shared temp root) and meanwhile run torch and the processes they start
+    (torch, and llama.cpp through TUNELAB_N_THREADS) on all cores. A test holds this one lock and no other, and the kernel drops it when
+    its holder dies, so it cannot deadlock. The wait is not the test's time: pytest-timeout is set to
+    count the test function only (`timeout_func_only`)."""
+    if request.node.get_closest_marker("heavy") is None:
+        yield
+        return
+    import torch
+
+    from tunelab.stores.files import file_lock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # basetemp/popen-gwN: the parent is shared by the workers of this session
+    before = torch.get_num_threads()
+    with file_lock(root / "heavy.lock"):
+        for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TUNELAB_N_THREADS"):
+            monkeypatch.setenv(variable, str(CORES))
+        torch.set_num_threads(CORES)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def steady_cursors(monkeypatch: pytest.MonkeyPatch) -> None:
     """Text cursors that don't blink: a snapshot taken half a second later on a loaded machine

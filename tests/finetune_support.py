@@ -144,7 +144,10 @@ class HFConverter:
 
 
 def llama_cpp_converter(cache: Path = TEST_CACHE) -> HFConverter:
-    """The converter, fetched once with `pip download` (sdist of the installed llama-cpp-python) and unpacked into `cache`."""
+    """The converter, fetched once with `pip download` (sdist of the installed llama-cpp-python) and unpacked into `cache`.
+
+    Once cached, nothing here touches the network; when it is not cached and cannot be fetched, the
+    test fails with one line that says so (a traceback of pip's would hide why)."""
     import importlib.metadata
     import tarfile
 
@@ -155,23 +158,14 @@ def llama_cpp_converter(cache: Path = TEST_CACHE) -> HFConverter:
     with file_lock(cache / f"llama.cpp-converter-{version}.lock"):
         if not all((root / part).exists() for part in CONVERTER_PARTS):
             sdist = cache / f"llama_cpp_python-{version}.tar.gz"
-            if not sdist.is_file():
-                subprocess.run(
-                    [
-                        sys.executable,
-                        "-m",
-                        "pip",
-                        "download",
-                        f"llama-cpp-python=={version}",
-                        "--no-deps",
-                        "--no-binary",
-                        ":all:",
-                        "-d",
-                        str(cache),
-                        "-q",
-                    ],
-                    check=True,
-                )
+            if not sdist.is_file():  # the only step that needs the network: once per llama-cpp-python version
+                pip = [sys.executable, "-m", "pip", "download", f"llama-cpp-python=={version}", "--no-deps", "--no-binary", ":all:"]
+                if subprocess.run([*pip, "-d", str(cache), "-q"], capture_output=True).returncode != 0:
+                    pytest.fail(
+                        f"llama.cpp's converter is not cached in {cache} and `pip download llama-cpp-python=={version}` failed "
+                        "(no network?): run the tests once online, or set TUNELAB_TEST_CACHE to a folder holding the sdist",
+                        pytrace=False,
+                    )
             prefix = f"llama_cpp_python-{version}/vendor/llama.cpp/"
             with tarfile.open(sdist) as tar, atomic_dir(root) as tmp:
                 for member in tar.getmembers():

@@ -84,6 +84,8 @@ def compare(name: str, cpp: np.ndarray, hf: np.ndarray) -> dict[str, float]:
     }
 
 
+# slow, not heavy: the models are tiny (hidden 64), most of a row is one-threaded conversion and loading
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHS, ids=lambda a: a.name)
 def test_architecture_round_trip_matches_transformers(arch: TinyArch, tiny_gguf, settings, conn, tmp_path: Path) -> None:
     import time
@@ -149,6 +151,7 @@ def test_architecture_round_trip_matches_transformers(arch: TinyArch, tiny_gguf,
         assert figures[f"{check}_argmax"] == 1.0, f"{check}: {figures}"
 
 
+@pytest.mark.slow  # it needs the matrix built (tiny_gguf)
 def test_targets_the_model_lacks_are_refused_before_training(tiny_gguf, settings, conn) -> None:
     """Phi-3 has no q_proj (it is fused into qkv_proj): named explicitly, the run is refused in one line, nothing recorded."""
     from tunelab.errors import TunelabError

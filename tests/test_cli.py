@@ -12,19 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_support import assert_clean_error, invoke
 
 TUNELAB = [sys.executable, "-m", "tunelab.cli"]
 
 
 def run(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*TUNELAB, *args], capture_output=True, text=True, input=input, timeout=180, env={**os.environ, **(env or {})})
-
-
-def assert_clean_error(result: subprocess.CompletedProcess[str], fragment: str) -> None:
-    assert result.returncode == 1, result.stderr
-    assert fragment in result.stderr
-    assert "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def test_chat_json_record_and_continuation(home: Path):
@@ -42,6 +36,19 @@ def test_chat_json_record_and_continuation(home: Path):
     roles = [r[0] for r in db.execute("SELECT role FROM messages WHERE conversation_id = ? ORDER BY id", (record["conversation_id"],))]
     assert roles == ["user", "assistant", "user", "assistant"]
     assert db.execute("SELECT seed FROM messages ORDER BY id DESC LIMIT 1").fetchone()[0] == 3
+
+
+def test_chat_seed_reproduces_a_sampled_reply(home: Path):
+    """At temperature > 0 the seed decides the reply: the same seed gives the same text, another seed another."""
+
+    def reply(seed: int) -> dict:
+        result = invoke("chat", "--json", "--temperature", "1.0", "--max-tokens", "16", "--seed", str(seed), "Tell me about the sea.")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    first, again, other = reply(7), reply(7), reply(8)
+    assert first["text"] and first["text"] == again["text"] and first["params"]["seed"] == again["params"]["seed"] == 7
+    assert other["text"] != first["text"]
 
 
 def test_chat_reads_stdin(home: Path):
@@ -64,7 +71,7 @@ def test_history_list_show_export(home: Path, tmp_path: Path):
     assert run("history", "rename", cid, "Facts").returncode == 0
     assert "Facts" in run("history", "list").stdout
     assert run("history", "delete", cid).returncode == 0
-    assert_clean_error(run("history", "show", cid), "no conversation with id")
+    assert_clean_error(invoke("history", "show", cid), "no conversation with id")
 
 
 def test_models_and_doctor(home: Path, bundled_model: Path, tmp_path: Path):
@@ -72,7 +79,7 @@ def test_models_and_doctor(home: Path, bundled_model: Path, tmp_path: Path):
     assert "smollm2-135m" in listing.stdout and "bundled" in listing.stdout
     assert run("models", "add", "mine", str(bundled_model)).returncode == 0
     assert "mine" in run("models", "list").stdout
-    assert_clean_error(run("models", "add", "mine", str(bundled_model)), "already exists")
+    assert_clean_error(invoke("models", "add", "mine", str(bundled_model)), "already exists")
     doctor = run("doctor")
     assert doctor.returncode == 0, doctor.stderr
     for key in ("llama.cpp GPU offload", "torch CUDA", "data dir", "bundled chat model", "bundled embedding model"):
@@ -81,31 +88,31 @@ def test_models_and_doctor(home: Path, bundled_model: Path, tmp_path: Path):
 
 
 def test_missing_model_path(home: Path):
-    assert_clean_error(run("chat", "--model", "/no/such/model.gguf", "hi"), "model file not found")
+    assert_clean_error(invoke("chat", "--model", "/no/such/model.gguf", "hi"), "model file not found")
 
 
 def test_file_that_is_not_gguf(tmp_path: Path):
     fake = tmp_path / "notes.gguf"
     fake.write_text("just some text, not a model")
-    assert_clean_error(run("chat", "--model", str(fake), "hi"), "not a GGUF file")
+    assert_clean_error(invoke("chat", "--model", str(fake), "hi"), "not a GGUF file")
 
 
 def test_truncated_gguf(tmp_path: Path, bundled_model: Path):
     cut = tmp_path / "cut.gguf"
     with open(bundled_model, "rb") as src:
         cut.write_bytes(src.read(2_000_000))
-    assert_clean_error(run("chat", "--model", str(cut), "hi"), "truncated or corrupt")
+    assert_clean_error(invoke("chat", "--model", str(cut), "hi"), "truncated or corrupt")
 
 
 def test_unusable_data_dir(tmp_path: Path):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    result = run("history", "list", env={"TUNELAB_HOME": str(blocker / "sub")})
+    result = invoke("history", "list", env={"TUNELAB_HOME": str(blocker / "sub")})
     assert_clean_error(result, "is not usable")
 
 
 def test_empty_prompt(home: Path):
-    assert_clean_error(run("chat", "   "), "empty prompt")
+    assert_clean_error(invoke("chat", "   "), "empty prompt")
     assert (
         not (home / "tunelab.db").exists()
         or sqlite3.connect(home / "tunelab.db").execute("SELECT count(*) FROM messages").fetchone()[0] == 0
@@ -119,7 +126,7 @@ def test_prompt_longer_than_context(home: Path):
 
 
 def test_bad_sampler_value(home: Path):
-    assert_clean_error(run("chat", "--temperature", "-1", "hi"), "temperature must be >= 0")
+    assert_clean_error(invoke("chat", "--temperature", "-1", "hi"), "temperature must be >= 0")
 
 
 def test_ctrl_c_saves_partial_reply(home: Path):
@@ -150,5 +157,5 @@ def test_ctrl_c_saves_partial_reply(home: Path):
 
 @pytest.mark.parametrize("args", [["--help"], ["chat", "--help"], ["history", "--help"]])
 def test_help_lists_commands(args: list[str]):
-    result = run(*args)
+    result = invoke(*args)
     assert result.returncode == 0 and "Usage" in result.stdout

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 import pytest
+from cli_support import invoke
 
 from tunelab.engine.chat_template import ChatMessage
 from tunelab.engine.reply import Reply, ReplyStats
@@ -14,6 +16,7 @@ from tunelab.eval.arms import Arm, parse_selectors, standard_grid
 from tunelab.eval.report import REPORT_JSON, REPORT_MD, REPORT_PNG, write_report
 from tunelab.eval.summary import summarize
 from tunelab.runtime import arena
+from tunelab.runtime import compare as cmp
 from tunelab.runtime.compare import ArmReply
 from tunelab.stores.comparisons import ComparisonItem, ComparisonStore, ItemResult
 from tunelab.stores.provenance import Provenance
@@ -111,11 +114,24 @@ def test_summary_and_report_files(conn, settings) -> None:
     report = json.loads((path / REPORT_JSON).read_text())
     assert len(report["items"]) == 20
     assert set(report["items"][0]["outputs"]) == set(accuracies)
-    assert report["pairs"][0]["test"]["significant"] in (True, False)
+    significant = {frozenset((p["a"], p["b"])): p["test"]["significant"] for p in report["pairs"]}
+    assert significant[frozenset(("base", "base+jaccard@4"))] is True  # the summary's verdicts, as written
+    assert significant[frozenset(("base+jaccard@4", "lora:x"))] is False
     markdown = (path / REPORT_MD).read_text()
     assert "| base+jaccard@4 | 100.0% [100.0%, 100.0%]" in markdown
     assert (path / REPORT_PNG).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temp dirs left
+
+
+def test_compare_help_shows_its_greedy_defaults_not_chats() -> None:
+    """The sampler flags are shared with `chat`, which samples; compare's help must show what compare uses."""
+    shown = " ".join(invoke("compare", "--help").stdout.split())
+    greedy = cmp.greedy(max_tokens=16)
+    for name in ("temperature", "top_p", "top_k", "repeat_penalty", "seed"):
+        flag = "--" + name.replace("_", "-")
+        assert re.search(rf"{flag} [A-Z]+ \(default {re.escape(str(getattr(greedy, name)))}\)", shown), (flag, shown)
+    assert (greedy.temperature, greedy.top_k) == (0.0, 1)
+    assert "--max-tokens INTEGER (default 16 for a bank with labels, 256 otherwise)" in shown
 
 
 def test_summary_refuses_an_unfinished_comparison(conn) -> None:

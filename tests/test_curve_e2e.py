@@ -22,6 +22,7 @@ from tunelab.stores.runs import RunStore
 SPEC = CurveSpec(SFTArgs(epochs=1, batch_size=4, max_length=128), ks=(0, 1), selectors=("jaccard",), sizes=(4, 8), seeds=1)
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_curve_run_writes_report_and_plot_and_a_rerun_reuses_every_point(settings, conn, engine, base_pair, monkeypatch):
     result = CliRunner().invoke(cli, ["bank", "import-demo", "sentiment", "--size", "40"], catch_exceptions=False)

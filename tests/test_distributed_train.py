@@ -48,6 +48,7 @@ def progress_lines(stderr: str, step: int, total: int) -> int:
     return stderr.count(f"] {step}/{total} · ")
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_sft_under_two_processes_records_one_run_and_resumes_after_a_kill(home: Path, base_pair) -> None:
     ok("bank", "import-demo", "sentiment", "--size", "12", "--name", "sent")
@@ -77,6 +78,7 @@ def test_sft_under_two_processes_records_one_run_and_resumes_after_a_kill(home: 
     assert "dist" in ok("adapters").stdout
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_dpo_under_two_processes_records_one_run_and_resumes_after_a_kill(home: Path, conn, base_pair) -> None:
     from feedback_support import rate_helpful_vs_rude

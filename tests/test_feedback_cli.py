@@ -8,18 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cli_support import assert_clean_error, invoke
+
 TUNELAB = [sys.executable, "-m", "tunelab.cli"]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*TUNELAB, *args], capture_output=True, text=True, timeout=180, env=dict(os.environ))
-
-
-def assert_clean_error(result: subprocess.CompletedProcess[str], fragment: str) -> None:
-    assert result.returncode == 1, result.stderr
-    assert fragment in result.stderr, result.stderr
-    assert "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def test_rate_a_real_reply_list_export_and_delete(home: Path, tmp_path: Path) -> None:
@@ -53,8 +48,8 @@ def test_rate_a_real_reply_list_export_and_delete(home: Path, tmp_path: Path) ->
 
 
 def test_feedback_bad_input_is_one_line(home: Path, tmp_path: Path) -> None:
-    assert_clean_error(run("rate", "12345", "up"), "no message with id 12345")
-    assert_clean_error(run("feedback", "export", "--format", "dpo", "-o", str(tmp_path / "x.jsonl")), "nothing to export")
-    assert_clean_error(run("feedback", "delete", "7"), "no rating with id 7")
-    bad = run("rate", "1", "sideways")
+    assert_clean_error(invoke("rate", "12345", "up"), "no message with id 12345")
+    assert_clean_error(invoke("feedback", "export", "--format", "dpo", "-o", str(tmp_path / "x.jsonl")), "nothing to export")
+    assert_clean_error(invoke("feedback", "delete", "7"), "no rating with id 7")
+    bad = invoke("rate", "1", "sideways")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr

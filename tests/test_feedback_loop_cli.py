@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+from cli_support import assert_clean_error, invoke
 from feedback_support import rate, rate_helpful_vs_rude
 from finetune_support import base_pair  # noqa: F401
-from test_feedback_cli import assert_clean_error, run
+from test_feedback_cli import run
 from test_tui_icl import send
 from textual.widgets import Input, Select, Static
 
@@ -18,6 +19,7 @@ from tunelab.tui.app import TunelabApp
 from tunelab.tui.widgets.chat.message_view import MessageView
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_feedback_train_reward_prints_progress_and_the_model_is_usable(settings, conn, base_pair) -> None:
     rate_helpful_vs_rude(conn, 8)
@@ -69,7 +71,7 @@ def test_feedback_train_reward_prints_progress_and_the_model_is_usable(settings,
     assert_clean_error(
         run("chat", "--best-of", "2", "--temperature", "0", "--model", str(base_pair.gguf_path), "hi"), "best-of needs sampling"
     )
-    assert_clean_error(run("chat", "--reward-model", "rm", "hi"), "add --best-of N")
+    assert_clean_error(invoke("chat", "--reward-model", "rm", "hi"), "add --best-of N")
 
     # The compare report gets the reward model's column (mean reward, win-rate vs the first arm).
     assert run("bank", "import-demo", "sentiment", "--size", "12").returncode == 0
@@ -93,7 +95,7 @@ def test_feedback_train_reward_prints_progress_and_the_model_is_usable(settings,
     )
     assert compared.returncode == 0, compared.stderr
     assert "## Reward model `rm`" in compared.stdout and "| base+random@1 |" in compared.stdout
-    assert_clean_error(run("compare", "--bank", "sentiment", "--reward-model", "nope"), "no training run 'nope'")
+    assert_clean_error(invoke("compare", "--bank", "sentiment", "--reward-model", "nope"), "no training run 'nope'")
     # best-of with in-context examples: every candidate sees the same examples, recorded with the pick.
     best_icl = run(
         "chat",
@@ -126,10 +128,10 @@ def test_feedback_train_reward_prints_progress_and_the_model_is_usable(settings,
     assert "rm" in runs.stdout and "done" in runs.stdout
 
     assert_clean_error(
-        run("feedback", "train", "--method", "reward", "--name", "rm", "--hf-dir", str(base_pair.hf_dir)), "a run named 'rm' exists"
+        invoke("feedback", "train", "--method", "reward", "--name", "rm", "--hf-dir", str(base_pair.hf_dir)), "a run named 'rm' exists"
     )
-    assert_clean_error(run("feedback", "train", "--resume", "rm"), "run 'rm' is already done")
-    assert_clean_error(run("feedback", "train", "--resume", "rm", "--steps", "2"), "give only --resume RUN")
+    assert_clean_error(invoke("feedback", "train", "--resume", "rm"), "run 'rm' is already done")
+    assert_clean_error(invoke("feedback", "train", "--resume", "rm", "--steps", "2"), "give only --resume RUN")
 
 
 async def best_of_in_the_tui(settings, conn, model: Path) -> None:
@@ -161,10 +163,10 @@ async def best_of_in_the_tui(settings, conn, model: Path) -> None:
 
 
 def test_feedback_train_bad_input_is_one_line(conn) -> None:
-    assert_clean_error(run("feedback", "train"), "give --method kto, dpo, reward, grpo or rloo")
-    assert_clean_error(run("feedback", "train", "--method", "kto"), "no ratings yet")
+    assert_clean_error(invoke("feedback", "train"), "give --method kto, dpo, reward, grpo or rloo")
+    assert_clean_error(invoke("feedback", "train", "--method", "kto"), "no ratings yet")
     rate(conn, "Say hi", "Hi!", "up")
-    assert_clean_error(run("feedback", "train", "--method", "kto"), "only 1 rating(s): rate 7 more replies")
-    assert_clean_error(run("feedback", "train", "--method", "dpo"), "no preference pairs")
-    assert_clean_error(run("feedback", "train", "--method", "kto", "--batch-size", "1"), "batch_size must be >= 2")
-    assert_clean_error(run("feedback", "train", "--resume", "nope"), "no training run 'nope'")
+    assert_clean_error(invoke("feedback", "train", "--method", "kto"), "only 1 rating(s): rate 7 more replies")
+    assert_clean_error(invoke("feedback", "train", "--method", "dpo"), "no preference pairs")
+    assert_clean_error(invoke("feedback", "train", "--method", "kto", "--batch-size", "1"), "batch_size must be >= 2")
+    assert_clean_error(invoke("feedback", "train", "--resume", "nope"), "no training run 'nope'")

@@ -28,6 +28,7 @@ from tunelab.stores.runs import RunStore, adapter_gguf, adapter_training_ids, la
 FAST = dict(batch_size=4, max_length=96, learning_rate=5e-4, save_steps=100)
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_kto_run_cancels_resumes_and_dpo_continues_an_sft_adapter(settings, conn, base_pair) -> None:
     from tunelab.engine.sampling import SamplerParams
@@ -112,6 +113,7 @@ def test_kto_run_cancels_resumes_and_dpo_continues_an_sft_adapter(settings, conn
     runner.runtime.close()
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_reward_run_is_found_for_its_base_and_refused_for_another(settings, conn, base_pair, tmp_path: Path) -> None:
     rate_helpful_vs_rude(conn, 8)

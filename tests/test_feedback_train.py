@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import THREADS
 from feedback_support import rate, rate_helpful_vs_rude, rate_sentiment
+from finetune_support import base_pair  # noqa: F401
 
 from tunelab.engine.chat_template import ChatMessage
 from tunelab.engine.llama_engine import LlamaEngine
@@ -26,22 +27,11 @@ from tunelab.stores.feedback import FeedbackStore
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="session")
-def hf_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The bundled GGUF dequantised once per session into an HF folder the trainers load."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from tunelab.stores.model_files import bundled_chat_model
-
-    gguf = bundled_chat_model()
-    assert gguf is not None
-    out = tmp_path_factory.mktemp("hf-base")
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model.hf_quantizer = None
-    del model.config.quantization_config
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(out)
-    return out
+@pytest.fixture
+def hf_base(base_pair) -> Path:
+    """The session's dequantised bundled model (finetune_support.base_pair): one per worker, shared
+    with every other training test, instead of a second dequantisation of the same GGUF."""
+    return base_pair.hf_dir
 
 
 # KTO estimates its KL baseline from the other examples in a batch, so it gets a batch of 4;
@@ -52,6 +42,7 @@ FAST = {
 }
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("method", ["kto", "dpo"])
 def test_policy_runs_raise_logp_of_preferred_replies(
     conn: sqlite3.Connection, hf_base: Path, bundled_model: Path, tmp_path: Path, method: str
@@ -78,6 +69,7 @@ def test_policy_runs_raise_logp_of_preferred_replies(
     assert replies[0] != replies[1], replies  # a few steps need not flip every greedy reply, but some
 
 
+@pytest.mark.heavy
 def test_reward_model_ranks_held_out_pairs_and_refuses_another_base(conn: sqlite3.Connection, hf_base: Path, tmp_path: Path) -> None:
     rate_helpful_vs_rude(conn, 16)
     args = PreferenceArgs(max_steps=10, batch_size=4, max_length=128, learning_rate=1e-3)

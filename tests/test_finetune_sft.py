@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
 import pytest
+from cli_support import invoke
 from conftest import THREADS
 from finetune_support import base_pair  # noqa: F401
 
@@ -37,6 +39,7 @@ def plan(settings, conn, base_pair, name: str, rows: list[dict], **args) -> sft.
     return sft.plan_for(settings, conn, name, "glorbix", list(range(len(rows))), rows, SFTArgs(**args), hf_dir=base_pair.hf_dir)
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_sft_lowers_loss_and_llama_cpp_reproduces_the_memorised_answer(settings, conn, base_pair) -> None:
     from tunelab.engine.chat_template import ChatMessage
@@ -56,6 +59,13 @@ def test_sft_lowers_loss_and_llama_cpp_reproduces_the_memorised_answer(settings,
     assert adapter_gguf(conn, "memo").is_file() and latest_adapter_for_bank(conn, "glorbix") == "memo"
     assert adapter_training_ids(conn, "memo") == {0, 1, 2, 3}
     assert not result.run.checkpoints_dir.exists()  # checkpoints go once the adapter is complete
+    # `adapters list / runs --json` on a real run (not only the empty arrays of test_json_output.py)
+    (listed,) = json.loads(invoke("adapters", "list", "--json").stdout)
+    assert (listed["name"], listed["bank"], listed["run_id"]) == ("memo", "glorbix", result.run.id)
+    assert Path(listed["gguf_path"]) == adapter_gguf(conn, "memo") and listed["metrics"]["steps"] == 16
+    (run,) = json.loads(invoke("adapters", "runs", "--json").stdout)
+    assert (run["name"], run["status"], run["step"], run["total_steps"]) == ("memo", "done", 16, 16)
+    assert [h["step"] for h in run["loss_history"]] == list(range(1, 17))
 
     engine = LlamaEngine(base_pair.gguf_path, n_ctx=512, n_threads=THREADS)
     messages = [ChatMessage("system", INSTRUCTION), ChatMessage("user", QUESTION)]
@@ -69,6 +79,7 @@ def test_sft_lowers_loss_and_llama_cpp_reproduces_the_memorised_answer(settings,
     assert off_again == before  # switching back restores the base exactly (no reload)
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_cancel_leaves_checkpoint_and_resume_continues_from_its_step(settings, conn, base_pair) -> None:
     cancel = threading.Event()

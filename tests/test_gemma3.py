@@ -35,6 +35,7 @@ def gemma() -> Path:
     return packaged.locate()
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_gemma3_chats_trains_and_its_adapter_moves_logits_like_peft(gemma: Path, home: Path, tmp_path: Path) -> None:
     from tunelab.config import Settings

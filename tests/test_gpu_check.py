@@ -10,17 +10,21 @@ import sys
 from pathlib import Path
 
 import pytest
+from finetune_support import base_pair  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("build", "decode", "sft", "preference", "embedding", "compare")
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
-def test_dry_run_writes_json_and_markdown_with_figures_for_every_section(tmp_path: Path) -> None:
+def test_dry_run_writes_json_and_markdown_with_figures_for_every_section(tmp_path: Path, base_pair) -> None:
+    """On the session's dequantised base (`--hf-dir`), as a user with one at hand would: the check's own
+    dequantisation is prepare_base's, which the fine-tuning tests cover."""
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--dry-run", "--out", str(out)],
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--dry-run", "--out", str(out), "--hf-dir", str(base_pair.hf_dir)],
         cwd=ROOT,
         env=env,
         capture_output=True,

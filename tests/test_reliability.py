@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_support import invoke
 from fault_support import TUNELAB, checked_db, count, ok, run
 from finetune_support import base_pair, registered_adapter  # noqa: F401
 from test_selectors import chroma_server  # noqa: F401
@@ -78,7 +79,7 @@ def test_adapters_runs_shows_a_killed_run_as_interrupted_with_its_step_and_check
     assert "interrupted" in line and "step 3/8" in line and "last checkpoint checkpoint-2" in line
     assert "deleted 'ghost'" in ok("adapters", "delete", "ghost").stdout
     assert store.list() == [] and not (home / "runs" / "ghost").exists()
-    one_line_error(run("adapters", "delete", "ghost"), "no training run 'ghost'")
+    one_line_error(invoke("adapters", "delete", "ghost"), "no training run 'ghost'")
 
 
 def test_delete_refuses_a_live_run_and_removes_rows_and_files_of_a_stopped_one(conn, home: Path) -> None:

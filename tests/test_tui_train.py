@@ -148,6 +148,30 @@ async def test_report_to_choice_reaches_the_run_settings(settings, conn) -> None
         assert screen.query_one("#train-name", Input).value == ""  # only the bank choice names the adapter
 
 
+async def test_a_killed_run_shows_as_interrupted_and_resumable(settings, conn) -> None:
+    """What `kill -9` of `tunelab train` leaves (a running row, no process) must not read as running here."""
+    import signal
+    import subprocess
+
+    from tunelab.stores import liveness
+
+    store = RunStore(conn)
+    ghost = store.create("ghost", Path("b.gguf"), "sha", Path("hf"), "glorbix", [1], {}, settings.home / "runs" / "ghost", "cpu")
+    store.progress(ghost.id, 3, 8, [{"step": 3, "loss": 1.5, "lr": 0.0, "tokens_per_s": 0.0}])
+    (settings.home / "runs" / "ghost" / "checkpoints" / "checkpoint-2").mkdir(parents=True)
+    child = subprocess.Popen(["sleep", "30"])
+    conn.execute("UPDATE runs SET pid = ?, proc_start = ? WHERE id = ?", (child.pid, liveness.start_time(child.pid), ghost.id))
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    app = TrainApp(settings, conn)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f4")
+        table = app.screen.query_one("#train-runs", RunTable)
+        await wait_for(pilot, lambda: table.row_count == 1)
+        row = [str(cell) for cell in table.get_row("ghost")]
+        assert row[:5] == ["ghost", "sft", "glorbix", "interrupted (resumable)", "3/8 · saved 2"], row
+
+
 def test_snapshot_train_screen_with_a_past_run(snap_compare, settings, conn, tmp_path) -> None:
     BankStore(conn).create("glorbix", [ExampleRow(q, a, i + 1) for i, (q, a) in enumerate(FACTS)], "Answer the question.", test_size=0.2)
     store = RunStore(conn)
