@@ -6,6 +6,7 @@ temp dir (prepare_base's own cache makes the second request cheap) instead of pe
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 import subprocess
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import THREADS
+from llama_cpp_source import TEST_CACHE, extract, llama_cpp_version, sdist
 
 SENTENCE = "The quick brown fox jumps over the lazy dog because it wanted to see"
 
@@ -109,8 +111,6 @@ def registered_adapter(conn, home: Path, base_pair, name: str = "rand", seed: in
 
 # --- The architecture matrix: tiny random models, converted by llama.cpp's own converter ---------
 
-TEST_CACHE = Path(os.environ.get("TUNELAB_TEST_CACHE") or Path.home() / ".cache" / "tunelab-tests")
-"""Where the llama-cpp-python sdist and its converter are kept between test sessions."""
 QWEN2_VOCAB = "models/ggml-vocab-qwen2.gguf"
 """Qwen2's real tokenizer, from llama.cpp's own tokenizer tests in the same sdist."""
 CONVERTER_PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", QWEN2_VOCAB)
@@ -144,35 +144,18 @@ class HFConverter:
 
 
 def llama_cpp_converter(cache: Path = TEST_CACHE) -> HFConverter:
-    """The converter, fetched once with `pip download` (sdist of the installed llama-cpp-python) and unpacked into `cache`.
+    """The converter, unpacked once from the sdist of the installed llama-cpp-python into `cache`.
 
     Once cached, nothing here touches the network; when it is not cached and cannot be fetched, the
     test fails with one line that says so (a traceback of pip's would hide why)."""
-    import importlib.metadata
-    import tarfile
-
     from tunelab.stores.files import atomic_dir, file_lock
 
-    version = importlib.metadata.version("llama_cpp_python")
+    version = llama_cpp_version()
     root = cache / f"llama.cpp-converter-{version}"
     with file_lock(cache / f"llama.cpp-converter-{version}.lock"):
         if not all((root / part).exists() for part in CONVERTER_PARTS):
-            sdist = cache / f"llama_cpp_python-{version}.tar.gz"
-            if not sdist.is_file():  # the only step that needs the network: once per llama-cpp-python version
-                pip = [sys.executable, "-m", "pip", "download", f"llama-cpp-python=={version}", "--no-deps", "--no-binary", ":all:"]
-                if subprocess.run([*pip, "-d", str(cache), "-q"], capture_output=True).returncode != 0:
-                    pytest.fail(
-                        f"llama.cpp's converter is not cached in {cache} and `pip download llama-cpp-python=={version}` failed "
-                        "(no network?): run the tests once online, or set TUNELAB_TEST_CACHE to a folder holding the sdist",
-                        pytrace=False,
-                    )
-            prefix = f"llama_cpp_python-{version}/vendor/llama.cpp/"
-            with tarfile.open(sdist) as tar, atomic_dir(root) as tmp:
-                for member in tar.getmembers():
-                    rel = member.name.removeprefix(prefix)
-                    if member.name.startswith(prefix) and any(rel == p or (p.endswith("/") and rel.startswith(p)) for p in CONVERTER_PARTS):
-                        member.name = rel
-                        tar.extract(member, tmp, filter="data")
+            with atomic_dir(root) as tmp:
+                extract(sdist(cache), tmp, CONVERTER_PARTS)
     for module in ("sentencepiece", "safetensors", "torch", "transformers"):  # the converter's own imports
         if importlib.util.find_spec(module) is None:
             pytest.fail(f"convert_hf_to_gguf.py needs {module}: pip install -e '.[test]'")

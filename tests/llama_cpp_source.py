@@ -46,8 +46,12 @@ def sdist(cache: Path = TEST_CACHE) -> Path:
     if not path.is_file():
         command = [sys.executable, "-m", "pip", "download", f"llama-cpp-python=={version}", "--no-deps", "--no-binary", ":all:"]
         done = subprocess.run([*command, "-d", str(cache), "-q"], capture_output=True, text=True)
-        if done.returncode != 0:
-            pytest.fail(f"cannot fetch the llama-cpp-python {version} sdist (pip download: {last_line(done.stderr)})", pytrace=False)
+        if done.returncode != 0:  # the only step that needs the network: once per llama-cpp-python version
+            pytest.fail(
+                f"llama.cpp's sources are not cached in {cache} and `pip download llama-cpp-python=={version}` failed "
+                f"({last_line(done.stderr)}): run the tests once online, or set TUNELAB_TEST_CACHE to a folder holding the sdist",
+                pytrace=False,
+            )
     return path
 
 
