@@ -15,9 +15,11 @@ one from the cache state the request meets on the server: cold (`cache_prompt: f
 default with LoRAs loaded) or, with `engine_prompt_cache` on a server started with
 `--cache-ram 0`, warm when the slot last served the same setting.
 
-Seen while writing these tests: with the RAM prompt cache on (llama-server's default) and prompts
-reused, an adapter's answer to a zero-shot item came from the KV a base-model request had left for
-the same prompt - the contamination of issue #26207, through the RAM cache instead of the slot.
+Seen while writing these tests: with the RAM prompt cache on (llama-server's default) and
+`cache_prompt` true within a setting, an adapter's answer to a zero-shot item changed when the
+base arm had answered the same items before it (one slot, the adapter's first item sent cold),
+and matched the in-process answer again with `--cache-ram 0`: the contamination of issue #26207,
+apparently through the RAM cache instead of the slot.
 """
 
 from __future__ import annotations

@@ -15,8 +15,9 @@ Servers differ in three places, found out once when the engine connects:
   adapter. An adapter the server lacks is refused in one line before anything runs.
 - **the KV/prompt cache across adapters.** llama-server has reused a slot's cached prompt for a
   request with another adapter (issue #26207), and its RAM prompt cache (`--cache-ram`, on by
-  default) still does: a request restored the state a base-model request left for the same prompt
-  (seen with the llama.cpp vendored in llama-cpp-python 0.3.36; tests/test_llama_server.py). With
+  default) appears to: an adapter's answer changed when base-model requests for the same prompts
+  had run before it, and not with `--cache-ram 0` (llama.cpp vendored in llama-cpp-python 0.3.36;
+  tests/test_llama_server.py). With
   LoRAs loaded, tunelab therefore sends `cache_prompt: false` on every request, unless the user
   says the server runs with `--cache-ram 0` (`engine_prompt_cache`): then each adapter setting is
   pinned to its own slot (`id_slot`) and `cache_prompt` is false only when a slot's previous
