@@ -28,26 +28,16 @@ import argparse
 import json
 import os
 import re
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
+
+from cli_runs import tunelab
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 BANK = "longdoc"
 ARMS = ("base", "base+plan", "base+extract")
-
-
-def tunelab(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """One CLI command as a user runs it; a failure stops the benchmark with its last lines."""
-    result = subprocess.run(
-        [sys.executable, "-m", "tunelab.cli", *args], capture_output=True, text=True, env={**os.environ, "TUNELAB_HOME": str(home)}
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"tunelab {' '.join(args)} failed: {result.stderr.strip()[-800:]}")
-    return result
 
 
 def main() -> None:

@@ -44,22 +44,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from cli_runs import tunelab
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 BANK, DISTILLED, TEACHER = "sentiment", "sentiment-icl8", "base+embedding@8"
 STUDENT_SETTINGS = ("--epochs", "1", "--learning-rate", "5e-4", "--max-length", "128", "--seed", "0")
 """The learning curve's LoRA settings (issue 17), so its gold-trained n = 320 points compare directly."""
-
-
-def tunelab(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """One CLI command as a user runs it; a failure stops the benchmark with its last lines."""
-    result = subprocess.run(
-        [sys.executable, "-m", "tunelab.cli", *args], capture_output=True, text=True, env={**os.environ, "TUNELAB_HOME": str(home)}
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"tunelab {' '.join(args)} failed: {result.stderr.strip()[-800:]}")
-    return result
 
 
 def timed(label: str, home: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], float]:
