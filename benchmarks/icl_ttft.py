@@ -26,9 +26,9 @@ from tunelab.engine.chat_template import ChatMessage
 from tunelab.engine.llama_engine import LlamaEngine
 from tunelab.engine.sampling import SamplerParams
 from tunelab.icl.prompt import build_icl_messages
-from tunelab.icl.selectors import Selected, make_selector
+from tunelab.icl.selectors import Selected, Selector, make_selector
 from tunelab.stores import demo_banks
-from tunelab.stores.banks import BankStore
+from tunelab.stores.banks import Bank, BankStore
 from tunelab.stores.db import connect
 from tunelab.stores.model_files import bundled_chat_model
 
@@ -56,6 +56,17 @@ def ttft(engine: LlamaEngine, messages: list[ChatMessage], cold: bool, previous:
     return reply.stats.ttft_ms, len(tokens) - reused, tokens
 
 
+def sentiment_queries(n: int) -> tuple[Bank, list[str], Selector]:
+    """The demo sentiment bank (400 reviews) in a fresh data dir, its first `n` held-out reviews
+    and a Jaccard selector over its train split: the ICL prompts the TTFT benchmarks time."""
+    settings = Settings(home=Path(tempfile.mkdtemp(prefix="tunelab-bench-")))
+    conn = connect(settings.db_path)
+    demo = demo_banks.sentiment(400)
+    bank = BankStore(conn).create("sentiment", demo.rows, demo.instruction).bank
+    queries = [e.input for e in BankStore(conn).examples(bank.name, "test")[:n]]
+    return bank, queries, make_selector("jaccard", bank, conn, settings)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queries", type=int, default=20)
@@ -65,12 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    settings = Settings(home=Path(tempfile.mkdtemp(prefix="tunelab-bench-")))
-    conn = connect(settings.db_path)
-    demo = demo_banks.sentiment(400)
-    bank = BankStore(conn).create("sentiment", demo.rows, demo.instruction).bank
-    queries = [e.input for e in BankStore(conn).examples(bank.name, "test")[: args.queries]]
-    jaccard = make_selector("jaccard", bank, conn, settings)
+    bank, queries, jaccard = sentiment_queries(args.queries)
     static = jaccard.select(queries[0], args.k)
     engine = LlamaEngine(Path(args.model), n_ctx=2048)
 

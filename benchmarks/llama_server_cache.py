@@ -17,22 +17,17 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from icl_ttft import sentiment_queries
 from llama_cpp_source import llama_server
 from server_support import llama_server_process
 
-from tunelab.config import Settings
 from tunelab.engine.llama_engine import LlamaEngine
 from tunelab.icl.prompt import build_icl_messages
-from tunelab.icl.selectors import make_selector
-from tunelab.stores import demo_banks
-from tunelab.stores.banks import BankStore
-from tunelab.stores.db import connect
 from tunelab.stores.model_files import bundled_chat_model
 
 
@@ -44,12 +39,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    settings = Settings(home=Path(tempfile.mkdtemp(prefix="tunelab-bench-")))
-    conn = connect(settings.db_path)
-    demo = demo_banks.sentiment(400)
-    bank = BankStore(conn).create("sentiment", demo.rows, demo.instruction).bank
-    queries = [e.input for e in BankStore(conn).examples(bank.name, "test")[: args.queries]]
-    jaccard = make_selector("jaccard", bank, conn, settings)
+    bank, queries, jaccard = sentiment_queries(args.queries)
     model = bundled_chat_model()
     assert model is not None
     engine = LlamaEngine(model, n_ctx=2048, n_threads=args.threads)  # only to build the prompts as compare does
