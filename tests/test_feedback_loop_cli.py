@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 from cli_support import assert_clean_error, invoke
+from conftest import THREADS
 from feedback_support import rate, rate_helpful_vs_rude
 from finetune_support import base_pair  # noqa: F401
+from llama_cpp_source import llama_server
+from server_support import llama_server_process
 from test_feedback_cli import run
 from test_tui_icl import send
 from textual.widgets import Input, Select, Static
@@ -68,6 +71,22 @@ def test_feedback_train_reward_prints_progress_and_the_model_is_usable(settings,
     assert len(scores) == 2 and record["best_of"]["reward_model"] == "rm"
     assert record["text"] == record["best_of"]["candidates"][scores.index(max(scores))]["text"]
     assert "[best of 2 by reward model rm]" in best.stderr and best.stderr.count("score ") == 2
+    # best-of through llama.cpp's own llama-server: the candidates sampled there, scored here
+    question = ["--max-tokens", "6", "--temperature", "0.8", "--model", str(base_pair.gguf_path), "What is 3 plus 4?"]
+    with llama_server_process(llama_server(), base_pair.gguf_path, [], slots=1, n_threads=THREADS) as url:
+        served = run("chat", "--json", "--best-of", "2", "--reward-model", "rm", "--engine-url", url, *question)
+    seed = str(json.loads(served.stdout)["best_of"]["candidates"][0]["seed"])
+    with llama_server_process(llama_server(), base_pair.gguf_path, [], slots=1, n_threads=THREADS) as fresh:
+        again = run("chat", "--json", "--seed", seed, "--engine-url", fresh, *question)  # a cold cache, as the first candidate met
+    assert served.returncode == again.returncode == 0, served.stderr + again.stderr
+    record = json.loads(served.stdout)
+    candidates = record["best_of"]["candidates"]
+    scores = [c["score"] for c in candidates]
+    assert len(candidates) == 2 and len({c["seed"] for c in candidates}) == 2
+    assert record["text"] == candidates[scores.index(max(scores))]["text"]
+    assert json.loads(again.stdout)["text"] == candidates[0]["text"]  # a candidate's seed gives it back from the server
+    stored = ConversationStore(conn).messages(record["conversation_id"])[-1]
+    assert stored.provenance["engine_url"] == url and stored.provenance["best_of"]["reward_model"] == "rm"
     assert_clean_error(
         run("chat", "--best-of", "2", "--temperature", "0", "--model", str(base_pair.gguf_path), "hi"), "best-of needs sampling"
     )
