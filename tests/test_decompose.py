@@ -175,3 +175,52 @@ def test_a_decomposition_call_through_a_server_matches_llama_cpp_here(engine, bu
     ((call_here,), (call_there,)) = here.steps, there.steps
     assert call_there.kind == call_here.kind == "repair" and call_there.output == call_here.output
     assert (call_there.prompt_tokens, call_there.completion_tokens) == (call_here.prompt_tokens, call_here.completion_tokens)
+
+
+def test_chat_plan_then_answer_keeps_every_call_and_the_plain_prompt_in_the_history(settings, conn, engine) -> None:
+    from tunelab.runtime.chat_service import ChatService
+    from tunelab.stores.conversations import ConversationStore
+
+    prompt = "Is 17 a prime number? Answer yes or no."
+    turn = ChatService(Runtime(settings, conn, engine=engine)).send(
+        None, prompt, greedy(8), system="You answer maths questions.", plan=True
+    )
+    message = turn.save()
+    steps = turn.provenance.steps
+    assert steps[0].kind == "plan" and {s.kind for s in steps[1:]} <= {"repair", "step"} and len(steps) >= 2
+    assert all(s.prompt_tokens > 0 and s.completion_tokens > 0 for s in steps)
+    final_turn = turn.reply.messages[-1].content
+    assert final_turn.startswith("Work done step by step:\n1. ") and final_turn.endswith(prompt)
+    assert turn.reply.messages[0].content == "You answer maths questions."  # the plan served the conversation's system prompt
+    stored = ConversationStore(conn).messages(message.conversation_id)
+    assert [m.role for m in stored] == ["user", "assistant"] and stored[0].content == prompt  # the work is not history
+    assert [s["kind"] for s in stored[1].provenance["steps"]] == [s.kind for s in steps]
+    assert stored[1].provenance["messages"][-1]["content"] == final_turn  # the prompt as sent is kept
+
+
+async def test_chat_plan_from_the_cli_and_the_tui_shows_the_steps_folded_above_the_answer(settings, conn) -> None:
+    import json
+
+    from textual.widgets import Checkbox, Collapsible
+
+    from tunelab.tui.app import TunelabApp
+    from tunelab.tui.widgets.chat.message_view import MessageView
+
+    result = CliRunner().invoke(cli, ["chat", "--plan", "--json", "--temperature", "0", "--max-tokens", "8", "Name a colour."])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["steps"][0]["kind"] == "plan" and "[plan] " in result.stderr
+
+    app = TunelabApp(settings, conn)
+    async with app.run_test(size=(110, 40)) as pilot:
+        app.screen.query_one("#plan-on", Checkbox).value = True
+        app.screen.query_one("#prompt").focus()
+        for key in "Hi":
+            await pilot.press(key)
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        reply = list(app.screen.query(MessageView))[-1]
+        (folded,) = reply.query(Collapsible)
+        assert folded.collapsed and "calls" in folded.title and reply.message is not None
+        assert len(reply.message.provenance["steps"]) >= 2

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 @click.option(
     "--reward-model", default=None, metavar="NAME", help="Reward model for --best-of (default: the newest trained for this model)."
 )
+@click.option("--plan", is_flag=True, help="Plan first, work the plan step by step, then answer (the steps on stderr).")
 @engine_options
 @sampler_options(SamplerParams())
 @pass_app
@@ -58,6 +59,7 @@ def command(
     show_examples: bool,
     best_of: int | None,
     reward_model: str | None,
+    plan: bool,
     **kwargs: object,
 ) -> None:
     """Send PROMPT ('-' reads stdin) and stream the reply."""
@@ -77,7 +79,7 @@ def command(
         service.selector(icl, lambda done, total: click.echo(f"\r[embedding {icl.bank}: {done}/{total}]", nl=done == total, err=True))
     if existing is not None and system is not None:
         service.store.update(existing.id, system_prompt=system)
-    turn = service.send(existing.id if existing else None, prompt, params, icl, pick, system=system or "")
+    turn = service.send(existing.id if existing else None, prompt, params, icl, pick, system=system or "", plan=plan)
     conv = service.store.get(turn.conversation_id)
     if pick is not None:
         assert turn.provenance.best_of is not None  # a reply picked by a reward model records its candidates
@@ -86,6 +88,8 @@ def command(
             click.echo(turn.reply.so_far, nl=False)  # already generated: the loop below has nothing left to stream
     if icl is not None:
         report_examples(turn.provenance.to_dict()["icl"], show_examples)
+    for step in turn.provenance.steps:
+        click.echo(f"[{step.kind}] {step.output}", err=True)
     try:
         for chunk in turn.reply:
             if not as_json:
@@ -112,6 +116,7 @@ def command(
             "stats": stats.to_dict(),
             "icl": turn.provenance.to_dict()["icl"],
             "best_of": turn.provenance.best_of,
+            "steps": turn.provenance.to_dict()["steps"],
         }
         click.echo(json.dumps(record, ensure_ascii=False))
         return

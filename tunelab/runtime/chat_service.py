@@ -22,6 +22,7 @@ from tunelab.eval.arms import DEFAULT_K
 from tunelab.icl.prompt import PreparedPrompt, prepare_icl
 from tunelab.icl.selectors import IndexProgress, Selector, check_positive_k
 from tunelab.runtime.best_of_n import BestOfRequest, check, sample_best
+from tunelab.runtime.decompose import Worked, decompose
 from tunelab.runtime.provenance import provenance_for
 from tunelab.runtime.runtime import Runtime
 from tunelab.stores.banks import BankStore
@@ -149,8 +150,11 @@ class ChatService:
         icl: IclRequest | None = None,
         best_of: BestOfRequest | None = None,
         system: str = "",
+        plan: bool = False,
     ) -> ChatTurn:
         """Store the user's prompt and start the reply (nothing is stored for an empty prompt).
+        With `plan` the model first writes a numbered plan and works it step by step (each call
+        kept in the provenance's `steps`), then answers with that work above the prompt.
 
         `conversation_id` None starts a new conversation (with `system` as its system prompt); it is
         stored, with the prompt, only once the prompt was accepted, so a refused first prompt (k
@@ -160,16 +164,21 @@ class ChatService:
             raise TunelabError("empty prompt: type something to send")
         if conversation_id is None:
             history = [ChatMessage("system", system)] if system else []
-            turn = self._start(0, history, prompt, params, icl, best_of)
+            turn = self._start(0, history, prompt, params, icl, best_of, plan)
             turn.conversation_id = self.store.start(prompt.strip().splitlines()[0][:60], system, prompt).id
             return turn
         # raises before storing anything if the prompt can never fit
-        turn = self._start(conversation_id, self.history(conversation_id), prompt, params, icl, best_of)
+        turn = self._start(conversation_id, self.history(conversation_id), prompt, params, icl, best_of, plan)
         self.store.add_user(conversation_id, prompt)
         return turn
 
     def regenerate(
-        self, conversation_id: int, params: SamplerParams, icl: IclRequest | None = None, best_of: BestOfRequest | None = None
+        self,
+        conversation_id: int,
+        params: SamplerParams,
+        icl: IclRequest | None = None,
+        best_of: BestOfRequest | None = None,
+        plan: bool = False,
     ) -> ChatTurn:
         """Replace the last reply with a new one to the same prompt."""
         messages = self.store.messages(conversation_id)
@@ -177,16 +186,19 @@ class ChatService:
             raise TunelabError("nothing to regenerate: the conversation has no reply yet")
         history = self.history(conversation_id)[:-2]
         # a new seed even when the user fixed one: the same seed would give back the same reply
-        turn = self._start(conversation_id, history, messages[-2].content, replace(params, seed=None), icl, best_of)
+        turn = self._start(conversation_id, history, messages[-2].content, replace(params, seed=None), icl, best_of, plan)
         self.store.delete_message(messages[-1].id)
         return turn
 
-    def _prepare(self, history: list[ChatMessage], prompt: str, params: SamplerParams, icl: IclRequest | None) -> PreparedPrompt:
-        """The messages to send for `prompt` after `history`: with `icl`, the chosen examples go in."""
+    def _prepare(
+        self, history: list[ChatMessage], prompt: str, params: SamplerParams, icl: IclRequest | None, shown: str | None = None
+    ) -> PreparedPrompt:
+        """The messages to send for `prompt` after `history`: with `icl`, the chosen examples go in.
+        `shown`: the user turn when it is not the prompt itself (a plan's work above it)."""
         if icl is None:
-            return PreparedPrompt(history + [ChatMessage("user", prompt)])
+            return PreparedPrompt(history + [ChatMessage("user", shown if shown is not None else prompt)])
         return prepare_icl(
-            self.engine, self.runtime.bank(icl.bank), self.selector(icl), icl.selector, icl.k, prompt, params.max_tokens, history
+            self.engine, self.runtime.bank(icl.bank), self.selector(icl), icl.selector, icl.k, prompt, params.max_tokens, history, shown
         )
 
     def _start(
@@ -197,21 +209,27 @@ class ChatService:
         params: SamplerParams,
         icl: IclRequest | None,
         best_of: BestOfRequest | None,
+        plan: bool = False,
     ) -> ChatTurn:
         params = params.seeded()
-        prepared = self._prepare(history, prompt, params, icl)
+        worked = Worked(prompt)
+        if plan:  # the instruction the plan serves: the conversation's system prompt, else the bank's
+            system = history[0].content if history and history[0].role == "system" else ""
+            instruction = system or (self.runtime.bank(icl.bank).instruction if icl else "")
+            worked = decompose(self.engine, "plan", instruction, prompt, params)
+        prepared = self._prepare(history, prompt, params, icl, worked.query if plan else None)
         best: dict[str, Any] | None = None
         if best_of is None:
             reply = self.engine.chat(prepared.messages, params)
         else:
             result = sample_best(self.engine, prepared.messages, params, best_of.n, best_of.scorer)
             reply, params, best = result.chosen.reply, replace(params, seed=result.chosen.seed), result.provenance(best_of.reward_model)
-        # an ICL prompt is kept as sent, since its examples are not in the conversation's history
-        sent = [m.as_dict() for m in reply.messages] if prepared.icl else None
+        # an ICL or planned prompt is kept as sent: its examples and work are not in the conversation's history
+        sent = [m.as_dict() for m in reply.messages] if prepared.icl or plan else None
         return ChatTurn(
             conversation_id,
             reply,
             params,
             self,
-            provenance_for(self.runtime, self.adapter, self.adapter_scale, params, prepared.icl, sent, best_of=best),
+            provenance_for(self.runtime, self.adapter, self.adapter_scale, params, prepared.icl, sent, best_of=best, steps=worked.steps),
         )

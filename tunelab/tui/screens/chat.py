@@ -216,7 +216,7 @@ class ChatScreen(Screen[None]):
         except TunelabError as exc:
             self.notify(str(exc), severity="error")
             return
-        self.generate(conversation_id, prompt, icl, panel.adapter, best_of)
+        self.generate(conversation_id, prompt, icl, panel.adapter, best_of, panel.plan)
 
     def on_descendant_focus(self, event: Any) -> None:
         view = event.widget
@@ -228,7 +228,13 @@ class ChatScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="generate", exit_on_error=False)
     def generate(
-        self, conversation_id: int | None, prompt: str | None, icl: IclRequest | None, adapter: str | None, best_of: tuple[str, int] | None
+        self,
+        conversation_id: int | None,
+        prompt: str | None,
+        icl: IclRequest | None,
+        adapter: str | None,
+        best_of: tuple[str, int] | None,
+        plan: bool = False,
     ) -> None:
         """Runs in a thread: llama.cpp blocks. Widgets are only touched through call_from_thread."""
         worker = get_current_worker()
@@ -246,11 +252,13 @@ class ChatScreen(Screen[None]):
                     icl, lambda done, total: app.call_from_thread(self._status, f"embedding {icl.bank}: {done}/{total} examples…")
                 )
             pick = self._best_of_request(best_of, params) if best_of else None
+            if plan:
+                app.call_from_thread(self._status, "planning, then working the plan step by step…")
             if prompt is None:
                 assert conversation_id is not None
-                turn = self.service.regenerate(conversation_id, params, icl, pick)
+                turn = self.service.regenerate(conversation_id, params, icl, pick, plan)
             else:
-                turn = self.service.send(conversation_id, prompt, params, icl, pick)
+                turn = self.service.send(conversation_id, prompt, params, icl, pick, plan=plan)
         except TunelabError as exc:
             app.call_from_thread(self._failed, str(exc))
             return

@@ -1,5 +1,5 @@
-"""The right-hand panel of the chat screen: ICL (bank, selector, k), the adapter, best-of-n by a
-reward model, and how the focused reply was made (its examples, its candidates' scores)."""
+"""The right-hand panel of the chat screen: ICL (bank, selector, k), plan-then-answer, the adapter,
+best-of-n by a reward model, and how the focused reply was made (its examples, its candidates' scores)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ class ContextPanel(VerticalScroll):
         with Horizontal(classes="field"):
             yield Label("k", classes="field-label")
             yield Input(str(IclRequest("").k), id="icl-k", compact=True, type="integer")
+        yield Label("Intermediate steps", classes="panel-title")
+        yield Checkbox("plan, then answer", False, id="plan-on", compact=True)
         yield Label("Adapter", classes="panel-title")
         yield Select(
             [(NO_ADAPTER, NO_ADAPTER), *((a, a) for a in self.adapters)], id="adapter", compact=True, value=NO_ADAPTER, allow_blank=False
@@ -76,6 +78,11 @@ class ContextPanel(VerticalScroll):
         if not n_text.isdigit():
             raise TunelabError(f"best-of n must be a whole number (got {n_text!r})")
         return str(model), int(n_text)
+
+    @property
+    def plan(self) -> bool:
+        """Whether the next reply is planned and worked step by step before the answer."""
+        return self.query_one("#plan-on", Checkbox).value
 
     @property
     def adapter(self) -> str | None:

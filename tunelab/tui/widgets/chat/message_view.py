@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import Label, Markdown
+from textual.widgets import Collapsible, Label, Markdown, Static
 
 if TYPE_CHECKING:
     from tunelab.stores.conversations import Message
@@ -25,6 +25,8 @@ class MessageView(Vertical, can_focus=True):
 
     def compose(self) -> ComposeResult:
         yield Label(self.role, classes="role")
+        if (steps := self._steps_view()) is not None:
+            yield steps
         yield Markdown(self._initial)
         meta = Label(self._footer_text(), classes="meta")
         meta.display = bool(self._footer_text())
@@ -41,6 +43,8 @@ class MessageView(Vertical, can_focus=True):
     def finish(self, message: Message) -> None:
         """Attach the stored message once the reply is saved (for copy, rating and stats)."""
         self.message = message
+        if (steps := self._steps_view()) is not None and not self.query(".steps"):
+            self.mount(steps, before=self.body)
         meta = self.query_one(".meta", Label)
         meta.update(self._footer_text())
         meta.display = bool(self._footer_text())
@@ -51,6 +55,16 @@ class MessageView(Vertical, can_focus=True):
             meta = self.query_one(".meta", Label)
             meta.update(self._footer_text())
             meta.display = bool(self._footer_text())
+
+    def _steps_view(self) -> Collapsible | None:
+        """A planned reply's plan and step results, folded above the answer (None for one-call replies)."""
+        steps = (self.message.provenance.get("steps") if self.message else None) or []
+        if not steps:
+            return None
+        tokens = sum(step["prompt_tokens"] + step["completion_tokens"] for step in steps)
+        lines = [f"{step['kind']}: {step['output']}" for step in steps]
+        title = f"plan and steps: {len(steps)} calls, {tokens} tokens before the answer"
+        return Collapsible(Static("\n\n".join(lines), markup=False), title=title, collapsed=True, classes="steps")
 
     def _footer_text(self) -> str:
         m = self.message
