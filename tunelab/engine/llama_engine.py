@@ -179,7 +179,9 @@ class LlamaEngine:
                         stats.finish_reason = "length"
                         break
                 if not hit:
-                    tail = stops.flush() + decoder.decode(b"", final=True)
+                    # no final=True: bytes of a character the length limit cut in half are dropped,
+                    # not stored as U+FFFD (seen: a Japanese reply cut at max_tokens ending in "�")
+                    tail = stops.flush()
                     if tail:
                         yield tail
             finally:
