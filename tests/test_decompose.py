@@ -195,7 +195,7 @@ def test_chat_plan_then_answer_keeps_every_call_and_the_plain_prompt_in_the_hist
     stored = ConversationStore(conn).messages(message.conversation_id)
     assert [m.role for m in stored] == ["user", "assistant"] and stored[0].content == prompt  # the work is not history
     assert [s["kind"] for s in stored[1].provenance["steps"]] == [s.kind for s in steps]
-    assert stored[1].provenance["messages"][-1]["content"] == final_turn  # the prompt as sent is kept
+    assert stored[1].provenance["prompt_messages"][-1]["content"] == final_turn  # the prompt as sent is kept
 
 
 async def test_chat_plan_from_the_cli_and_the_tui_shows_the_steps_folded_above_the_answer(settings, conn) -> None:
