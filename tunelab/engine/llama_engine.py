@@ -7,23 +7,24 @@ reply is computed from an empty cache, so that its stored seed reproduces it exa
 
 from __future__ import annotations
 
-import codecs
 import ctypes
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import cast
 
 import llama_cpp
 from llama_cpp import Llama
 
+from tunelab.engine.batch import SequenceBatch, parallel_for, sequence_context
 from tunelab.engine.chat_template import ChatMessage, ChatTemplate
 from tunelab.engine.context import fit_history, prompt_budget
 from tunelab.engine.health import ensure_engine_runs
-from tunelab.engine.reply import Reply, ReplyStats, StopStrings
+from tunelab.engine.reply import Reply, ReplyStats
 from tunelab.engine.sampling import SamplerParams
+from tunelab.engine.token_text import TokenText
 from tunelab.errors import TunelabError
 from tunelab.stores.model_files import check_gguf, check_gguf_complete
 
@@ -52,6 +53,7 @@ class LlamaEngine:
         self.lora_scale = 1.0
         self._adapters: dict[Path, ctypes._Pointer[ctypes.c_void_p]] = {}
         self._lock = threading.Lock()
+        self._batch: SequenceBatch | None = None
         # With the low-level adapter API the base loads once (memory-mapped) and adapters are
         # attached to it; without it, llama-cpp-python can only bake one adapter in at load time.
         baked = lora_path if lora_path and not adapter_switching_supported() else None
@@ -77,7 +79,8 @@ class LlamaEngine:
         self.n_ctx = self.llama.n_ctx()
 
     def close(self) -> None:
-        """Free the model and its context now (a model switch must not hold two copies)."""
+        """Free the model and its contexts now (a model switch must not hold two copies)."""
+        self._drop_batch_context()
         self.llama.close()
 
     def set_adapter(self, path: Path | None, scale: float = 1.0) -> None:
@@ -109,6 +112,7 @@ class LlamaEngine:
             if llama_cpp.llama_set_adapters_lora(self.llama._ctx.ctx, adapters, n, scales):
                 raise TunelabError(f"llama.cpp could not apply adapter {path}")
             self.llama.reset()
+            self._drop_batch_context()  # it serves the previous adapter
             self.lora_path, self.lora_scale = path, scale
 
     @property
@@ -133,15 +137,51 @@ class LlamaEngine:
         stats.prompt_tokens = len(tokens)
         return Reply(self._stream(tokens, params, stats), stats, fitted)
 
+    def answer_together(
+        self, conversations: Sequence[list[ChatMessage]], params: Sequence[SamplerParams], parallel: int | None = None
+    ) -> Iterator[tuple[int, Reply]]:
+        """(index, finished reply) for each conversation as its reply ends, `parallel` decoded
+        together (default: as many as the memory allows). Each reply is what `chat` would have
+        streamed, token for token; only the timings differ (a reply waits for the others' steps).
+        Closing the iterator stops the rest."""
+        if len(conversations) != len(params):
+            raise ValueError("one SamplerParams per conversation")
+        seeded = [p.seeded() for p in params]
+        fitted = [self.fit(messages, p.max_tokens) for messages, p in zip(conversations, seeded)]
+        prompts = [self.template.tokens(messages) for messages, _ in fitted]
+        n_ctx_seq = sequence_context([len(p) for p in prompts], max(p.max_tokens for p in seeded), self.n_ctx)
+        slots = min(len(prompts), parallel_for(self.llama, n_ctx_seq, parallel))
+        with self._lock:
+            answers = self._batch_context(slots, n_ctx_seq).answer(prompts, seeded)
+            try:
+                for index, done in answers:
+                    messages, dropped = fitted[index]
+                    done.stats.dropped_turns = dropped
+                    yield index, Reply(iter([done.text] if done.text else []), done.stats, messages)
+            finally:
+                answers.close()
+
+    def _batch_context(self, n_slots: int, n_ctx_seq: int) -> SequenceBatch:
+        """The multi-sequence context, kept while it is big enough (making one allocates its KV)."""
+        current = self._batch
+        if current is not None and current.n_slots >= n_slots and current.n_ctx_seq >= n_ctx_seq:
+            return current
+        self._drop_batch_context()
+        adapter = self._adapters.get(self.lora_path) if self.lora_path else None
+        self._batch = SequenceBatch(self.llama, n_slots, n_ctx_seq, adapter, self.lora_scale)
+        return self._batch
+
+    def _drop_batch_context(self) -> None:
+        if self._batch is not None:
+            self._batch.close()
+            self._batch = None
+
     def _stream(self, tokens: list[int], params: SamplerParams, stats: ReplyStats) -> Iterator[str]:
         llama = self.llama
-        vocab = llama._model.vocab
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        stops = StopStrings(params.stop)
+        reply_text = TokenText(llama, params.stop)
         room = min(params.max_tokens, self.n_ctx - len(tokens))
         start = time.perf_counter()
         first = last = None
-        hit = False
         stats.finish_reason = "cancelled"
         with self._lock:
             if params.temperature > 0:
@@ -165,25 +205,22 @@ class LlamaEngine:
                     if first is None:
                         first = last
                         stats.ttft_ms = (first - start) * 1000
-                    if llama_cpp.llama_vocab_is_eog(vocab, token):
+                    if reply_text.is_end(token):
                         stats.finish_reason = "stop"
                         break
                     stats.completion_tokens += 1
-                    text, hit = stops.feed(decoder.decode(llama.detokenize([token])))
+                    text = reply_text.feed(token)
                     if text:
                         yield text
-                    if hit:
+                    if reply_text.hit:
                         stats.finish_reason = "stop"
                         break
                     if stats.completion_tokens >= room:
                         stats.finish_reason = "length"
                         break
-                if not hit:
-                    # no final=True: bytes of a character the length limit cut in half are dropped,
-                    # not stored as U+FFFD (seen: a Japanese reply cut at max_tokens ending in "�")
-                    tail = stops.flush()
-                    if tail:
-                        yield tail
+                tail = reply_text.tail()
+                if tail:
+                    yield tail
             finally:
                 generator.close()
                 stats.set_timings(start, first, last, time.perf_counter())

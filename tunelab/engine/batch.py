@@ -1,0 +1,261 @@
+"""Several prompts answered together: one llama.cpp context, one sequence per prompt.
+
+A grid (compare, curve, distillation, best-of) asks the same model many independent questions.
+Answered one at a time, each decode step multiplies the weights by one token's activations (a
+matrix-vector product, bound by memory); answered together, one step serves every sequence
+(a matrix-matrix product), which is where batching pays on a CPU and much more on a GPU.
+
+The batch runs in a context of its own on the engine's loaded model (the weights are shared,
+not loaded twice) with one KV stream per sequence (`kv_unified` off), so each sequence attends
+to its own tokens only, as it would alone. The prompts' common prefix (system prompt, the
+instruction) is computed once and copied to the other sequences. Each sequence draws its tokens
+with the same sampler chain llama-cpp-python builds for a single reply, from its own seed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from collections import deque
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+
+import llama_cpp
+from llama_cpp import Llama
+from llama_cpp import _internals as internals
+
+from tunelab.engine.reply import ReplyStats
+from tunelab.engine.sampling import SamplerParams
+from tunelab.engine.token_text import TokenText
+from tunelab.errors import TunelabError
+
+CTX_ROUNDING = 256
+"""A sequence's context is rounded up to this, so similar batches reuse one context."""
+
+KV_MEMORY_SHARE = 0.25
+"""At most this share of the free memory goes to one batch's KV cache."""
+
+MAX_PARALLEL = 8
+"""The default ceiling on sequences per batch: past it a 2-core CPU gains nothing more."""
+
+
+@dataclass
+class BatchedReply:
+    """One prompt's finished reply: its text and the same stats a streamed reply carries."""
+
+    text: str
+    stats: ReplyStats = field(default_factory=ReplyStats)
+
+
+@dataclass
+class _Running:
+    """A prompt being answered in one of the batch's slots."""
+
+    index: int
+    slot: int
+    sampler: internals.LlamaSampler
+    text: TokenText
+    room: int
+    position: int
+    stats: ReplyStats
+    start: float
+    parts: list[str] = field(default_factory=list)
+    first: float | None = None
+    last: float | None = None
+
+    def take(self, token: int) -> bool:
+        """Take one sampled token into the reply; whether the reply is now complete (the same
+        rules, in the same order, as a streamed reply)."""
+        self.last = time.perf_counter()
+        if self.first is None:
+            self.first = self.last
+            self.stats.ttft_ms = (self.first - self.start) * 1000
+        if self.text.is_end(token):
+            self.stats.finish_reason = "stop"
+            return True
+        self.stats.completion_tokens += 1
+        self.parts.append(self.text.feed(token))
+        if self.text.hit:
+            self.stats.finish_reason = "stop"
+            return True
+        if self.stats.completion_tokens >= self.room:
+            self.stats.finish_reason = "length"
+            return True
+        return False
+
+    def finish(self) -> BatchedReply:
+        self.sampler.close()
+        self.stats.set_timings(self.start, self.first, self.last, time.perf_counter())
+        return BatchedReply("".join(self.parts) + self.text.tail(), self.stats)
+
+
+def kv_bytes_per_token(llama: Llama) -> int:
+    """KV cache bytes one token takes in every layer (F16 keys and values)."""
+    model = llama._model.model
+    n_layer = llama_cpp.llama_model_n_layer(model)
+    n_head = max(1, llama_cpp.llama_model_n_head(model))
+    n_head_kv = llama_cpp.llama_model_n_head_kv(model)
+    head_dim = llama_cpp.llama_model_n_embd(model) // n_head
+    return 2 * 2 * n_layer * n_head_kv * head_dim
+
+
+def free_memory_bytes() -> int:
+    """Memory available to this process now (MemAvailable on Linux; 4 GiB assumed elsewhere)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30
+
+
+def sequence_context(prompt_lengths: Sequence[int], max_tokens: int, n_ctx: int) -> int:
+    """The context one sequence needs: its longest prompt plus the reply, rounded up, at most n_ctx."""
+    need = max(prompt_lengths) + max_tokens
+    return min(n_ctx, -(-need // CTX_ROUNDING) * CTX_ROUNDING)
+
+
+def parallel_for(llama: Llama, n_ctx_seq: int, requested: int | None = None) -> int:
+    """Sequences per batch: `requested` if given, else as many as fit a quarter of the free memory
+    (at most MAX_PARALLEL)."""
+    if requested is not None:
+        if requested < 1:
+            raise TunelabError("--parallel must be >= 1")
+        return requested
+    fits = int(free_memory_bytes() * KV_MEMORY_SHARE) // max(1, n_ctx_seq * kv_bytes_per_token(llama))
+    return max(1, min(MAX_PARALLEL, fits))
+
+
+def common_prefix(prompts: Sequence[Sequence[int]]) -> int:
+    """Tokens every prompt starts with, leaving each at least one of its own (its logits are sampled)."""
+    shortest = min(len(p) for p in prompts)
+    n = 0
+    while n < shortest - 1 and all(p[n] == prompts[0][n] for p in prompts):
+        n += 1
+    return n
+
+
+class SequenceBatch:
+    """A llama.cpp context with `n_slots` sequences on `llama`'s model (with the engine's current
+    adapter), answering a queue of prompts: when a reply ends, the next prompt takes its slot
+    (continuous batching), so one long reply does not hold the others back."""
+
+    def __init__(self, llama: Llama, n_slots: int, n_ctx_seq: int, adapter: ctypes._Pointer[ctypes.c_void_p] | None, scale: float) -> None:
+        params = type(llama.context_params).from_buffer_copy(llama.context_params)
+        params.n_seq_max = n_slots + 1  # the last sequence holds the prompts' common prefix
+        params.n_ctx = (n_slots + 1) * n_ctx_seq
+        params.kv_unified = False  # one stream per sequence: each attends to its own tokens only
+        self.llama = llama
+        self.n_slots = n_slots
+        self.n_ctx_seq = n_ctx_seq
+        self.prefix_seq = n_slots
+        self.n_batch = int(params.n_batch)
+        try:
+            self.ctx = internals.LlamaContext(model=llama._model, params=params, verbose=False)
+        except ValueError as exc:
+            raise TunelabError(f"llama.cpp could not make a context for {n_slots} sequences of {n_ctx_seq} tokens: {exc}") from None
+        n = 1 if adapter else 0
+        adapters = (llama_cpp.llama_adapter_lora_p_ctypes * n)(*([adapter] if adapter else []))
+        scales = (ctypes.c_float * n)(*([scale] if adapter else []))
+        self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        self.memory = llama_cpp.llama_get_memory(self.ctx.ctx)
+        if llama_cpp.llama_set_adapters_lora(self.ctx.ctx, adapters, n, scales):
+            self.close()
+            raise TunelabError("llama.cpp could not apply the adapter to the batch context")
+
+    def close(self) -> None:
+        if self.batch is not None:
+            llama_cpp.llama_batch_free(self.batch)
+            self.batch = None
+        self.ctx.close()
+
+    def _decode(self, entries: Sequence[tuple[int, int, int, bool]]) -> None:
+        """Decode (token, position, sequence, wants logits) entries: at most n_batch."""
+        batch = self.batch
+        for i, (token, pos, seq, logits) in enumerate(entries):
+            batch.token[i] = token
+            batch.pos[i] = pos
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = seq
+            batch.logits[i] = logits
+        batch.n_tokens = len(entries)
+        status = llama_cpp.llama_decode(self.ctx.ctx, batch)
+        if status != 0:
+            raise TunelabError(f"llama.cpp could not decode the batch (status {status})")
+
+    def _prefill(self, seq: int, tokens: Sequence[int], start: int) -> int:
+        """Decode `tokens` at positions from `start` in sequence `seq` alone; the row of the last
+        one's logits. A ubatch mixing sequences groups the attention's rows differently, and
+        measured, that changed greedy replies: each prompt is computed as it would be alone."""
+        row = 0
+        for at in range(0, len(tokens), self.n_batch):
+            chunk = tokens[at : at + self.n_batch]
+            self._decode([(t, start + at + i, seq, at + i == len(tokens) - 1) for i, t in enumerate(chunk)])
+            row = len(chunk) - 1
+        return row
+
+    def _start(self, index: int, slot: int, prompt: Sequence[int], params: SamplerParams, shared: int) -> tuple[_Running, int]:
+        """Put prompt `index` in `slot` (the common prefix copied in, the rest computed); the
+        running reply and the row its first token is drawn from."""
+        llama_cpp.llama_memory_seq_rm(self.memory, slot, -1, -1)
+        if shared:
+            llama_cpp.llama_memory_seq_cp(self.memory, self.prefix_seq, slot, -1, -1)
+        assert params.seed is not None
+        self.llama.set_seed(params.seed)  # _init_sampler seeds its dist sampler from the Llama
+        sampler = self.llama._init_sampler(
+            top_k=params.top_k, top_p=params.top_p, temp=params.temperature, repeat_penalty=params.repeat_penalty
+        )
+        running = _Running(
+            index=index,
+            slot=slot,
+            sampler=sampler,
+            text=TokenText(self.llama, params.stop),
+            room=min(params.max_tokens, self.n_ctx_seq - len(prompt)),
+            position=len(prompt),
+            stats=ReplyStats(prompt_tokens=len(prompt)),
+            start=time.perf_counter(),
+        )
+        return running, self._prefill(slot, prompt[shared:], shared)
+
+    def answer(self, prompts: Sequence[Sequence[int]], params: Sequence[SamplerParams]) -> Generator[tuple[int, BatchedReply], None, None]:
+        """(index, reply) for every prompt, as each reply ends; closing the iterator stops the rest."""
+        llama_cpp.llama_memory_clear(self.memory, True)
+        shared = common_prefix(prompts) if len(prompts) > 1 else 0
+        if shared:
+            self._prefill(self.prefix_seq, prompts[0][:shared], 0)
+        waiting = deque(range(len(prompts)))
+        running: dict[int, _Running] = {}
+        step: list[tuple[int, int, int, bool]] = []  # the next decode: one token per running slot
+
+        def draw(reply: _Running, row: int) -> BatchedReply | None:
+            """Sample `reply`'s next token; queue it, or free the slot and return the finished reply."""
+            token = reply.sampler.sample(self.ctx, row)
+            if reply.take(token):
+                del running[reply.slot]
+                return reply.finish()
+            step.append((token, reply.position, reply.slot, True))
+            reply.position += 1
+            return None
+
+        try:
+            while waiting or running:
+                # every row of the last decode is drawn before a new prompt's prefill replaces the logits
+                decoded, step = step, []
+                for row, (_, _, slot, _) in enumerate(decoded):
+                    reply = running[slot]
+                    if (done := draw(reply, row)) is not None:
+                        yield reply.index, done
+                for slot in range(self.n_slots):
+                    while slot not in running and waiting:
+                        index = waiting.popleft()
+                        reply, row = self._start(index, slot, prompts[index], params[index], shared)
+                        running[slot] = reply
+                        if (done := draw(reply, row)) is not None:
+                            yield index, done
+                if step:
+                    self._decode(step)
+        finally:
+            for reply in running.values():
+                reply.sampler.close()

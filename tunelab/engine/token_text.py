@@ -1,0 +1,38 @@
+"""Sampled tokens to reply text, the same way for a streamed reply and a batched one."""
+
+from __future__ import annotations
+
+import codecs
+
+import llama_cpp
+from llama_cpp import Llama
+
+from tunelab.engine.reply import StopStrings
+
+
+class TokenText:
+    """Text of one reply as its tokens come: end of turn, stop strings, and characters whose
+    bytes are split across tokens."""
+
+    def __init__(self, llama: Llama, stops: list[str]) -> None:
+        self.llama = llama
+        self.vocab = llama._model.vocab
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self.stops = StopStrings(stops)
+        self.hit = False
+
+    def is_end(self, token: int) -> bool:
+        """Whether `token` ends the turn (it is not part of the reply)."""
+        return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+
+    def feed(self, token: int) -> str:
+        """The text safe to show after `token`; `hit` turns true when a stop string appeared."""
+        text, self.hit = self.stops.feed(self.decoder.decode(self.llama.detokenize([token])))
+        return text
+
+    def tail(self) -> str:
+        """What was held back, at the end of a reply that no stop string ended.
+
+        No final=True: bytes of a character the length limit cut in half are dropped, not stored
+        as U+FFFD (seen: a Japanese reply cut at max_tokens ending in "�")."""
+        return "" if self.hit else self.stops.flush()
