@@ -15,7 +15,9 @@ from tunelab.errors import TunelabError
 from tunelab.eval.arms import DEFAULT_K, SELECTOR_KINDS, Arm, parse_selectors, standard_grid
 from tunelab.eval.report import REPORT_MD, load_report, report_dir
 from tunelab.runtime import arena
-from tunelab.runtime import compare as cmp
+from tunelab.runtime.arm_runner import ArmRunner, default_max_tokens, greedy
+from tunelab.runtime.compare import Progress, default_adapters, finish, run_comparison
+from tunelab.runtime.test_sets import bank_test_set, file_test_set, open_bank
 from tunelab.stores.comparisons import ComparisonStore
 
 
@@ -50,7 +52,7 @@ from tunelab.stores.comparisons import ComparisonStore
     help="Add a column of this reward model's scores (see `tunelab feedback train --method reward`).",
 )
 @engine_options
-@sampler_options(cmp.greedy(cmp.default_max_tokens([])), {"max_tokens": "16 for a bank with labels, 256 otherwise"})
+@sampler_options(greedy(default_max_tokens([])), {"max_tokens": "16 for a bank with labels, 256 otherwise"})
 @pass_app
 def command(
     app: AppContext,
@@ -75,34 +77,34 @@ def command(
     if limit is not None and limit < 1:
         raise TunelabError(f"--limit must be >= 1 (got {limit})")
     arms_selectors = parse_selectors(selectors)
-    found = cmp.open_bank(app.conn, bank)
-    test_set = cmp.file_test_set(app.conn, found, test_file, limit) if test_file else cmp.bank_test_set(app.conn, found, limit)
+    found = open_bank(app.conn, bank)
+    test_set = file_test_set(app.conn, found, test_file, limit) if test_file else bank_test_set(app.conn, found, limit)
     for warning in test_set.warnings:
         click.echo(f"warning: {warning}", err=True)
-    chosen = [] if no_adapter else list(adapters) or cmp.default_adapters(app.conn, found.name)
+    chosen = [] if no_adapter else list(adapters) or default_adapters(app.conn, found.name)
     arms = list(dict.fromkeys(Arm.parse(a) for a in explicit_arms)) or standard_grid(arms_selectors, k, chosen)
-    params = sampler_from(kwargs, base=cmp.greedy(cmp.default_max_tokens(found.labels)).to_dict())
+    params = sampler_from(kwargs, base=greedy(default_max_tokens(found.labels)).to_dict())
     scorer = None
     if reward_model:  # loaded before generating: a reward model for another base is refused up front
         from tunelab.finetune.feedback_runs import load_reward_model
         from tunelab.stores.models import ModelRegistry
 
         scorer = load_reward_model(app.settings, app.conn, reward_model, ModelRegistry(app.conn).resolve(app.settings.model))
-    runner = cmp.ArmRunner(app.runtime, found)
+    runner = ArmRunner(app.runtime, found)
     click.echo(
         f"comparing {len(arms)} arms x {len(test_set.items)} items of {test_set.source}: {', '.join(a.name for a in arms)}", err=True
     )
     reused = 0
     with click.progressbar(length=len(arms) * len(test_set.items), label="generating", file=sys.stderr, show_pos=True) as bar:
 
-        def progress(event: cmp.Progress) -> None:
+        def progress(event: Progress) -> None:
             nonlocal reused
             reused += event.reused
             bar.label = event.arm
             bar.update(1)
 
         try:
-            comparison = cmp.run_comparison(runner, test_set, arms, params, progress)
+            comparison = run_comparison(runner, test_set, arms, params, progress)
         except KeyboardInterrupt:
             click.echo("\ninterrupted: finished items are stored; run the same command again to resume", err=True)
             sys.exit(130)
@@ -111,7 +113,7 @@ def command(
     if reused:
         click.echo(f"reused {reused} stored answers", err=True)
     votes = arena.win_rates(app.conn) if scorer else []
-    comparison, path = cmp.finish(app.settings, app.conn, comparison.id, found.labels, test_set.warnings, scorer, votes)
+    comparison, path = finish(app.settings, app.conn, comparison.id, found.labels, test_set.warnings, scorer, votes)
     click.echo((path / REPORT_MD).read_text(encoding="utf-8"))
     click.echo(f"report: {path}", err=True)
 

@@ -22,18 +22,11 @@ from textual.worker import Worker, get_current_worker
 from tunelab.errors import TunelabError
 from tunelab.eval.arms import Arm
 from tunelab.runtime import arena
-from tunelab.runtime.compare import (
-    ArmRunner,
-    arm_choices,
-    bank_test_set,
-    default_max_tokens,
-    greedy,
-    latest_report_dir,
-    list_banks,
-    open_bank,
-)
+from tunelab.runtime.arm_runner import ArmRunner, default_max_tokens, greedy
+from tunelab.runtime.compare import arm_choices, latest_report_dir
 from tunelab.runtime.curve import CurveProgress, CurveSpec, run_curve, spec_from_text
 from tunelab.runtime.runtime import Runtime
+from tunelab.runtime.test_sets import bank_test_set, list_banks, open_bank
 from tunelab.tui.widgets.compare.arm_column import ArmColumn
 from tunelab.tui.widgets.compare.vote_bar import VoteBar
 from tunelab.tui.worker_errors import report_failed_worker
