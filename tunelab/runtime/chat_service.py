@@ -22,11 +22,13 @@ from tunelab.eval.arms import DEFAULT_K
 from tunelab.icl.prompt import PreparedPrompt, prepare_icl
 from tunelab.icl.selectors import IndexProgress, Selector, check_positive_k
 from tunelab.runtime.best_of_n import BestOfRequest, check, sample_best
+from tunelab.runtime.conversations import ConversationService
 from tunelab.runtime.decompose import Worked, decompose
 from tunelab.runtime.provenance import provenance_for
 from tunelab.runtime.runtime import Runtime
+from tunelab.runtime.tokens import PromptView, prompt_view
 from tunelab.stores.banks import BankStore
-from tunelab.stores.conversations import ConversationStore, Message, ReplyRecord
+from tunelab.stores.conversations import Message, ReplyRecord
 from tunelab.stores.feedback import FeedbackStore
 from tunelab.stores.provenance import Provenance
 from tunelab.stores.runs import RunStore, reward_models
@@ -75,12 +77,13 @@ class ChatTurn:
         return self.service.store.add_reply(self.conversation_id, self.reply.so_far, record)
 
 
-class ChatService:
-    """Chat on the process's runtime: its engine, adapters, selectors and reward models."""
+class ChatService(ConversationService):
+    """Chat on the process's runtime: its engine, adapters, selectors and reward models, over the
+    conversations it stores the turns in."""
 
     def __init__(self, runtime: Runtime) -> None:
+        super().__init__(runtime.conn)
         self.runtime = runtime
-        self.store = ConversationStore(runtime.conn)
         self.feedback = FeedbackStore(runtime.conn)
         self.adapter: str | None = None
         self.adapter_scale = 1.0
@@ -124,6 +127,11 @@ class ChatService:
     def rate(self, message_id: int, rating: str | None) -> None:
         """Rate stored reply `message_id` up / down (None removes the rating)."""
         self.feedback.rate_message(message_id, rating)
+
+    def prompt_view(self, message_id: int) -> PromptView:
+        """The prompt stored reply `message_id` was generated from, split into the chat model's tokens
+        (the first use loads the model)."""
+        return prompt_view(self.conn, self.runtime.llama, message_id)
 
     def history(self, conversation_id: int) -> list[ChatMessage]:
         conversation = self.store.get(conversation_id)
