@@ -180,6 +180,30 @@ class ChatService(ConversationService):
         self.store.add_user(conversation_id, prompt)
         return turn
 
+    def start(
+        self,
+        conversation_id: int | None,
+        prompt: str,
+        params: SamplerParams,
+        icl: IclRequest | None = None,
+        best_of: BestOfRequest | None = None,
+        system: str | None = None,
+        plan: bool = False,
+        adapter: str | None = None,
+        adapter_scale: float = 1.0,
+        on_index: IndexProgress | None = None,
+    ) -> ChatTurn:
+        """`send` with its setting up, as one command does it: serve `adapter`, build the bank's
+        selector (`on_index` hears the indexing of a new bank), replace the conversation's system
+        prompt when `system` is given - each refused before the prompt is stored."""
+        if adapter:
+            self.use_adapter(adapter, adapter_scale)
+        if icl is not None:
+            self.selector(icl, on_index)
+        if conversation_id is not None and system is not None:
+            self.store.update(conversation_id, system_prompt=system)
+        return self.send(conversation_id, prompt, params, icl, best_of, system=system or "", plan=plan)
+
     def regenerate(
         self,
         conversation_id: int,
