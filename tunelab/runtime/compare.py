@@ -19,7 +19,7 @@ from typing import Any
 from tunelab.config import Settings
 from tunelab.engine.sampling import SamplerParams
 from tunelab.errors import TunelabError
-from tunelab.eval.arms import DEFAULT_K, Arm, standard_grid
+from tunelab.eval.arms import Arm
 from tunelab.eval.curve_summary import CurveArm, curve_summary
 from tunelab.eval.distill_summary import distill_summary
 from tunelab.eval.metrics import primary_metric
@@ -34,7 +34,7 @@ from tunelab.runtime.decompose import DECOMPOSE_FORMAT, StepListener
 from tunelab.runtime.test_sets import TestSet, bank_store, check_leakage
 from tunelab.stores.comparisons import Comparison, ComparisonStore
 from tunelab.stores.distillations import DistillationStore
-from tunelab.stores.runs import RunStore, latest_adapter_for_bank
+from tunelab.stores.runs import RunStore
 
 
 @dataclass(frozen=True)
@@ -52,23 +52,6 @@ ProgressCallback = Callable[[Progress], None]
 def fingerprint(data: Any) -> str:
     """A stable key for a setup: the same data (key order aside) gives the same hash."""
     return hashlib.sha256(json.dumps(data, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-
-
-def default_adapters(conn: sqlite3.Connection, bank: str) -> list[str]:
-    """The newest finished adapter trained on this bank, if any: the fine-tune half of the grid."""
-    newest = latest_adapter_for_bank(conn, bank)
-    return [newest] if newest else []
-
-
-def latest_report_dir(conn: sqlite3.Connection) -> str | None:
-    """The report folder of the newest finished comparison, if any."""
-    comparison = ComparisonStore(conn).latest_done()
-    return comparison.report_dir if comparison is not None and comparison.report_dir else None
-
-
-def arm_choices(conn: sqlite3.Connection, bank: str) -> list[Arm]:
-    """A starting set for the side-by-side screen: base, base+embedding, and the bank's adapter."""
-    return standard_grid(["embedding"], DEFAULT_K, default_adapters(conn, bank))[:4]
 
 
 def run_comparison(

@@ -20,10 +20,11 @@ from tunelab.eval.report import load_report, report_dir
 from tunelab.eval.scorer import Scorer
 from tunelab.runtime import arena
 from tunelab.runtime.arm_runner import ArmRunner
-from tunelab.runtime.compare import ProgressCallback, default_adapters, finish, run_comparison
+from tunelab.runtime.compare import ProgressCallback, finish, run_comparison
 from tunelab.runtime.runtime import Runtime
-from tunelab.runtime.test_sets import TestSet, bank_test_set, file_test_set, open_bank
+from tunelab.runtime.test_sets import TestSet, bank_test_set, file_test_set, list_banks, open_bank
 from tunelab.stores.comparisons import Comparison, ComparisonStore
+from tunelab.stores.runs import latest_adapter_for_bank
 
 if TYPE_CHECKING:
     from tunelab.stores.banks import Bank
@@ -64,6 +65,23 @@ class ComparisonService:
         self.runtime = runtime
         self.store = ComparisonStore(runtime.conn)
 
+    def bank_names(self) -> list[str]:
+        return list_banks(self.runtime.conn)
+
+    def default_adapters(self, bank: str) -> list[str]:
+        """The newest finished adapter trained on this bank, if any: the fine-tune half of the grid."""
+        newest = latest_adapter_for_bank(self.runtime.conn, bank)
+        return [newest] if newest else []
+
+    def arm_choices(self, bank: str) -> list[Arm]:
+        """A starting set for the side-by-side screen: base, base+embedding, and the bank's adapter."""
+        return standard_grid(["embedding"], DEFAULT_K, self.default_adapters(bank))[:4]
+
+    def latest_report_dir(self) -> str | None:
+        """The report folder of the newest finished comparison, if any."""
+        comparison = self.store.latest_done()
+        return comparison.report_dir if comparison is not None and comparison.report_dir else None
+
     def prepare(self, spec: CompareSpec, warn: Callable[[str], None] | None = None) -> PreparedComparison:
         """The bank, its test set (`warn` hears its warnings at once), the arms and the reward model."""
         if spec.limit is not None and spec.limit < 1:
@@ -75,7 +93,7 @@ class ComparisonService:
         if warn is not None:
             for warning in test_set.warnings:
                 warn(warning)
-        chosen = [] if spec.no_adapter else list(spec.adapters) or default_adapters(conn, bank.name)
+        chosen = [] if spec.no_adapter else list(spec.adapters) or self.default_adapters(bank.name)
         arms = list(dict.fromkeys(Arm.parse(a) for a in spec.arms)) or standard_grid(selectors, spec.k, chosen)
         # loaded before generating: a reward model for another base is refused up front
         scorer = self.runtime.reward_model(spec.reward_model) if spec.reward_model else None
