@@ -361,8 +361,10 @@ def compare_home() -> Iterator[tuple[Settings, sqlite3.Connection]]:
 def compare(ctx: Context, section: Section) -> None:
     """Wall time of `runtime.compare` on the demo sentiment bank: base and ICL arms, greedy, resumable store."""
     from tunelab.eval.arms import DEFAULT_K, standard_grid
-    from tunelab.runtime import compare as cmp
+    from tunelab.runtime.arm_runner import ArmRunner, default_max_tokens, greedy
+    from tunelab.runtime.compare import finish, run_comparison
     from tunelab.runtime.runtime import Runtime
+    from tunelab.runtime.test_sets import bank_test_set
     from tunelab.stores import demo_banks
     from tunelab.stores.banks import BankStore
 
@@ -370,14 +372,14 @@ def compare(ctx: Context, section: Section) -> None:
     with compare_home() as (settings, conn):
         demo = demo_banks.sentiment(sizes.compare_reviews)
         bank = BankStore(conn).create(demo.name, demo.rows, demo.instruction, source=demo.source).bank
-        test_set = cmp.bank_test_set(conn, bank, sizes.compare_items)
+        test_set = bank_test_set(conn, bank, sizes.compare_items)
         arms = standard_grid(sizes.compare_selectors, DEFAULT_K)
         runtime = Runtime(settings, conn)
         try:
             started = time.perf_counter()
-            params = cmp.greedy(cmp.default_max_tokens(bank.labels))
-            comparison = cmp.run_comparison(cmp.ArmRunner(runtime, bank), test_set, arms, params)
-            cmp.finish(settings, conn, comparison.id, bank.labels, test_set.warnings)
+            params = greedy(default_max_tokens(bank.labels))
+            comparison = run_comparison(ArmRunner(runtime, bank), test_set, arms, params)
+            finish(settings, conn, comparison.id, bank.labels, test_set.warnings)
             wall = time.perf_counter() - started
         finally:
             runtime.close()

@@ -42,7 +42,7 @@ from tunelab.finetune import sft
 from tunelab.finetune.args import SFTArgs
 from tunelab.finetune.base_weights import prepare_base
 from tunelab.finetune.progress import ProgressCallback, TrainProgress
-from tunelab.runtime.compare import greedy
+from tunelab.runtime.arm_runner import greedy
 from tunelab.stores import demo_banks
 from tunelab.stores.db import connect
 from tunelab.stores.model_files import bundled_chat_model

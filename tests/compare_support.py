@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from finetune_support import base_pair  # noqa: F401
 
 from tunelab.cli import cli
-from tunelab.runtime import compare as cmp
+from tunelab.runtime.test_sets import list_banks, open_bank
 
 
 @pytest.fixture
@@ -15,8 +15,8 @@ def sentiment_bank(settings, conn):
     """The packaged demo sentiment bank, imported the way a user does it."""
     result = CliRunner().invoke(cli, ["bank", "import-demo", "sentiment", "--size", "60"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    (name,) = cmp.list_banks(conn)
-    return cmp.open_bank(conn, name)
+    (name,) = list_banks(conn)
+    return open_bank(conn, name)
 
 
 @pytest.fixture

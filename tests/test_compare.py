@@ -15,9 +15,8 @@ from tunelab.errors import TunelabError
 from tunelab.eval.arms import Arm, parse_selectors, standard_grid
 from tunelab.eval.report import REPORT_JSON, REPORT_MD, REPORT_PNG, write_report
 from tunelab.eval.summary import summarize
-from tunelab.runtime import arena
-from tunelab.runtime import compare as cmp
-from tunelab.runtime.compare import ArmReply
+from tunelab.runtime import arena, arm_runner
+from tunelab.runtime.arm_runner import ArmReply
 from tunelab.stores.comparisons import ComparisonItem, ComparisonStore, ItemResult
 from tunelab.stores.provenance import Provenance
 
@@ -126,7 +125,7 @@ def test_summary_and_report_files(conn, settings) -> None:
 def test_compare_help_shows_its_greedy_defaults_not_chats() -> None:
     """The sampler flags are shared with `chat`, which samples; compare's help must show what compare uses."""
     shown = " ".join(invoke("compare", "--help").stdout.split())
-    greedy = cmp.greedy(max_tokens=16)
+    greedy = arm_runner.greedy(max_tokens=16)
     for name in ("temperature", "top_p", "top_k", "repeat_penalty", "seed"):
         flag = "--" + name.replace("_", "-")
         assert re.search(rf"{flag} [A-Z]+ \(default {re.escape(str(getattr(greedy, name)))}\)", shown), (flag, shown)

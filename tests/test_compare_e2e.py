@@ -12,9 +12,10 @@ from tunelab.cli import cli
 from tunelab.errors import TunelabError
 from tunelab.eval.arms import Arm, standard_grid
 from tunelab.eval.report import REPORT_JSON, REPORT_MD, REPORT_PNG
-from tunelab.runtime import compare as cmp
-from tunelab.runtime.compare import ArmRunner, bank_test_set, finish, greedy, run_comparison
+from tunelab.runtime.arm_runner import ArmRunner, greedy
+from tunelab.runtime.compare import Progress, finish, run_comparison
 from tunelab.runtime.runtime import Runtime
+from tunelab.runtime.test_sets import TestSet, bank_test_set
 from tunelab.stores.banks import BankStore
 from tunelab.stores.comparisons import ComparisonItem, ComparisonStore
 from tunelab.stores.runs import adapter_training_ids
@@ -30,7 +31,7 @@ def test_end_to_end_grid_with_lora_writes_a_report_and_never_leaks(settings, con
     test_set = bank_test_set(conn, sentiment_bank, limit=4)
     arms = standard_grid(["jaccard", "embedding", "random"], 2, [few_step_adapter])[:5]  # base x 4, lora zero-shot
     assert [a.name for a in arms][-1] == f"lora:{few_step_adapter}"
-    events: list[cmp.Progress] = []
+    events: list[Progress] = []
     comparison = run_comparison(runner, test_set, arms, greedy(6), events.append)
     assert [e.done for e in events] == list(range(1, 21)) and not any(e.reused for e in events)
     comparison, path = finish(settings, conn, comparison.id, sentiment_bank.labels, test_set.warnings)
@@ -62,9 +63,9 @@ def test_interrupted_comparison_resumes_and_gives_the_same_report(settings, conn
     runner = _runner(settings, conn, sentiment_bank, engine)
     test_set = bank_test_set(conn, sentiment_bank, limit=3)
     arms = [Arm(), Arm(None, "jaccard", 2)]
-    seen: list[cmp.Progress] = []
+    seen: list[Progress] = []
 
-    def stop_after_four(event: cmp.Progress) -> None:
+    def stop_after_four(event: Progress) -> None:
         seen.append(event)
         if event.done == 4:
             raise KeyboardInterrupt
@@ -77,7 +78,7 @@ def test_interrupted_comparison_resumes_and_gives_the_same_report(settings, conn
     stored = {(r.arm, r.position): r.output for r in ComparisonStore(conn).results(comparison_id)}
     assert len(stored) == 4
 
-    resumed: list[cmp.Progress] = []
+    resumed: list[Progress] = []
     again = run_comparison(runner, test_set, arms, greedy(6), resumed.append)
     assert again.id == comparison_id
     assert [e.reused for e in resumed] == [True] * 4 + [False] * 2
@@ -85,7 +86,7 @@ def test_interrupted_comparison_resumes_and_gives_the_same_report(settings, conn
     first = json.loads((path / REPORT_JSON).read_text())
     assert all(first["items"][pos]["outputs"][arm]["output"] == out for (arm, pos), out in stored.items())
 
-    rerun: list[cmp.Progress] = []
+    rerun: list[Progress] = []
     run_comparison(runner, test_set, arms, greedy(6), rerun.append)
     assert all(e.reused for e in rerun)
     _, path = finish(settings, conn, comparison_id, sentiment_bank.labels)
@@ -95,7 +96,7 @@ def test_interrupted_comparison_resumes_and_gives_the_same_report(settings, conn
 def test_leakage_guard_refuses_test_items_from_the_icl_pool(settings, conn, engine, sentiment_bank):
     runner = _runner(settings, conn, sentiment_bank, engine)
     train = BankStore(conn).examples(sentiment_bank.name, split="train")[:2]
-    leaky = cmp.TestSet(sentiment_bank.name, [ComparisonItem(i, str(e.id), e.input, e.output) for i, e in enumerate(train)], "constructed")
+    leaky = TestSet(sentiment_bank.name, [ComparisonItem(i, str(e.id), e.input, e.output) for i, e in enumerate(train)], "constructed")
     with pytest.raises(TunelabError, match="ICL pool"):
         run_comparison(runner, leaky, [Arm()], greedy(4))
     assert ComparisonStore(conn).list() == []

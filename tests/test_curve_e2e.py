@@ -14,9 +14,10 @@ from tunelab.engine.llama_engine import LlamaEngine
 from tunelab.eval.report import CURVE_PNG, REPORT_JSON, REPORT_MD
 from tunelab.finetune import sft
 from tunelab.finetune.args import SFTArgs
-from tunelab.runtime import compare as cmp
+from tunelab.runtime.arm_runner import ArmRunner, greedy
 from tunelab.runtime.curve import CurveSpec, run_curve
 from tunelab.runtime.runtime import Runtime
+from tunelab.runtime.test_sets import bank_test_set, open_bank
 from tunelab.stores.runs import RunStore
 
 SPEC = CurveSpec(SFTArgs(epochs=1, batch_size=4, max_length=128), ks=(0, 1), selectors=("jaccard",), sizes=(4, 8), seeds=1)
@@ -27,12 +28,12 @@ SPEC = CurveSpec(SFTArgs(epochs=1, batch_size=4, max_length=128), ks=(0, 1), sel
 def test_curve_run_writes_report_and_plot_and_a_rerun_reuses_every_point(settings, conn, engine, base_pair, monkeypatch):
     result = CliRunner().invoke(cli, ["bank", "import-demo", "sentiment", "--size", "40"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    bank = cmp.open_bank(conn, "sentiment")
-    test_set = cmp.bank_test_set(conn, bank, limit=4)
-    runner = cmp.ArmRunner(Runtime(settings, conn, engine=engine), bank)
+    bank = open_bank(conn, "sentiment")
+    test_set = bank_test_set(conn, bank, limit=4)
+    runner = ArmRunner(Runtime(settings, conn, engine=engine), bank)
     events = []
     try:
-        first = run_curve(runner, test_set, SPEC, cmp.greedy(4), base_pair.hf_dir, events.append)
+        first = run_curve(runner, test_set, SPEC, greedy(4), base_pair.hf_dir, events.append)
         assert len(first.trained) == 2 and first.reused_adapters == [] and first.generated == 4 * 4 and first.reused_answers == 0
         assert events[-1].answers_done == events[-1].answers_total == 16 and events[-1].adapters_done == 2
         assert any(e.phase == "training" and e.step is not None for e in events)
@@ -53,7 +54,7 @@ def test_curve_run_writes_report_and_plot_and_a_rerun_reuses_every_point(setting
 
         monkeypatch.setattr(sft, "train", refuse)
         monkeypatch.setattr(LlamaEngine, "chat", refuse)
-        again = run_curve(runner, test_set, SPEC, cmp.greedy(4), base_pair.hf_dir)
+        again = run_curve(runner, test_set, SPEC, greedy(4), base_pair.hf_dir)
         assert again.trained == [] and sorted(again.reused_adapters) == sorted(first.trained)
         assert again.generated == 0 and again.reused_answers == 16 and again.comparison.id == first.comparison.id
         assert json.loads((again.report_dir / REPORT_JSON).read_text())["curve"] == report["curve"]

@@ -16,9 +16,11 @@ from tunelab.errors import TunelabError
 from tunelab.eval.arms import Arm
 from tunelab.eval.report import REPORT_MD
 from tunelab.icl.prompt import task_messages
-from tunelab.runtime.compare import ArmRunner, bank_test_set, finish, greedy, run_comparison
+from tunelab.runtime.arm_runner import ArmRunner, greedy
+from tunelab.runtime.compare import finish, run_comparison
 from tunelab.runtime.decompose import NOTE_TOKENS, Decomposer, parse_plan
 from tunelab.runtime.runtime import Runtime
+from tunelab.runtime.test_sets import bank_test_set
 from tunelab.stores.banks import BankStore
 from tunelab.stores.comparisons import ComparisonItem, ComparisonStore, ItemResult
 from tunelab.stores.demo_banks import longdoc

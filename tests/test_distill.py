@@ -20,10 +20,11 @@ from tunelab.eval.arms import Arm
 from tunelab.eval.distill_summary import distill_summary
 from tunelab.eval.report import REPORT_JSON, REPORT_MD, write_report
 from tunelab.eval.summary import summarize
-from tunelab.runtime import compare as cmp
-from tunelab.runtime.compare import ArmRunner, bank_test_set, check_leakage, finish, greedy, run_comparison
+from tunelab.runtime.arm_runner import ArmRunner, greedy
+from tunelab.runtime.compare import finish, run_comparison
 from tunelab.runtime.distill import DistillProgress, DistillSpec, plan_distillation, run_distillation
 from tunelab.runtime.runtime import Runtime
+from tunelab.runtime.test_sets import TestSet, bank_test_set, check_leakage
 from tunelab.stores.bank_files import ExampleRow, read_inputs
 from tunelab.stores.banks import BankStore
 from tunelab.stores.comparisons import ComparisonItem, ComparisonStore, ItemResult
@@ -208,7 +209,7 @@ def test_student_teacher_and_second_model_in_one_grid_and_leakage_through_the_di
     # the student saw the source's train inputs: scoring it on them is refused, through the distilled bank
     BankStore(conn).create("other", [ExampleRow("fine", "positive", 1), ExampleRow("bad", "negative", 2)], test_size=0.0)
     train = BankStore(conn).examples("reviews", "train")
-    leaky = cmp.TestSet("other", [ComparisonItem(i, str(e.id), e.input, e.output) for i, e in enumerate(train)], "constructed")
+    leaky = TestSet("other", [ComparisonItem(i, str(e.id), e.input, e.output) for i, e in enumerate(train)], "constructed")
     with pytest.raises(TunelabError, match="distilled bank"):
         check_leakage(ArmRunner(runtime, BankStore(conn).get("other")), leaky, [Arm("student")])
     check_leakage(runner, test_set, [Arm("student")])  # the source's own test split is fine

@@ -19,8 +19,10 @@ from tunelab.eval.reward_report import reward_summary
 from tunelab.finetune import feedback_runs, sft
 from tunelab.finetune.args import SFTArgs
 from tunelab.finetune.preference_args import PreferenceArgs
-from tunelab.runtime import compare as cmp
+from tunelab.runtime.arm_runner import ArmRunner, greedy
+from tunelab.runtime.compare import finish, run_comparison
 from tunelab.runtime.runtime import Runtime
+from tunelab.runtime.test_sets import bank_test_set, open_bank
 from tunelab.stores import demo_banks
 from tunelab.stores.banks import BankStore
 from tunelab.stores.runs import RunStore, adapter_gguf, adapter_training_ids, latest_adapter_for_bank
@@ -104,11 +106,11 @@ def test_kto_run_cancels_resumes_and_dpo_continues_an_sft_adapter(settings, conn
     assert RunStore(conn).get("sst-dpo").method == "dpo"
 
     # `tunelab compare --adapter sst-dpo --adapter sst`: the new adapter against its predecessor.
-    bank = cmp.open_bank(conn, "sentiment")
+    bank = open_bank(conn, "sentiment")
     arms = standard_grid([], adapters=["sst-dpo", "sst"])
-    runner = cmp.ArmRunner(Runtime(settings, conn), bank)
-    comparison = cmp.run_comparison(runner, cmp.bank_test_set(conn, bank, limit=2), arms, cmp.greedy(4))
-    _, report = cmp.finish(settings, conn, comparison.id, bank.labels)
+    runner = ArmRunner(Runtime(settings, conn), bank)
+    comparison = run_comparison(runner, bank_test_set(conn, bank, limit=2), arms, greedy(4))
+    _, report = finish(settings, conn, comparison.id, bank.labels)
     assert "| lora:sst-dpo |" in (report / "report.md").read_text() and "| lora:sst |" in (report / "report.md").read_text()
     runner.runtime.close()
 

@@ -44,7 +44,7 @@ def plan(settings, conn, base_pair, name: str, rows: list[dict], **args) -> sft.
 def test_sft_lowers_loss_and_llama_cpp_reproduces_the_memorised_answer(settings, conn, base_pair) -> None:
     from tunelab.engine.chat_template import ChatMessage
     from tunelab.engine.llama_engine import LlamaEngine
-    from tunelab.runtime.compare import greedy
+    from tunelab.runtime.arm_runner import greedy
 
     events = []
     result = sft.train(

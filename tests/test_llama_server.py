@@ -37,9 +37,11 @@ from server_support import llama_server_process
 from tunelab.engine.chat_template import ChatMessage
 from tunelab.errors import TunelabError
 from tunelab.eval.arms import Arm
+from tunelab.runtime.arm_runner import ArmRunner, greedy
 from tunelab.runtime.chat_service import ChatService, IclRequest
-from tunelab.runtime.compare import ArmRunner, bank_test_set, greedy, run_comparison
+from tunelab.runtime.compare import run_comparison
 from tunelab.runtime.runtime import Runtime
+from tunelab.runtime.test_sets import bank_test_set
 from tunelab.stores.comparisons import ComparisonStore
 
 ADAPTERS = ("rand-a", "rand-b")

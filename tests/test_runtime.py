@@ -12,8 +12,8 @@ from test_tui_compare import mini_bank, type_text
 
 from tunelab.eval.arms import Arm
 from tunelab.runtime import arena
+from tunelab.runtime.arm_runner import ArmRunner, greedy
 from tunelab.runtime.chat_service import ChatService
-from tunelab.runtime.compare import ArmRunner, greedy
 from tunelab.runtime.runtime import Runtime
 from tunelab.stores.banks import BankStore
 from tunelab.stores.conversations import ConversationStore

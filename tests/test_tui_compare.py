@@ -102,7 +102,7 @@ async def test_blind_round_hides_names_until_the_vote_and_stores_it(settings, co
 
 
 async def test_an_unexpected_error_in_an_arm_is_one_line_and_the_screen_stays(settings, conn, engine, monkeypatch):
-    from tunelab.runtime.compare import ArmRunner
+    from tunelab.runtime.arm_runner import ArmRunner
 
     def broken(*args, **kwargs):
         raise ValueError("adapter tensor shape mismatch")

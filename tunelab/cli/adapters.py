@@ -7,10 +7,9 @@ from pathlib import Path
 import click
 
 from tunelab.cli.app_context import AppContext, pass_app
-from tunelab.cli.output import echo_json, json_option, limit_option, limited
+from tunelab.cli.output import echo_json, json_option, limit_option
 from tunelab.errors import TunelabError
-from tunelab.finetune.export_gguf import MODEL_TYPES
-from tunelab.stores.runs import RunStore
+from tunelab.runtime.adapters import GGUF_TYPES, AdapterService
 
 
 @click.group("adapters", invoke_without_command=True)
@@ -27,15 +26,13 @@ def command(ctx: click.Context) -> None:
 @pass_app
 def list_adapters(app: AppContext, limit: int | None, as_json: bool) -> None:
     """List trained adapters."""
-    store = RunStore(app.conn)
-    adapters = limited(store.adapters(), limit)
+    adapters = AdapterService(app.settings, app.conn).adapters(limit)
     if as_json:
-        echo_json(adapters)
+        echo_json([adapter for adapter, _ in adapters])
         return
     if not adapters:
         click.echo("no adapters yet: train one with `tunelab train NAME --bank BANK`")
-    for adapter in adapters:
-        run = store.get(str(adapter.run_id))
+    for adapter, run in adapters:
         m = adapter.metrics
         loss = f"loss {m.get('first_loss') or 0:.3f}->{m.get('final_loss') or 0:.3f}" if m.get("final_loss") is not None else "loss -"
         click.echo(
@@ -54,7 +51,7 @@ def list_runs(app: AppContext, limit: int | None, as_json: bool) -> None:
     """List training runs with their status; `interrupted` = its process is gone (killed, power cut).
 
     Continue a stopped run with `--resume RUN`, start it over with `--restart RUN`, or delete it."""
-    runs = limited(RunStore(app.conn).list(), limit)
+    runs = AdapterService(app.settings, app.conn).training_runs(limit)
     if as_json:
         echo_json(runs)
         return
@@ -79,7 +76,7 @@ def delete(app: AppContext, name: str) -> None:
     """Delete NAME: an adapter, a reward model or an unfinished run, with its run and all its files.
 
     Works for SFT, KTO/DPO and reward runs alike; a run still training is refused."""
-    removed = RunStore(app.conn).delete(name, app.settings.home)
+    removed = AdapterService(app.settings, app.conn).delete(name)
     click.echo(f"deleted {name!r}" + (f" and {len(removed)} file(s)/folder(s): {', '.join(map(str, removed))}" if removed else ""))
 
 
@@ -88,7 +85,7 @@ def delete(app: AppContext, name: str) -> None:
 @click.option(
     "--merged",
     "tensor_type",
-    type=click.Choice(MODEL_TYPES),
+    type=click.Choice(GGUF_TYPES),
     default=None,
     help="Write base + adapter as one standalone GGUF of this type.",
 )
@@ -107,12 +104,11 @@ def delete(app: AppContext, name: str) -> None:
 @pass_app
 def export(app: AppContext, name: str, tensor_type: str | None, ollama_dir: str | None, out: Path | None) -> None:
     """Export adapter NAME: merged into its base as a standalone GGUF (--merged), for Ollama (--ollama), or both."""
+    service = AdapterService(app.settings, app.conn)
     if ollama_dir is not None:
-        from tunelab.finetune.ollama import export_ollama
-
         if out is not None:
             raise TunelabError("--out is for --merged alone: with --ollama the files go in the --ollama folder")
-        done = export_ollama(app.conn, name, Path(ollama_dir) if ollama_dir else None, tensor_type)
+        done = service.export_ollama(name, Path(ollama_dir) if ollama_dir else None, tensor_type)
         for note in done.notes:
             click.echo(f"note: {note}", err=True)
         click.echo(f"wrote {done.modelfile} and {done.weights}")
@@ -121,33 +117,16 @@ def export(app: AppContext, name: str, tensor_type: str | None, ollama_dir: str 
         return
     if tensor_type is None:
         raise TunelabError("give --merged TYPE (a standalone GGUF) and/or --ollama [DIR] (a Modelfile for Ollama)")
-    from tunelab.finetune.export_gguf import export_model
-
-    store = RunStore(app.conn)
-    adapter = store.adapter(name)
-    run = store.get(str(adapter.run_id))
-    out = out or Path(adapter.peft_dir) / f"merged-{tensor_type}.gguf"
-    export_model(Path(run.hf_dir), Path(run.base_gguf), out, tensor_type, Path(adapter.peft_dir))
-    store.set_export(name, tensor_type, out)
+    out = service.export_merged(name, tensor_type, out)
     click.echo(f"wrote {out} ({out.stat().st_size / 1e6:.0f} MB); chat with it: tunelab chat --model {out} 'your prompt'")
 
 
 @command.command("export-base")
 @click.option("--model", "-m", default=None, help="Base GGUF (path or registered name); default: the chat model.")
-@click.option("--type", "tensor_type", type=click.Choice(MODEL_TYPES), default="f16", help="Tensor type (default f16).")
+@click.option("--type", "tensor_type", type=click.Choice(GGUF_TYPES), default="f16", help="Tensor type (default f16).")
 @click.option("--name", default=None, help="Register the file as this model name (default: <model>-<type>).")
 @pass_app
 def export_base(app: AppContext, model: str | None, tensor_type: str, name: str | None) -> None:
     """Write the training weights as an unquantised GGUF: chat on exactly the weights adapters learn on."""
-    from tunelab.finetune.base_weights import prepare_base
-    from tunelab.finetune.export_gguf import export_model
-    from tunelab.stores.models import ModelRegistry
-
-    registry = ModelRegistry(app.conn)
-    gguf_path = registry.resolve(app.settings.model if model is None else model)
-    base = prepare_base(app.conn, app.settings.dirs.models, gguf_path)
-    out = base.hf_dir / f"base-{tensor_type}.gguf"
-    export_model(base.hf_dir, base.gguf_path, out, tensor_type)
-    name = name or f"{gguf_path.stem.split('.')[0].lower()}-{tensor_type}"
-    registry.add(name, out)
+    out, name = AdapterService(app.settings, app.conn).export_base(model, tensor_type, name)
     click.echo(f"wrote {out} and registered it as model {name!r} (use --model {name})")

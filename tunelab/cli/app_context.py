@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from tunelab.config import Settings
-from tunelab.stores.db import connect
-from tunelab.stores.trash import sweep, sweep_temps
+from tunelab.runtime.home import open_database
 
 if TYPE_CHECKING:
     from tunelab.runtime.runtime import Runtime
@@ -31,10 +30,7 @@ class AppContext:
     def conn(self) -> sqlite3.Connection:
         """The database, after finishing or undoing any deletion a killed process left half done
         and removing the temp files killed writers left."""
-        conn = connect(self.settings.db_path)
-        sweep(conn, self.settings.home)
-        sweep_temps(self.settings.home)
-        return conn
+        return open_database(self.settings)
 
     @cached_property
     def runtime(self) -> Runtime:

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from tunelab.cli.app_context import AppContext, Command, pass_app
 from tunelab.cli.output import echo_json, json_option, limit_option, limited
-from tunelab.errors import TunelabError
-from tunelab.stores import demo_banks
-from tunelab.stores.bank_files import ParsedFile, read_examples
-from tunelab.stores.banks import DEFAULT_TEST_SIZE, Bank, BankStore, ImportResult
-from tunelab.stores.files import atomic_write_text
+from tunelab.runtime.banks import DEMO_NAMES, TEST_SIZE, BankService
 from tunelab.text import one_line
+
+if TYPE_CHECKING:
+    from tunelab.stores.banks import Bank, ImportResult
 
 
 @click.group("bank", invoke_without_command=True)
@@ -41,20 +38,19 @@ def split_options(func: Command) -> Command:
     func = click.option(
         "--test-size",
         type=float,
-        default=DEFAULT_TEST_SIZE,
+        default=TEST_SIZE,
         show_default=True,
         help="Share of examples held out for testing (never shown to ICL or training).",
     )(func)
     return func
 
 
-def read_checked(path: Path, input_field: str | None, output_field: str | None, strict: bool) -> ParsedFile:
-    parsed = read_examples(path, input_field, output_field)
-    if parsed.skipped and strict:
-        raise TunelabError(f"{path}: {len(parsed.skipped)} bad line(s), nothing imported (--strict): {parsed.skipped_summary()}")
-    if parsed.skipped:
-        click.echo(f"skipped {len(parsed.skipped)} bad line(s): {parsed.skipped_summary()}", err=True)
-    return parsed
+def banks(app: AppContext) -> BankService:
+    return BankService(app.settings, app.conn)
+
+
+def warn(text: str) -> None:
+    click.echo(text, err=True)
 
 
 def report(result: ImportResult) -> None:
@@ -85,12 +81,7 @@ def import_bank(
     seed: int,
 ) -> None:
     """Create bank NAME from a JSONL or CSV FILE (input/output, prompt/completion, question/answer, text/label, messages)."""
-    store = BankStore(app.conn)
-    if store.exists(name):
-        raise TunelabError(f"bank {name!r} already exists: add to it with `tunelab bank add {name} FILE` or pick another name")
-    parsed = read_checked(file, input_field, output_field, strict)
-    text = parsed.system if instruction is None else instruction
-    report(store.create(name, parsed.rows, text, test_size, seed, source=str(file.resolve())))
+    report(banks(app).import_file(name, file, instruction, input_field, output_field, strict, test_size, seed, warn))
 
 
 @command.command("add")
@@ -100,13 +91,11 @@ def import_bank(
 @pass_app
 def add(app: AppContext, name: str, file: Path, input_field: str | None, output_field: str | None, strict: bool) -> None:
     """Add the examples of FILE to bank NAME (new ones are split with the bank's seed and test share)."""
-    store = BankStore(app.conn)
-    store.get(name)
-    report(store.add(name, read_checked(file, input_field, output_field, strict).rows))
+    report(banks(app).add_file(name, file, input_field, output_field, strict, warn))
 
 
 @command.command("import-demo")
-@click.argument("demo", type=click.Choice(sorted(demo_banks.DEMOS)))
+@click.argument("demo", type=click.Choice(DEMO_NAMES))
 @click.option("--name", default=None, help="Bank name (default: the demo's name).")
 @click.option("--size", type=int, default=None, help="Number of examples (sentiment: default 400; qa: all; longdoc: 60).")
 @click.option("--language", default="english", show_default=True, help="qa only: a chatterbot-corpus language (e.g. chinese).")
@@ -115,15 +104,7 @@ def add(app: AppContext, name: str, file: Path, input_field: str | None, output_
 def import_demo(app: AppContext, demo: str, name: str | None, size: int | None, language: str, test_size: float, seed: int) -> None:
     """Import a packaged demo bank: `sentiment` (Rotten Tomatoes reviews), `qa` (chatterbot-corpus) or
     `longdoc` (generated long documents with a planted fact)."""
-    if size is not None and size < 2:
-        raise TunelabError(f"--size must be at least 2 (got {size})")
-    if demo == "sentiment":
-        bank = demo_banks.sentiment(size or 400, seed)
-    elif demo == "longdoc":
-        bank = demo_banks.longdoc(size or 60, seed)
-    else:
-        bank = demo_banks.qa(language, size or 0)
-    report(BankStore(app.conn).create(name or bank.name, bank.rows, bank.instruction, test_size, seed, source=bank.source))
+    report(banks(app).import_demo(demo, name, size, language, test_size, seed))
 
 
 @command.command("list")
@@ -132,13 +113,13 @@ def import_demo(app: AppContext, demo: str, name: str | None, size: int | None, 
 @pass_app
 def list_banks(app: AppContext, limit: int | None, as_json: bool) -> None:
     """List banks with their split sizes."""
-    banks = limited(BankStore(app.conn).list(), limit)
+    found = limited(banks(app).banks(), limit)
     if as_json:
-        echo_json(banks)
+        echo_json(found)
         return
-    if not banks:
+    if not found:
         click.echo("no banks yet: `tunelab bank import NAME FILE` or `tunelab bank import-demo sentiment`")
-    for bank in banks:
+    for bank in found:
         labels = f"  labels: {', '.join(bank.labels)}" if bank.labels else ""
         click.echo(f"{bank.name:<20} {bank.n_train:>6} train {bank.n_test:>5} test  {bank.created_at[:10]}{labels}")
 
@@ -151,9 +132,9 @@ def list_banks(app: AppContext, limit: int | None, as_json: bool) -> None:
 @pass_app
 def show(app: AppContext, name: str, split: str | None, limit: int, as_json: bool) -> None:
     """Print a bank's settings and its first examples."""
-    store = BankStore(app.conn)
-    bank = store.get(name)
-    examples = store.examples(name, split)
+    service = banks(app)
+    bank = service.get(name)
+    examples = service.examples(name, split)
     if as_json:
         echo_json({**asdict(bank), "examples": limited(examples, limit)})
         return
@@ -183,21 +164,11 @@ def describe(bank: Bank) -> str:
 @pass_app
 def export(app: AppContext, name: str, split: str | None, fmt: str, output: Path | None) -> None:
     """Write a bank's examples (id, input, output, split) as JSONL or CSV."""
-    examples = BankStore(app.conn).examples(name, split)
-    records = [{"id": e.id, "input": e.input, "output": e.output, "split": e.split} for e in examples]
-    if fmt == "jsonl":
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    else:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=["id", "input", "output", "split"])
-        writer.writeheader()
-        writer.writerows(records)
-        text = buffer.getvalue()
+    written = banks(app).export(name, split, fmt, output)
     if output is None:
-        click.echo(text, nl=False)
+        click.echo(written.text, nl=False)
     else:
-        atomic_write_text(output, text)
-        click.echo(f"wrote {len(records)} example(s) to {output}", err=True)
+        click.echo(f"wrote {written.examples} example(s) to {output}", err=True)
 
 
 @command.command("delete")
@@ -206,17 +177,12 @@ def export(app: AppContext, name: str, split: str | None, fmt: str, output: Path
 @pass_app
 def delete(app: AppContext, name: str, yes: bool) -> None:
     """Delete bank NAME, its examples and its embedding index (runs and reports keep their records)."""
-    store = BankStore(app.conn)
-    bank = store.get(name)
+    service = banks(app)
     if not yes:
+        bank = service.get(name)
         click.confirm(f"delete bank {name!r} ({bank.n_train + bank.n_test} examples)?", abort=True)
-    store.delete(name)
-    from tunelab.stores.chroma_index import drop_bank
-
-    try:
-        drop_bank(app.settings, bank)
-    except TunelabError as exc:
-        click.echo(f"note: the embedding index was not removed: {exc}", err=True)
+    if note := service.delete(name):
+        click.echo(f"note: {note}", err=True)
     click.echo(f"deleted bank {name!r}")
 
 
@@ -225,14 +191,12 @@ def delete(app: AppContext, name: str, yes: bool) -> None:
 @pass_app
 def index(app: AppContext, name: str) -> None:
     """Embed bank NAME's train split into Chroma now (otherwise done on first use); only new examples are embedded."""
-    from tunelab.icl.selectors import make_selector
-
-    bank = BankStore(app.conn).get(name)
-    with click.progressbar(length=bank.n_train, label="embedding", file=sys.stderr) as bar:
+    service = banks(app)
+    with click.progressbar(length=service.get(name).n_train, label="embedding", file=sys.stderr) as bar:
 
         def progress(done: int, total: int) -> None:
             bar.length = total
             bar.update(done - bar.pos)
 
-        selector = make_selector("embedding", bank, app.conn, app.settings, progress=progress)
-    click.echo(f"bank {name!r}: {selector.indexed} example(s) embedded, {bank.n_train} in the index")  # type: ignore[attr-defined]  # an EmbeddingSelector
+        bank, embedded = service.index(name, progress)
+    click.echo(f"bank {name!r}: {embedded} example(s) embedded, {bank.n_train} in the index")

@@ -13,11 +13,14 @@ from tunelab.cli.options import sampler_from, sampler_options
 from tunelab.engine.sampling import SamplerParams
 from tunelab.errors import TunelabError
 from tunelab.icl.selectors import KINDS
-from tunelab.runtime.chat_service import ChatService, IclRequest
+from tunelab.runtime.chat_service import ChatService, ChatTurn, IclRequest
 from tunelab.text import one_line
 
 if TYPE_CHECKING:
+    from tunelab.engine.reply import ReplyStats
+    from tunelab.icl.selectors import IndexProgress
     from tunelab.runtime.best_of_n import BestOfRequest
+    from tunelab.stores.conversations import Message
 
 
 @click.command("chat")
@@ -70,17 +73,10 @@ def command(
     if not prompt.strip():
         raise TunelabError("empty prompt: give the text to send (or '-' to read stdin)")
     service = ChatService(app.runtime)
-    existing = service.store.get(conversation) if conversation is not None else None
-    params = sampler_from(kwargs, base=existing.params if existing else None)
+    params = sampler_from(kwargs, base=service.conversation(conversation).params if conversation is not None else None)
     pick = best_of_request(service, params, best_of, reward_model)  # refused options leave no empty conversation
-    if adapter:
-        service.use_adapter(adapter, adapter_scale)
-    if icl is not None:
-        service.selector(icl, lambda done, total: click.echo(f"\r[embedding {icl.bank}: {done}/{total}]", nl=done == total, err=True))
-    if existing is not None and system is not None:
-        service.store.update(existing.id, system_prompt=system)
-    turn = service.send(existing.id if existing else None, prompt, params, icl, pick, system=system or "", plan=plan)
-    conv = service.store.get(turn.conversation_id)
+    progress = index_progress(icl.bank) if icl is not None else None
+    turn = service.start(conversation, prompt, params, icl, pick, system, plan, adapter, adapter_scale, progress)
     if pick is not None:
         assert turn.provenance.best_of is not None  # a reply picked by a reward model records its candidates
         report_candidates(turn.provenance.best_of)
@@ -90,6 +86,21 @@ def command(
         report_examples(turn.provenance.to_dict()["icl"], show_examples)
     for step in turn.provenance.steps:
         click.echo(f"[{step.kind}] {step.output}", err=True)
+    message = stream(turn, as_json)
+    if as_json:
+        click.echo(json.dumps(json_record(turn, message), ensure_ascii=False))
+    else:
+        report_stats(turn.conversation_id, turn.reply.stats)
+
+
+def index_progress(bank: str) -> IndexProgress:
+    """Embedding a bank's new examples on first use, on one stderr line."""
+    return lambda done, total: click.echo(f"\r[embedding {bank}: {done}/{total}]", nl=done == total, err=True)
+
+
+def stream(turn: ChatTurn, as_json: bool) -> Message:
+    """Print the reply as it comes (not with --json) and store it; Ctrl-C or an engine error
+    stores what came so far and exits."""
     try:
         for chunk in turn.reply:
             if not as_json:
@@ -98,34 +109,42 @@ def command(
     except KeyboardInterrupt:
         turn.reply.close()
         message = turn.save()
-        click.echo(f"\ninterrupted: partial reply saved as message {message.id} in conversation {conv.id}", err=True)
+        click.echo(f"\ninterrupted: partial reply saved as message {message.id} in conversation {turn.conversation_id}", err=True)
         sys.exit(130)
     message = turn.save()
-    stats = turn.reply.stats
-    if stats.error:
-        click.echo(f"\n{stats.error}: partial reply saved as message {message.id} in conversation {conv.id}, marked interrupted", err=True)
+    if error := turn.reply.stats.error:
+        click.echo(
+            f"\n{error}: partial reply saved as message {message.id} in conversation {turn.conversation_id}, marked interrupted", err=True
+        )
         sys.exit(1)
-    if as_json:
-        record = {
-            "conversation_id": conv.id,
-            "message_id": message.id,
-            "text": message.content,
-            "model": message.model_path,
-            "model_sha256": message.model_sha256,
-            "params": message.params,
-            "stats": stats.to_dict(),
-            "icl": turn.provenance.to_dict()["icl"],
-            "best_of": turn.provenance.best_of,
-            "steps": turn.provenance.to_dict()["steps"],
-        }
-        click.echo(json.dumps(record, ensure_ascii=False))
-        return
+    return message
+
+
+def json_record(turn: ChatTurn, message: Message) -> dict[str, Any]:
+    """--json: the reply with its ids, stats and how it was made."""
+    provenance = turn.provenance.to_dict()
+    return {
+        "conversation_id": turn.conversation_id,
+        "message_id": message.id,
+        "text": message.content,
+        "model": message.model_path,
+        "model_sha256": message.model_sha256,
+        "params": message.params,
+        "stats": turn.reply.stats.to_dict(),
+        "icl": provenance["icl"],
+        "best_of": turn.provenance.best_of,
+        "steps": provenance["steps"],
+    }
+
+
+def report_stats(conversation_id: int, stats: ReplyStats) -> None:
+    """After the streamed reply: what was dropped to fit, and the turn's tokens and speed (stderr)."""
     click.echo()
     if stats.dropped_turns:
         click.echo(f"[dropped {stats.dropped_turns} oldest message(s) to fit the context window]", err=True)
     tps = f"{stats.decode_tps:.1f} tok/s" if stats.decode_tps else "-"
     click.echo(
-        f"[conversation {conv.id} · {stats.prompt_tokens} prompt + {stats.completion_tokens} tokens · "
+        f"[conversation {conversation_id} · {stats.prompt_tokens} prompt + {stats.completion_tokens} tokens · "
         f"TTFT {stats.ttft_ms or 0:.0f} ms · {tps} · {stats.finish_reason}]",
         err=True,
     )

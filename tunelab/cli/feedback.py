@@ -14,7 +14,7 @@ from tunelab.cli.training import args_from, dataclass_options, given, run_option
 from tunelab.errors import TunelabError
 from tunelab.finetune import feedback_data, rl
 from tunelab.finetune.preference_args import PreferenceArgs
-from tunelab.stores.feedback import FeedbackStore
+from tunelab.runtime.feedback import FORMATS, FeedbackService
 
 
 @click.command("rate")
@@ -25,7 +25,7 @@ from tunelab.stores.feedback import FeedbackStore
 @pass_app
 def rate(app: AppContext, message_id: int, rating: str, reason: str, comment: str) -> None:
     """Rate reply MESSAGE_ID up or down (none removes the rating)."""
-    stored = FeedbackStore(app.conn).rate_message(message_id, None if rating == "none" else rating, reason, comment)
+    stored = FeedbackService(app.settings, app.conn).rate(message_id, None if rating == "none" else rating, reason, comment)
     click.echo(f"message {message_id}: {stored.rating if stored else 'rating removed'}")
 
 
@@ -46,16 +46,16 @@ def command(ctx: click.Context) -> None:
 @pass_app
 def list_feedback(app: AppContext, rating: str | None, adapter: str | None, counts: bool, limit: int | None, as_json: bool) -> None:
     """One line per rating, newest first (and a count of A/B votes)."""
-    store = FeedbackStore(app.conn)
+    feedback = FeedbackService(app.settings, app.conn)
     if counts:
-        rows = limited(store.counts(), limit)
+        rows = limited(feedback.counts(), limit)
         if as_json:
             echo_json(rows)
             return
         for c in rows:
             click.echo(f"{(c.model_sha256 or '-')[:12]:<12}  {c.adapter or '(base)':<24}  👍 {c.up:>4}  👎 {c.down:>4}  pairs {c.pairs:>4}")
         return
-    ratings = limited(store.ratings(rating=rating, adapter=adapter)[::-1], limit)
+    ratings = limited(feedback.ratings(rating=rating, adapter=adapter)[::-1], limit)
     if as_json:
         echo_json(
             [
@@ -83,25 +83,23 @@ def list_feedback(app: AppContext, rating: str | None, adapter: str | None, coun
         reply = r.snapshot.reply.replace("\n", " ")[:40]
         mark = "👍" if r.rating == "up" else "👎"
         click.echo(f"{r.id:>5}  {mark}  {r.subject:<14}  {prompt:<40}  → {reply}")
-    votes = store.votes()
-    if votes:
-        decisive = sum(1 for v in votes if v.choice in ("a", "b"))
-        click.echo(f"{len(votes)} A/B vote(s), {decisive} with a winner")
+    tally = feedback.vote_tally()
+    if tally.votes:
+        click.echo(f"{tally.votes} A/B vote(s), {tally.decisive} with a winner")
 
 
 @command.command("export")
-@click.option(
-    "--format", "fmt", type=click.Choice(feedback_data.FORMATS), required=True, help="trl KTO/DPO/reward rows or LLaMA-Factory sharegpt."
-)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), required=True, help="trl KTO/DPO/reward rows or LLaMA-Factory sharegpt.")
 @click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False), default=None, help="JSONL file (default stdout).")
 @pass_app
 def export(app: AppContext, fmt: str, output: Path | None) -> None:
     """Export the feedback as training data (JSONL)."""
+    feedback = FeedbackService(app.settings, app.conn)
     if output is None:
-        for row in feedback_data.rows_for(feedback_data.collect(app.conn), fmt):
+        for row in feedback.rows(fmt):
             click.echo(json.dumps(row, ensure_ascii=False))
         return
-    n = feedback_data.export(app.conn, fmt, output)
+    n, _ = feedback.export(fmt, output)
     extra = f" and {output.parent / 'dataset_info.json'}" if fmt == "llamafactory" else ""
     click.echo(f"wrote {n} row(s) to {output}{extra}", err=True)
 
@@ -114,13 +112,13 @@ def delete(app: AppContext, rating_id: int | None, vote_id: int | None) -> None:
     """Delete rating RATING_ID (or an A/B vote with --vote)."""
     if (rating_id is None) == (vote_id is None):
         raise click.UsageError("give a RATING_ID or --vote VOTE_ID")
-    store = FeedbackStore(app.conn)
+    feedback = FeedbackService(app.settings, app.conn)
     if vote_id is not None:
-        store.delete_vote(vote_id)
+        feedback.delete_vote(vote_id)
         click.echo(f"deleted vote {vote_id}")
     else:
         assert rating_id is not None
-        store.delete(rating_id)
+        feedback.delete(rating_id)
         click.echo(f"deleted rating {rating_id}")
 
 

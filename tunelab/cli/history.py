@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
 import click
 
 from tunelab.cli.app_context import AppContext, pass_app
-from tunelab.cli.output import echo_json, json_option, limit_option, limited
-from tunelab.stores.conversations import ConversationStore
-from tunelab.stores.export import conversation_json, conversation_markdown
-from tunelab.stores.files import atomic_write_text
+from tunelab.cli.output import echo_json, json_option, limit_option
+from tunelab.runtime.conversations import ConversationService
 from tunelab.text import one_line
 
 
@@ -30,8 +27,7 @@ def command(ctx: click.Context) -> None:
 @pass_app
 def list_conversations(app: AppContext, limit: int | None, as_json: bool) -> None:
     """One line per conversation, newest first."""
-    store = ConversationStore(app.conn)
-    rows = [(conv, len(store.messages(conv.id))) for conv in limited(store.list(), limit)]
+    rows = ConversationService(app.conn).with_message_counts(limit)
     if as_json:
         echo_json([{**asdict(conv), "message_count": count} for conv, count in rows])
         return
@@ -46,7 +42,7 @@ def list_conversations(app: AppContext, limit: int | None, as_json: bool) -> Non
 @pass_app
 def search(app: AppContext, text: str, limit: int | None, as_json: bool) -> None:
     """Messages containing every word of TEXT (full-text, word prefixes match), best match first."""
-    hits = ConversationStore(app.conn).search(text, limit)
+    hits = ConversationService(app.conn).search(text, limit)
     if as_json:
         echo_json(hits)
         return
@@ -63,11 +59,11 @@ def search(app: AppContext, text: str, limit: int | None, as_json: bool) -> None
 @pass_app
 def show(app: AppContext, conversation_id: int, as_json: bool) -> None:
     """Print a conversation as Markdown (or JSON with every message's provenance)."""
-    store = ConversationStore(app.conn)
+    conversations = ConversationService(app.conn)
     if as_json:
-        echo_json(conversation_json(store, conversation_id))
+        echo_json(conversations.as_json(conversation_id))
         return
-    click.echo(conversation_markdown(store, conversation_id))
+    click.echo(conversations.as_markdown(conversation_id))
 
 
 @command.command("export")
@@ -77,17 +73,10 @@ def show(app: AppContext, conversation_id: int, as_json: bool) -> None:
 @pass_app
 def export(app: AppContext, conversation_id: int | None, fmt: str, output: Path | None) -> None:
     """Export one conversation (or all, as JSON) with provenance."""
-    store = ConversationStore(app.conn)
-    if conversation_id is None:
-        if fmt != "json":
-            raise click.UsageError("exporting all conversations needs --format json")
-        text = json.dumps([conversation_json(store, c.id) for c in store.list()], indent=2, ensure_ascii=False)
-    elif fmt == "json":
-        text = json.dumps(conversation_json(store, conversation_id), indent=2, ensure_ascii=False)
-    else:
-        text = conversation_markdown(store, conversation_id)
+    if conversation_id is None and fmt != "json":
+        raise click.UsageError("exporting all conversations needs --format json")
+    text = ConversationService(app.conn).export(conversation_id, fmt, output)
     if output:
-        atomic_write_text(output, text)
         click.echo(f"wrote {output}", err=True)
     else:
         click.echo(text)
@@ -99,7 +88,7 @@ def export(app: AppContext, conversation_id: int | None, fmt: str, output: Path 
 @pass_app
 def rename(app: AppContext, conversation_id: int, title: str) -> None:
     """Give a conversation a new title."""
-    ConversationStore(app.conn).update(conversation_id, title=title)
+    ConversationService(app.conn).rename(conversation_id, title)
 
 
 @command.command("delete")
@@ -107,5 +96,5 @@ def rename(app: AppContext, conversation_id: int, title: str) -> None:
 @pass_app
 def delete(app: AppContext, conversation_id: int) -> None:
     """Delete a conversation and its messages."""
-    ConversationStore(app.conn).delete(conversation_id)
+    ConversationService(app.conn).delete(conversation_id)
     click.echo(f"deleted conversation {conversation_id}")

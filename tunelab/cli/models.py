@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 
 from tunelab.cli.app_context import AppContext, pass_app
-from tunelab.cli.output import echo_json, json_option, limit_option, limited
-from tunelab.stores.models import ModelRegistry
+from tunelab.cli.output import echo_json, json_option, limit_option
+from tunelab.runtime.models import ModelService
 
 
 @click.group("models", invoke_without_command=True)
@@ -26,19 +25,7 @@ def command(ctx: click.Context) -> None:
 @pass_app
 def list_models(app: AppContext, limit: int | None, as_json: bool) -> None:
     """List known models (* = the default chat model)."""
-    default = app.settings.model
-    entries = limited(ModelRegistry(app.conn).list(), limit)
-    records: list[dict[str, Any]] = [  # the --json rows
-        {
-            "name": e.name,
-            "source": e.source,
-            "path": str(e.path) if e.source != "extra" else None,
-            "size_bytes": e.path.stat().st_size if e.source != "extra" and e.path.is_file() else None,
-            "install": e.install or None,
-            "default": default in ("", e.name) and bool(default or e.source == "bundled"),
-        }
-        for e in entries
-    ]
+    records = ModelService(app.settings, app.conn).records(limit)
     if as_json:
         echo_json(records)
         return
@@ -58,5 +45,5 @@ def list_models(app: AppContext, limit: int | None, as_json: bool) -> None:
 @pass_app
 def add_model(app: AppContext, name: str, path: Path) -> None:
     """Register a GGUF file under NAME (use it with --model NAME)."""
-    entry = ModelRegistry(app.conn).add(name, path)
+    entry = ModelService(app.settings, app.conn).add(name, path)
     click.echo(f"registered {entry.name} -> {entry.path}")

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 
 from tunelab.cli.app_context import AppContext, pass_app
 from tunelab.errors import TunelabError
+from tunelab.runtime.models import ModelService
 from tunelab.runtime.tokens import Piece, PromptView, prompt_view, text_pieces
-from tunelab.stores.conversations import ConversationStore
-from tunelab.stores.models import ModelRegistry
 
 
 def visible(text: str) -> str:
@@ -26,15 +24,6 @@ def piece_lines(pieces: list[Piece]) -> list[str]:
         split = f"  ({len(piece.ids)} tokens: one character split across them)" if len(piece.ids) > 1 else ""
         lines.append(f"{ids:>12}  {visible(piece.text)}{split}")
     return lines
-
-
-def model_for(app: AppContext, model: str | None, message_id: int | None) -> Path:
-    """--model, else the model that generated the reply (when its file is still there), else the chat model."""
-    if model is None and message_id is not None:
-        stored = ConversationStore(app.conn).message(message_id).model_path
-        if stored and Path(stored).is_file():
-            return Path(stored)
-    return ModelRegistry(app.conn).resolve(model or app.settings.model)
 
 
 def show_prompt(view: PromptView) -> None:
@@ -69,7 +58,7 @@ def command(app: AppContext, text: str | None, message_id: int | None, model: st
         raise TunelabError("give TEXT (or '-' for stdin), or --prompt MESSAGE_ID")
     if text == "-":
         text = sys.stdin.read()
-    path = model_for(app, model, message_id)
+    path = ModelService(app.settings, app.conn).tokenizer_model(model, message_id)
     engine = LlamaEngine(path, n_ctx=app.settings.n_ctx, n_gpu_layers=0, n_threads=app.settings.n_threads)
     if message_id is not None:
         show_prompt(prompt_view(app.conn, engine, message_id))

@@ -1,1 +1,1 @@
-"""Inference through llama.cpp, prompt assembly, example selection and comparison. No UI code."""
+"""Inference: llama.cpp in-process or an OpenAI-compatible server, both behind `engine.protocol.ChatEngine` (loading, chat templates, sampling, streaming, adapters). No UI code."""

@@ -15,7 +15,7 @@ from typing import Any
 from tunelab.errors import TunelabError
 from tunelab.eval.arms import Arm, blind_order
 from tunelab.eval.statistics import WinRate, pairwise_win_rates
-from tunelab.runtime.compare import ArmReply
+from tunelab.runtime.arm_runner import ArmReply
 from tunelab.stores.feedback import FeedbackStore, PreferenceVote, Rating, Snapshot
 
 MAX_COLUMNS = 4

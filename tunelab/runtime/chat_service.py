@@ -22,11 +22,13 @@ from tunelab.eval.arms import DEFAULT_K
 from tunelab.icl.prompt import PreparedPrompt, prepare_icl
 from tunelab.icl.selectors import IndexProgress, Selector, check_positive_k
 from tunelab.runtime.best_of_n import BestOfRequest, check, sample_best
+from tunelab.runtime.conversations import ConversationService
 from tunelab.runtime.decompose import Worked, decompose
 from tunelab.runtime.provenance import provenance_for
 from tunelab.runtime.runtime import Runtime
+from tunelab.runtime.tokens import PromptView, prompt_view
 from tunelab.stores.banks import BankStore
-from tunelab.stores.conversations import ConversationStore, Message, ReplyRecord
+from tunelab.stores.conversations import Message, ReplyRecord
 from tunelab.stores.feedback import FeedbackStore
 from tunelab.stores.provenance import Provenance
 from tunelab.stores.runs import RunStore, reward_models
@@ -75,12 +77,13 @@ class ChatTurn:
         return self.service.store.add_reply(self.conversation_id, self.reply.so_far, record)
 
 
-class ChatService:
-    """Chat on the process's runtime: its engine, adapters, selectors and reward models."""
+class ChatService(ConversationService):
+    """Chat on the process's runtime: its engine, adapters, selectors and reward models, over the
+    conversations it stores the turns in."""
 
     def __init__(self, runtime: Runtime) -> None:
+        super().__init__(runtime.conn)
         self.runtime = runtime
-        self.store = ConversationStore(runtime.conn)
         self.feedback = FeedbackStore(runtime.conn)
         self.adapter: str | None = None
         self.adapter_scale = 1.0
@@ -124,6 +127,11 @@ class ChatService:
     def rate(self, message_id: int, rating: str | None) -> None:
         """Rate stored reply `message_id` up / down (None removes the rating)."""
         self.feedback.rate_message(message_id, rating)
+
+    def prompt_view(self, message_id: int) -> PromptView:
+        """The prompt stored reply `message_id` was generated from, split into the chat model's tokens
+        (the first use loads the model)."""
+        return prompt_view(self.conn, self.runtime.llama, message_id)
 
     def history(self, conversation_id: int) -> list[ChatMessage]:
         conversation = self.store.get(conversation_id)
@@ -171,6 +179,30 @@ class ChatService:
         turn = self._start(conversation_id, self.history(conversation_id), prompt, params, icl, best_of, plan)
         self.store.add_user(conversation_id, prompt)
         return turn
+
+    def start(
+        self,
+        conversation_id: int | None,
+        prompt: str,
+        params: SamplerParams,
+        icl: IclRequest | None = None,
+        best_of: BestOfRequest | None = None,
+        system: str | None = None,
+        plan: bool = False,
+        adapter: str | None = None,
+        adapter_scale: float = 1.0,
+        on_index: IndexProgress | None = None,
+    ) -> ChatTurn:
+        """`send` with its setting up, as one command does it: serve `adapter`, build the bank's
+        selector (`on_index` hears the indexing of a new bank), replace the conversation's system
+        prompt when `system` is given - each refused before the prompt is stored."""
+        if adapter:
+            self.use_adapter(adapter, adapter_scale)
+        if icl is not None:
+            self.selector(icl, on_index)
+        if conversation_id is not None and system is not None:
+            self.store.update(conversation_id, system_prompt=system)
+        return self.send(conversation_id, prompt, params, icl, best_of, system=system or "", plan=plan)
 
     def regenerate(
         self,

@@ -1,10 +1,9 @@
-"""Run arms x held-out items through one llama.cpp engine and one sampler, storing each answer at once.
+"""Run a comparison - every arm over every held-out item - and finish it into a report.
 
-Fairness: every arm uses the same base weights, the same chat template and instruction, the same
-sampler (greedy, fixed seed by default) and the same test items; arms differ only in the adapter
-and in the examples put in the prompt - except `model:` arms, which run another model (a teacher)
-on its own engine, loaded once per comparison. Resumability: each finished (arm, item) is written to
-SQLite before the next starts, and a rerun with the same setup skips what is already there.
+Resumability: each finished (arm, item) is written to SQLite before the next starts, and a rerun
+with the same setup (the same fingerprint of everything that decides the answers) skips what is
+already there. The test sets and the leakage check are in `runtime.test_sets`, the prompt and
+reply of one arm for one item in `runtime.arm_runner`.
 """
 
 from __future__ import annotations
@@ -13,82 +12,29 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tunelab.config import Settings
-from tunelab.engine.reply import Reply
 from tunelab.engine.sampling import SamplerParams
 from tunelab.errors import TunelabError
-from tunelab.eval.arms import DEFAULT_K, Arm, standard_grid
+from tunelab.eval.arms import Arm
 from tunelab.eval.curve_summary import CurveArm, curve_summary
 from tunelab.eval.distill_summary import distill_summary
-from tunelab.eval.metrics import normalize, primary_metric, score
+from tunelab.eval.metrics import primary_metric
 from tunelab.eval.report import write_report
 from tunelab.eval.reward_report import reward_summary
 from tunelab.eval.scorer import Scorer
 from tunelab.eval.statistics import WinRate
 from tunelab.eval.summary import summarize
 from tunelab.faults import pause_point
-from tunelab.icl.prompt import PreparedPrompt, prepare_icl, task_messages
-from tunelab.icl.selectors import Selector, WithoutExample
-from tunelab.runtime.decompose import DECOMPOSE_FORMAT, StepListener, Worked, decompose
-from tunelab.runtime.provenance import provenance_for
-from tunelab.runtime.runtime import Runtime
-from tunelab.stores.bank_files import read_examples
-from tunelab.stores.comparisons import Comparison, ComparisonItem, ComparisonStore, ItemResult
+from tunelab.runtime.arm_runner import PROMPT_FORMAT, ArmRunner, answer, check_served
+from tunelab.runtime.decompose import DECOMPOSE_FORMAT, StepListener
+from tunelab.runtime.test_sets import TestSet, bank_store, check_leakage
+from tunelab.stores.comparisons import Comparison, ComparisonStore
 from tunelab.stores.distillations import DistillationStore
-from tunelab.stores.provenance import Provenance
-from tunelab.stores.runs import RunStore, adapter_training_ids, latest_adapter_for_bank
-
-if TYPE_CHECKING:
-    from tunelab.stores.banks import Bank, BankStore
-
-PROMPT_FORMAT = 1
-"""Bump when the way prompts are built changes, so old results are not reused for new prompts."""
-
-
-def greedy(max_tokens: int, seed: int = 0) -> SamplerParams:
-    """The comparison default: deterministic, so arms differ by their setup and not by sampling luck."""
-    return SamplerParams(temperature=0.0, top_k=1, top_p=1.0, repeat_penalty=1.0, max_tokens=max_tokens, seed=seed)
-
-
-def default_max_tokens(labels: Sequence[str]) -> int:
-    """A label needs a few tokens (the rest would be wasted CPU); free text needs room."""
-    return 16 if labels else 256
-
-
-@dataclass
-class TestSet:
-    """Held-out items for one bank, with where they came from and what looked suspicious."""
-
-    bank: str
-    items: list[ComparisonItem]
-    source: str
-    warnings: list[str] = field(default_factory=list)
-
-
-@dataclass
-class ArmReply:
-    """A reply being generated for one arm, and how it was made."""
-
-    arm: Arm
-    reply: Reply
-    provenance: Provenance
-
-    @property
-    def examples(self) -> list[dict[str, Any]]:
-        """The examples its prompt showed, best first (stored with each compare result)."""
-        return [asdict(e) for e in self.provenance.icl.examples] if self.provenance.icl else []
-
-    @property
-    def dropped_examples(self) -> int:
-        return self.provenance.icl.dropped if self.provenance.icl else 0
-
-    @property
-    def selection_ms(self) -> float:
-        return self.provenance.icl.selection_ms if self.provenance.icl else 0.0
+from tunelab.stores.runs import RunStore
 
 
 @dataclass(frozen=True)
@@ -103,173 +49,9 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
-def duplicates(items: Sequence[ComparisonItem], train_inputs: Sequence[str]) -> list[ComparisonItem]:
-    """Test items whose input also appears (after normalisation) in the training data."""
-    seen = {normalize(text) for text in train_inputs}
-    return [item for item in items if normalize(item.input) in seen]
-
-
 def fingerprint(data: Any) -> str:
+    """A stable key for a setup: the same data (key order aside) gives the same hash."""
     return hashlib.sha256(json.dumps(data, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-
-
-def bank_store(conn: sqlite3.Connection) -> BankStore:
-    """The example banks, imported on use so the report viewer and `--help` don't load the ICL stack."""
-    from tunelab.stores.banks import BankStore
-
-    return BankStore(conn)
-
-
-def list_banks(conn: sqlite3.Connection) -> list[str]:
-    return [bank.name for bank in bank_store(conn).list()]
-
-
-def open_bank(conn: sqlite3.Connection, name: str) -> Bank:
-    """The bank, or a one-line error naming the ones that exist."""
-    return bank_store(conn).get(name)
-
-
-def default_adapters(conn: sqlite3.Connection, bank: str) -> list[str]:
-    """The newest finished adapter trained on this bank, if any: the fine-tune half of the grid."""
-    newest = latest_adapter_for_bank(conn, bank)
-    return [newest] if newest else []
-
-
-def latest_report_dir(conn: sqlite3.Connection) -> str | None:
-    """The report folder of the newest finished comparison, if any."""
-    comparison = ComparisonStore(conn).latest_done()
-    return comparison.report_dir if comparison is not None and comparison.report_dir else None
-
-
-def arm_choices(conn: sqlite3.Connection, bank: str) -> list[Arm]:
-    """A starting set for the side-by-side screen: base, base+embedding, and the bank's adapter."""
-    return standard_grid(["embedding"], DEFAULT_K, default_adapters(conn, bank))[:4]
-
-
-def bank_test_set(conn: sqlite3.Connection, bank: Bank, limit: int | None = None) -> TestSet:
-    """The bank's held-out split (first `limit` items in the bank's stored order)."""
-    store = bank_store(conn)
-    test = store.examples(bank.name, split="test")[: limit if limit is not None else None]
-    items = [ComparisonItem(i, str(e.id), e.input, e.output) for i, e in enumerate(test)]
-    train = [e.input for e in store.examples(bank.name, split="train")]
-    return TestSet(bank.name, items, f"bank {bank.name!r} test split", duplicate_warnings(items, train, "the bank's train split"))
-
-
-def file_test_set(conn: sqlite3.Connection, bank: Bank, path: Path, limit: int | None = None) -> TestSet:
-    """Items from a JSONL/CSV file with the same fields as a bank, checked against the bank's train data."""
-    parsed = read_examples(path)
-    rows = parsed.rows[: limit if limit is not None else None]
-    items = [ComparisonItem(i, f"file:{r.line}", r.input, r.output) for i, r in enumerate(rows)]
-    train = [e.input for e in bank_store(conn).examples(bank.name, split="train")]
-    skipped = [f"{len(parsed.skipped)} line(s) of {path} skipped: {parsed.skipped_summary()}"] if parsed.skipped else []
-    return TestSet(bank.name, items, f"file {path}", skipped + duplicate_warnings(items, train, f"bank {bank.name!r}'s train split"))
-
-
-def duplicate_warnings(items: Sequence[ComparisonItem], train_inputs: Sequence[str], where: str) -> list[str]:
-    dupes = duplicates(items, train_inputs)
-    if not dupes:
-        return []
-    shown = ", ".join(d.key for d in dupes[:5]) + (" ..." if len(dupes) > 5 else "")
-    return [
-        f"{len(dupes)} of {len(items)} test items also appear in {where} ({shown}): ICL arms may copy the answer, scores are optimistic"
-    ]
-
-
-def check_leakage(runner: ArmRunner, test_set: TestSet, arms: Sequence[Arm]) -> None:
-    """Refuse to score an arm on items it has seen: test ids in the ICL pool or an adapter's training data.
-
-    An adapter trained on a distilled bank saw its source examples' inputs: those ids count as
-    seen too, and (for inputs read from a file) so does any test item with the same input."""
-    keys = {item.key for item in test_set.items}
-    pool = {str(e.id) for e in bank_store(runner.conn).examples(runner.bank.name, split="train")}
-    if leaked := keys & pool:
-        raise TunelabError(f"{len(leaked)} test item(s) are in bank {runner.bank.name!r}'s ICL pool: the split is broken")
-    for adapter in sorted({a.adapter for a in arms if a.adapter}):
-        trained = adapter_training_ids(runner.conn, adapter)
-        origins = DistillationStore(runner.conn).origins({i for i in trained if isinstance(i, int)})
-        seen = {str(i) for i in trained} | {str(o.source_example_id) for o in origins if o.source_example_id is not None}
-        inputs = {normalize(o.input) for o in origins if o.source_example_id is None}
-        if leaked := (keys & seen) | {item.key for item in test_set.items if normalize(item.input) in inputs}:
-            through = " (as the inputs of the distilled bank it was trained on)" if origins else ""
-            raise TunelabError(
-                f"adapter {adapter!r} was trained on {len(leaked)} of the test items{through}: compare it on another bank or test file"
-            )
-
-
-def check_served(runner: ArmRunner, arms: Sequence[Arm]) -> None:
-    """Refuse, before anything runs, an arm whose adapter the engine can't serve: made for another
-    base, or missing on a remote server."""
-    for adapter in sorted({a.adapter for a in arms if a.adapter}):
-        runner.runtime.engine_for(adapter)
-    runner.runtime.engine_for(None)
-
-
-class ArmRunner:
-    """Builds each arm's prompt (zero-shot or with selected examples) and starts its reply, on the
-    process's runtime: the base model is loaded once, selectors are built once per kind. A
-    `model:` arm runs on a runtime of its own per model, loaded once and closed by `close`."""
-
-    def __init__(self, runtime: Runtime, bank: Bank, seed: int = 0) -> None:
-        self.runtime = runtime
-        self.bank = bank
-        self.seed = seed
-        self._models: dict[str, Runtime] = {}
-
-    @property
-    def settings(self) -> Settings:
-        return self.runtime.settings
-
-    @property
-    def conn(self) -> sqlite3.Connection:
-        return self.runtime.conn
-
-    def runtime_for(self, arm: Arm) -> Runtime:
-        """The runtime serving `arm`: the process's, or (another model) one per model - a model
-        file here, or the server's model id when the engine is remote."""
-        if arm.model is None:
-            return self.runtime
-        if self.runtime.remote:
-            key, settings = arm.model, replace(self.settings, engine_model=arm.model, model="")
-        else:
-            path = self.runtime.models.resolve(arm.model).resolve()
-            if path == self.runtime.model_path.resolve():
-                return self.runtime
-            key, settings = str(path), replace(self.settings, model=str(path))
-        if key not in self._models:
-            self._models[key] = Runtime(settings, self.conn)
-        return self._models[key]
-
-    def model_sha256(self, arm: Arm) -> str | None:
-        """The file hash of a `model:` arm's model (None for arms on the base)."""
-        return self.runtime_for(arm).model_sha256 if arm.model is not None else None
-
-    def close(self) -> None:
-        """Close the other models' engines (the process's runtime stays open for its owner)."""
-        for runtime in self._models.values():
-            runtime.close()
-        self._models = {}
-
-    def start(
-        self, arm: Arm, query: str, params: SamplerParams, exclude: int | None = None, on_step: StepListener | None = None
-    ) -> ArmReply:
-        """Start `arm`'s reply to `query`; `exclude`: a train example (the query's own) never shown as an example.
-
-        A decomposition arm first makes its intermediate calls (blocking; `on_step` hears each),
-        then starts the final reply: examples are chosen for the query, the user turn carries the work."""
-        runtime = self.runtime_for(arm)
-        engine = runtime.engine_for(arm.adapter)
-        worked = decompose(engine, arm.steps, self.bank.instruction, query, params, on_step) if arm.steps else Worked(query)
-        if arm.selector:
-            selector: Selector = self.runtime.selector(self.bank, arm.selector, seed=self.seed)
-            if exclude is not None:
-                selector = WithoutExample(selector, exclude, query, self.bank.n_train)
-            prepared = prepare_icl(engine, self.bank, selector, arm.selector, arm.k, query, params.max_tokens, shown=worked.query)
-        else:
-            prepared = PreparedPrompt(task_messages(self.bank.instruction, worked.query))
-        reply = engine.chat(prepared.messages, params)
-        sent = [m.as_dict() for m in prepared.messages]
-        provenance = provenance_for(runtime, arm.adapter, 1.0, params, prepared.icl, sent, arm=arm.name, steps=worked.steps)
-        return ArmReply(arm, reply, provenance)
 
 
 def run_comparison(
@@ -314,28 +96,6 @@ def run_comparison(
             if progress is not None:
                 progress(Progress(arm.name, item.position, done, total, reused))
     return comparison
-
-
-def answer(runner: ArmRunner, arm: Arm, item: ComparisonItem, params: SamplerParams, on_step: StepListener | None = None) -> ItemResult:
-    """The arm's scored reply to the item; the token and time columns are the final call's, a
-    decomposition's earlier calls are in `provenance["steps"]` (the summary adds them up)."""
-    arm_reply = runner.start(arm, item.input, params, on_step=on_step)
-    output = arm_reply.reply.whole_text()
-    stats = arm_reply.reply.stats
-    return ItemResult(
-        arm=arm.name,
-        position=item.position,
-        output=output,
-        scores=score(output, item.reference, runner.bank.labels),
-        prompt_tokens=stats.prompt_tokens,
-        completion_tokens=stats.completion_tokens,
-        ttft_ms=stats.ttft_ms,
-        total_ms=stats.total_ms,
-        decode_tps=stats.decode_tps,
-        finish_reason=stats.finish_reason,
-        examples=arm_reply.examples,
-        provenance=arm_reply.provenance.to_dict(),
-    )
 
 
 def comparison_config(runner: ArmRunner, test_set: TestSet, params: SamplerParams) -> dict[str, Any]:

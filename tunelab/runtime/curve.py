@@ -26,7 +26,9 @@ from tunelab.errors import TunelabError
 from tunelab.eval.arms import Arm
 from tunelab.eval.curve_summary import LORA, ZERO_SHOT, CurveArm
 from tunelab.finetune.args import RENAMED, SFTArgs
-from tunelab.runtime.compare import ArmRunner, Progress, TestSet, fingerprint, finish, run_comparison
+from tunelab.runtime.arm_runner import ArmRunner
+from tunelab.runtime.compare import Progress, fingerprint, finish, run_comparison
+from tunelab.runtime.test_sets import TestSet
 from tunelab.stores.comparisons import Comparison
 from tunelab.stores.runs import RunStore
 

@@ -30,7 +30,8 @@ from tunelab.errors import TunelabError
 from tunelab.eval.arms import Arm
 from tunelab.eval.metrics import match_label
 from tunelab.faults import pause_point
-from tunelab.runtime.compare import PROMPT_FORMAT, ArmRunner, default_max_tokens, fingerprint, greedy
+from tunelab.runtime.arm_runner import PROMPT_FORMAT, ArmRunner, default_max_tokens, greedy
+from tunelab.runtime.compare import fingerprint
 from tunelab.runtime.decompose import DECOMPOSE_FORMAT
 from tunelab.runtime.runtime import Runtime
 from tunelab.stores.bank_files import ExampleRow, read_inputs

@@ -10,7 +10,7 @@ from textual.binding import Binding
 
 from tunelab.config import Settings
 from tunelab.runtime.chat_service import ChatService
-from tunelab.runtime.feedback import FeedbackBrowser
+from tunelab.runtime.feedback import FeedbackService
 from tunelab.runtime.runtime import Runtime
 from tunelab.tui.screens.chat import ChatScreen
 from tunelab.tui.screens.compare import CompareScreen
@@ -47,7 +47,7 @@ class TunelabApp(App[None]):
     def action_open_feedback(self) -> None:
         """F5: the ratings and votes, their counts per model and adapter, delete and export."""
         if not isinstance(self.screen, FeedbackScreen):
-            self.push_screen(FeedbackScreen(FeedbackBrowser(self.settings, self.conn)))
+            self.push_screen(FeedbackScreen(FeedbackService(self.settings, self.conn)))
 
     def action_open_train(self) -> None:
         """F4: LoRA fine-tuning runs on a bank, with live progress, a loss plot, cancel and resume."""

@@ -19,7 +19,6 @@ from tunelab.engine.sampling import SamplerParams
 from tunelab.errors import TunelabError
 from tunelab.runtime.best_of_n import BestOfRequest
 from tunelab.runtime.chat_service import ChatService, ChatTurn, IclRequest
-from tunelab.runtime.tokens import prompt_view
 from tunelab.tui.screens.chat_settings import ChatSettingsScreen
 from tunelab.tui.screens.text_prompt import TextPromptScreen
 from tunelab.tui.screens.tokens import TokensScreen
@@ -56,7 +55,6 @@ class ChatScreen(Screen[None]):
     def __init__(self, service: ChatService) -> None:
         super().__init__()
         self.service = service
-        self.store = service.store
         self.streaming: MessageView | None = None
         self._stream: Any = None
         self.adapter: str | None = None
@@ -78,7 +76,7 @@ class ChatScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.sub_title = self.service.runtime.model_label
-        conversations = self.store.list()
+        conversations = self.service.conversations()
         if conversations:
             self.open_conversation(conversations[0].id)
         else:
@@ -92,7 +90,7 @@ class ChatScreen(Screen[None]):
     def refresh_list(self) -> None:
         """The conversation list, narrowed to those matching the filter (full-text search, m0007)."""
         text = self.query_one("#conversation-filter", Input).value
-        self.query_one(ConversationList).show(self.store.matching(text), self.conversation_id)
+        self.query_one(ConversationList).show(self.service.matching(text), self.conversation_id)
 
     @on(Input.Changed, "#conversation-filter")
     def filter_changed(self) -> None:
@@ -103,7 +101,7 @@ class ChatScreen(Screen[None]):
         log = self.query_one("#messages", VerticalScroll)
         log.remove_children()
         if conversation_id is not None:
-            views = [MessageView(m.role, m.content, m) for m in self.store.messages(conversation_id)]
+            views = [MessageView(m.role, m.content, m) for m in self.service.messages(conversation_id)]
             for view in views:
                 view.rating = self.service.rating_of(view.message.id) if view.role == "assistant" and view.message else None
             log.mount_all(views)
@@ -120,11 +118,11 @@ class ChatScreen(Screen[None]):
     def action_rename(self) -> None:
         if self.conversation_id is None:
             return
-        current = self.store.get(self.conversation_id).title
+        current = self.service.conversation(self.conversation_id).title
 
         def done(title: str | None) -> None:
             if title and self.conversation_id is not None:
-                self.store.update(self.conversation_id, title=title)
+                self.service.rename(self.conversation_id, title)
                 self.refresh_list()
 
         self.app.push_screen(TextPromptScreen("Rename conversation", current), done)
@@ -132,9 +130,9 @@ class ChatScreen(Screen[None]):
     def action_delete_chat(self) -> None:
         if self.conversation_id is None:
             return
-        self.store.delete(self.conversation_id)
+        self.service.delete(self.conversation_id)
         self.notify("conversation deleted")
-        remaining = self.store.list()
+        remaining = self.service.conversations()
         self.open_conversation(remaining[0].id if remaining else None)
 
     def action_switch_model(self) -> None:
@@ -167,7 +165,7 @@ class ChatScreen(Screen[None]):
         self.notify(f"model {name} loaded (the adapter is off)" if reloaded else f"already serving {name}")
 
     def action_settings(self) -> None:
-        conv = self.store.get(self.conversation_id) if self.conversation_id is not None else None
+        conv = self.service.conversation(self.conversation_id) if self.conversation_id is not None else None
         params = self.params()
 
         def done(result: dict[str, Any] | None) -> None:
@@ -178,17 +176,14 @@ class ChatScreen(Screen[None]):
             except TunelabError as exc:
                 self.notify(str(exc), severity="error")
                 return
-            if self.conversation_id is None:
-                self.conversation_id = self.store.create(system_prompt=result["system_prompt"]).id
-            self.store.update(self.conversation_id, system_prompt=result["system_prompt"], params=new_params.to_dict())
+            self.conversation_id = self.service.save_settings(self.conversation_id, result["system_prompt"], new_params)
             self.refresh_list()
             self.notify("settings saved for this conversation")
 
         self.app.push_screen(ChatSettingsScreen(conv.system_prompt if conv else "", params), done)
 
     def params(self) -> SamplerParams:
-        stored = self.store.get(self.conversation_id).params if self.conversation_id is not None else {}
-        return SamplerParams.from_dict(stored)
+        return self.service.params(self.conversation_id)
 
     # -- sending and streaming ---------------------------------------------------------------
     @on(Input.Submitted, "#prompt")
@@ -386,7 +381,7 @@ class ChatScreen(Screen[None]):
     def show_tokens(self, message_id: int) -> None:
         """In a thread: the first use loads the model."""
         try:
-            view = prompt_view(self.service.conn, self.service.runtime.llama, message_id)
+            view = self.service.prompt_view(message_id)
         except TunelabError as exc:
             self.app.call_from_thread(self.notify, str(exc), severity="error")
             return

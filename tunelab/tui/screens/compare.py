@@ -22,18 +22,11 @@ from textual.worker import Worker, get_current_worker
 from tunelab.errors import TunelabError
 from tunelab.eval.arms import Arm
 from tunelab.runtime import arena
-from tunelab.runtime.compare import (
-    ArmRunner,
-    arm_choices,
-    bank_test_set,
-    default_max_tokens,
-    greedy,
-    latest_report_dir,
-    list_banks,
-    open_bank,
-)
+from tunelab.runtime.arm_runner import ArmRunner, default_max_tokens, greedy
+from tunelab.runtime.comparisons import ComparisonService
 from tunelab.runtime.curve import CurveProgress, CurveSpec, run_curve, spec_from_text
 from tunelab.runtime.runtime import Runtime
+from tunelab.runtime.test_sets import bank_test_set, open_bank
 from tunelab.tui.widgets.compare.arm_column import ArmColumn
 from tunelab.tui.widgets.compare.vote_bar import VoteBar
 from tunelab.tui.worker_errors import report_failed_worker
@@ -64,6 +57,7 @@ class CompareScreen(Screen[None]):
         self.runtime = runtime
         self.settings = runtime.settings
         self.conn = runtime.conn
+        self.comparisons = ComparisonService(runtime)
         self.rng = random.Random(seed)
         self.hf_dir = hf_dir
         self.round: arena.ArenaRound | None = None
@@ -90,7 +84,7 @@ class CompareScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.sub_title = "side by side"
-        banks = list_banks(self.conn)
+        banks = self.comparisons.bank_names()
         select = self.query_one("#compare-bank", Select)
         select.set_options([(name, name) for name in banks])
         if banks:
@@ -105,7 +99,7 @@ class CompareScreen(Screen[None]):
     def on_select_changed(self, event: Select.Changed) -> None:
         if event.value is Select.NULL:
             return
-        arms = arm_choices(self.conn, str(event.value))
+        arms = self.comparisons.arm_choices(str(event.value))
         self.query_one("#compare-arms", Input).value = ", ".join(a.name for a in arms)
 
     def bank_name(self) -> str:
@@ -313,7 +307,7 @@ class CompareScreen(Screen[None]):
     def action_open_report(self) -> None:
         from tunelab.tui.screens.compare_report import ReportScreen
 
-        report_dir = latest_report_dir(self.conn)
+        report_dir = self.comparisons.latest_report_dir()
         if report_dir is None:
             self.notify("no finished comparison yet: run `tunelab compare --bank NAME`", severity="warning")
             return

@@ -12,7 +12,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label, Select, Static
 
 from tunelab.errors import TunelabError
-from tunelab.runtime.feedback import FORMATS, FeedbackBrowser
+from tunelab.runtime.feedback import FORMATS, FeedbackService
 from tunelab.text import one_line
 
 if TYPE_CHECKING:
@@ -30,9 +30,9 @@ class FeedbackScreen(Screen[None]):
         Binding("r", "refresh", "Refresh", id="feedback.refresh"),
     ]
 
-    def __init__(self, feedback: FeedbackBrowser) -> None:
+    def __init__(self, feedback: FeedbackService) -> None:
         super().__init__()
-        self.store = feedback
+        self.feedback = feedback
         self.shown: list[Rating] = []
 
     def compose(self) -> ComposeResult:
@@ -69,12 +69,12 @@ class FeedbackScreen(Screen[None]):
             self.show_ratings()
 
     def action_refresh(self) -> None:
-        counts = self.store.counts()
+        counts = self.feedback.counts()
         table = self.query_one("#feedback-counts", DataTable)
         table.clear()
         for c in counts:
             table.add_row((c.model_sha256 or "-")[:12], c.adapter or BASE, c.up, c.down, c.pairs)
-        adapters = sorted({r.snapshot.adapter or BASE for r in self.store.ratings()})
+        adapters = sorted({r.snapshot.adapter or BASE for r in self.feedback.ratings()})
         select = self.query_one("#feedback-adapter", Select)
         current = select.value
         select.set_options([(a, a) for a in adapters])
@@ -84,7 +84,7 @@ class FeedbackScreen(Screen[None]):
 
     def show_ratings(self) -> None:
         rating, adapter = self.filters()
-        self.shown = self.store.ratings(rating=rating, adapter=adapter)
+        self.shown = self.feedback.ratings(rating=rating, adapter=adapter)
         table = self.query_one("#feedback-ratings", DataTable)
         table.clear()
         for r in self.shown:
@@ -98,10 +98,9 @@ class FeedbackScreen(Screen[None]):
                 r.reason,
                 key=str(r.id),
             )
-        votes = self.store.votes()
-        decisive = sum(1 for v in votes if v.choice in ("a", "b"))
+        tally = self.feedback.vote_tally()
         self.query_one("#feedback-status", Static).update(
-            f"{len(self.shown)} rating(s) shown · {len(votes)} A/B vote(s), {decisive} with a winner"
+            f"{len(self.shown)} rating(s) shown · {tally.votes} A/B vote(s), {tally.decisive} with a winner"
         )
 
     def selected(self) -> Rating | None:
@@ -115,14 +114,14 @@ class FeedbackScreen(Screen[None]):
         if rating is None:
             self.notify("no rating selected", severity="warning")
             return
-        self.store.delete(rating.id)
+        self.feedback.delete(rating.id)
         self.notify(f"deleted rating {rating.id}")
         self.action_refresh()
 
     def action_export(self) -> None:
         fmt = str(self.query_one("#feedback-format", Select).value)
         try:
-            n, path = self.store.export(fmt)
+            n, path = self.feedback.export(fmt)
         except TunelabError as exc:
             self.notify(str(exc), severity="error")
             return
