@@ -82,12 +82,8 @@ def command(
     chosen = [] if no_adapter else list(adapters) or cmp.default_adapters(app.conn, found.name)
     arms = list(dict.fromkeys(Arm.parse(a) for a in explicit_arms)) or standard_grid(arms_selectors, k, chosen)
     params = sampler_from(kwargs, base=cmp.greedy(cmp.default_max_tokens(found.labels)).to_dict())
-    scorer = None
-    if reward_model:  # loaded before generating: a reward model for another base is refused up front
-        from tunelab.finetune.feedback_runs import load_reward_model
-        from tunelab.stores.models import ModelRegistry
-
-        scorer = load_reward_model(app.settings, app.conn, reward_model, ModelRegistry(app.conn).resolve(app.settings.model))
+    # loaded before generating: a reward model for another base is refused up front
+    scorer = app.runtime.reward_model(reward_model) if reward_model else None
     runner = cmp.ArmRunner(app.runtime, found)
     click.echo(
         f"comparing {len(arms)} arms x {len(test_set.items)} items of {test_set.source}: {', '.join(a.name for a in arms)}", err=True
