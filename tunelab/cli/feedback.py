@@ -17,7 +17,7 @@ from tunelab.runtime.training import method as method_of
 from tunelab.stores.feedback import FeedbackStore
 
 if TYPE_CHECKING:
-    from tunelab.finetune.feedback_runs import FeedbackPlan
+    from tunelab.finetune.feedback_runs import FeedbackPlan, FeedbackResult
 
 
 @click.command("rate")
@@ -161,25 +161,27 @@ def train(
     settings = given_values(PreferenceArgs, kwargs)
     request = FeedbackRequest(method, name, on, bank, reward_model, model, hf_dir, settings, resume, restart)
 
-    def announce(plan: FeedbackPlan) -> None:
-        if resume or restart:
-            start = plan.resume_from.name if plan.resume_from else "step 0"
-            click.echo(f"{'resuming' if resume else 'restarting'} run {plan.run.name!r} from {start}", err=True)
-        spec = method_of(plan.method)
-        what = f"{len(plan.rows)} {spec.rows}"
-        if spec.against_reward_model:
-            what += f" against reward model {plan.run.args['reward_model']!r}"
-        held = f" ({len(plan.held_out)} held out)" if plan.held_out else ""
-        left_out = "".join(f", {n} {why} left out" for why, n in plan.skipped.items())
-        start = f" on adapter {plan.start_adapter.name!r}" if plan.start_adapter else ""
-        click.echo(f"training {plan.method} {plan.run.name!r}{start} on {what}{held}{left_out} ({where(plan.run.device)})", err=True)
-
     done = train_until_done(
-        lambda: service.plan_feedback(request), service.follow_feedback, announce, service.train, "tunelab feedback train"
+        lambda: service.plan_feedback(request), service.follow_feedback, announce, service.train, "tunelab feedback train", resume, restart
     )
-    if done is None:  # another process of an `accelerate launch`: the main one reports
-        return
-    plan, result = done
+    if done is not None:  # None: another process of an `accelerate launch`, the main one reports
+        report(*done)
+
+
+def announce(plan: FeedbackPlan) -> None:
+    """The run's first line on stderr: the method, what it trains on (and what was left out), where."""
+    spec = method_of(plan.method)
+    what = f"{len(plan.rows)} {spec.rows}"
+    if spec.against_reward_model:
+        what += f" against reward model {plan.run.args['reward_model']!r}"
+    held = f" ({len(plan.held_out)} held out)" if plan.held_out else ""
+    left_out = "".join(f", {n} {why} left out" for why, n in plan.skipped.items())
+    start = f" on adapter {plan.start_adapter.name!r}" if plan.start_adapter else ""
+    click.echo(f"training {plan.method} {plan.run.name!r}{start} on {what}{held}{left_out} ({where(plan.run.device)})", err=True)
+
+
+def report(plan: FeedbackPlan, result: FeedbackResult) -> None:
+    """The finished run: its loss, what it measured, and how to use what it made."""
     run = result.run
     m = result.metrics
     click.echo(

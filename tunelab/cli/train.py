@@ -13,7 +13,7 @@ from tunelab.cli.training import dataclass_options, given_values, run_options, t
 from tunelab.runtime.training import SFTArgs, TrainingService, TrainRequest, device, measured_change, method
 
 if TYPE_CHECKING:
-    from tunelab.finetune.lifecycle import Plan
+    from tunelab.finetune.lifecycle import Plan, TrainResult
 
 
 @click.command("train")
@@ -57,18 +57,22 @@ def command(
         name, bank, corpus, held_out, train_embeddings, on, model, hf_dir, given_values(SFTArgs, kwargs), resume, restart
     )
 
-    def announce(plan: Plan) -> None:
-        if resume or restart:
-            start = plan.resume_from.name if plan.resume_from else "step 0"
-            click.echo(f"{'resuming' if resume else 'restarting'} run {plan.run.name!r} from {start}", err=True)
-        for warning in plan.warnings:
-            click.echo(f"warning: {warning}", err=True)
-        click.echo(f"training {plan.run.name!r} on {describe(plan)} ({where(device())})", err=True)
+    done = train_until_done(
+        lambda: service.plan_train(request), service.follow_train, announce, service.train, "tunelab train", resume, restart
+    )
+    if done is not None:  # None: another process of an `accelerate launch`, the main one reports
+        report(done[1])
 
-    done = train_until_done(lambda: service.plan_train(request), service.follow_train, announce, service.train, "tunelab train")
-    if done is None:  # another process of an `accelerate launch`: the main one reports
-        return
-    result = done[1]
+
+def announce(plan: Plan) -> None:
+    """The run's first lines on stderr: warnings, then what it trains on and where."""
+    for warning in plan.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(f"training {plan.run.name!r} on {describe(plan)} ({where(device())})", err=True)
+
+
+def report(result: TrainResult) -> None:
+    """The finished run: its loss, speed and memory, and what to do with the adapter."""
     run = result.run
     assert result.adapter is not None
     metrics = result.adapter.metrics

@@ -155,10 +155,12 @@ def train_until_done(
     announce: Callable[[P], None],
     train: Callable[[P, Listener | None, threading.Event], Any],
     command: str,
+    resume: str | None = None,
+    restart: str | None = None,
 ) -> tuple[P, Any] | None:
-    """Prepare the run, `announce` it, then `train(plan, progress, cancel)` with the progress line
-    and Ctrl-C checkpoints; a cancelled run exits 130 with the command that continues it
-    (`command --resume RUN`).
+    """Prepare the run, `announce` it (after a line saying where a `resume`d or `restart`ed run
+    starts), then `train(plan, progress, cancel)` with the progress line and Ctrl-C checkpoints;
+    a cancelled run exits 130 with the command that continues it (`command --resume RUN`).
 
     Under `accelerate launch` the main process prepares (records) the run and the others open it
     (`follow(run_id, resume_from)`, see `TrainingService.follow`); only the main one announces,
@@ -166,6 +168,9 @@ def train_until_done(
     plan = prepared_on_main(prepare, follow)
     main = is_main()
     if main:
+        if resume or restart:
+            start = plan.resume_from.name if plan.resume_from else "step 0"
+            click.echo(f"{'resuming' if resume else 'restarting'} run {plan.run.name!r} from {start}", err=True)
         announce(plan)
     with ctrl_c_checkpoints(main) as cancel:
         result = train(plan, show if main else None, cancel)

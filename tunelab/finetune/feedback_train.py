@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
+from tunelab.errors import TunelabError
 from tunelab.finetune.args import lora_config
 from tunelab.finetune.lifecycle import ADAPTER_GGUF
-from tunelab.finetune.methods import method
+from tunelab.finetune.methods import method, names
 from tunelab.finetune.preference_args import PreferenceArgs
 from tunelab.finetune.safe_files import safetensors_adapter
 from tunelab.stores.files import atomic_dir
@@ -77,7 +78,10 @@ class FeedbackSteps(Protocol):
 
 def steps(name: str) -> FeedbackSteps:
     """The steps of feedback method `name`, from its module in the methods table."""
-    return cast(FeedbackSteps, method(name).module())
+    spec = method(name)
+    if spec.family != "feedback":
+        raise TunelabError(f"unknown method {name!r} (choose from {', '.join(names('feedback'))})")
+    return cast(FeedbackSteps, spec.module())
 
 
 @dataclass

@@ -127,8 +127,8 @@ class FeedbackRequest:
 
 def form_args(kind: str, settings: Mapping[str, str]) -> SFTArgs | PreferenceArgs:
     """The settings a run of `kind` trains with, from field name -> text (blank = the default):
-    a feedback method (GRPO) takes PreferenceArgs, SFT and pre-training take SFTArgs."""
-    if method(kind).family == "feedback":
+    a feedback method (GRPO) takes PreferenceArgs, SFT and pre-training (and the form's distil kind) take SFTArgs."""
+    if kind in METHODS and METHODS[kind].family == "feedback":
         return args_from_text(PreferenceArgs, {k: v for k, v in settings.items() if k not in NOT_FOR_GRPO})
     return args_from_text(SFTArgs, settings)
 
