@@ -65,11 +65,11 @@ class LoraArgs(StoredArgs):
     max_steps: int | None = None
     """Optimizer steps; overrides epochs."""
     batch_size: int = 4
-    """Examples per process (device) per micro-batch."""
+    """Examples per process (device) per micro-batch (feedback runs need at least 2: KTO's KL term pairs each example with a neighbour)."""
     max_length: int = 512
     """Prompt + answer tokens per example; longer examples are truncated (with a warning)."""
     seed: int = 0
-    """Seed for the LoRA init and the data order."""
+    """Seed for the LoRA init, the data order and any held-out split."""
     save_steps: int = 10
     """Write a resumable checkpoint every this many steps (and on cancel)."""
     report_to: str = field(default="none", metadata={"choices": REPORT_TO})
