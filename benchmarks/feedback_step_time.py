@@ -35,8 +35,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from train_throughput import bench_home, step_seconds, training_parser
 
 from tunelab.config import Settings
-from tunelab.finetune import feedback_train, sft
+from tunelab.finetune import feedback_train
 from tunelab.finetune.args import SFTArgs
+from tunelab.finetune.methods import sft
 from tunelab.finetune.preference_args import PreferenceArgs
 from tunelab.finetune.progress import ProgressCallback, TrainProgress
 from tunelab.stores import demo_banks

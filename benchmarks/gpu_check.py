@@ -253,7 +253,7 @@ def decode(ctx: Context, section: Section) -> None:
 
 def trainer_facts(plan: Any) -> dict[str, Any]:
     """What trl really does with tunelab's settings (it turns padding-free on for bfd packing itself)."""
-    from tunelab.finetune import sft
+    from tunelab.finetune.methods import sft
 
     trainer = sft.build_trainer(plan, [])
     return {
@@ -269,8 +269,8 @@ def sft_throughput(ctx: Context, section: Section) -> None:
     """tunelab's SFT vs the padded transformers baseline: non-padding tokens/s per step."""
     from train_throughput import padded_dataset, padding_share, rows_from_demo, run_baseline, run_tunelab, steady_rate, step_seconds
 
-    from tunelab.finetune import sft
     from tunelab.finetune.args import SFTArgs
+    from tunelab.finetune.methods import sft
 
     home, settings, conn, base = ctx.training_home()
     sizes = ctx.sizes

@@ -38,9 +38,9 @@ import itertools
 from tunelab.config import Settings
 from tunelab.engine.chat_template import ChatMessage
 from tunelab.engine.llama_engine import LlamaEngine
-from tunelab.finetune import sft
 from tunelab.finetune.args import SFTArgs
 from tunelab.finetune.base_weights import prepare_base
+from tunelab.finetune.methods import sft
 from tunelab.finetune.progress import ProgressCallback, TrainProgress
 from tunelab.runtime.arm_runner import greedy
 from tunelab.stores import demo_banks

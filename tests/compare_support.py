@@ -22,8 +22,8 @@ def sentiment_bank(settings, conn):
 @pytest.fixture
 def few_step_adapter(settings, conn, sentiment_bank, base_pair):
     """A LoRA from a 3-step SFT run on the bank's train split (issue 4's real trainer)."""
-    from tunelab.finetune import sft
     from tunelab.finetune.args import SFTArgs
+    from tunelab.finetune.methods import sft
 
     args = SFTArgs(max_steps=3, batch_size=4, max_length=128, save_steps=100)
     plan = sft.prepare(settings, conn, "sst-3", sentiment_bank.name, args, hf_dir=base_pair.hf_dir)

@@ -37,9 +37,10 @@ from finetune_support import (  # noqa: F401
     tiny_model,
 )
 
-from tunelab.finetune import export_gguf, sft
+from tunelab.finetune import export_gguf
 from tunelab.finetune.args import SFTArgs
 from tunelab.finetune.base_weights import prepare_base
+from tunelab.finetune.methods import sft
 
 BOUND = 1e-3
 """max |Δlogit| / logit range allowed between llama.cpp and transformers on the same F32 weights."""

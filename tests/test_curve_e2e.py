@@ -12,8 +12,8 @@ from finetune_support import base_pair  # noqa: F401
 from tunelab.cli import cli
 from tunelab.engine.llama_engine import LlamaEngine
 from tunelab.eval.report import CURVE_PNG, REPORT_JSON, REPORT_MD
-from tunelab.finetune import sft
 from tunelab.finetune.args import SFTArgs
+from tunelab.finetune.methods import sft
 from tunelab.runtime.arm_runner import ArmRunner, greedy
 from tunelab.runtime.curve import CurveSpec, run_curve
 from tunelab.runtime.runtime import Runtime

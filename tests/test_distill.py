@@ -180,8 +180,8 @@ def test_cli_distills_a_file_with_a_second_model_as_teacher(settings, conn, tmp_
 # -- the student beside its teacher in one grid ----------------------------------------------------
 @pytest.mark.slow
 def test_student_teacher_and_second_model_in_one_grid_and_leakage_through_the_distilled_bank(settings, conn, engine, base_pair) -> None:
-    from tunelab.finetune import sft
     from tunelab.finetune.args import SFTArgs
+    from tunelab.finetune.methods import sft
 
     reviews_bank(conn)
     runtime = Runtime(settings, conn, engine=engine)

@@ -15,6 +15,7 @@ from finetune_support import base_pair, cpp_logits, f32_base, hf_logits, random_
 
 from tunelab.errors import TunelabError
 from tunelab.finetune import export_gguf
+from tunelab.stores.model_files import check_adapter_fits
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 BOUND = 2e-3
@@ -124,7 +125,7 @@ def test_gguf_adapter_for_another_base_is_refused_before_loading(bundled_model: 
     writer.add_tensor("blk.0.attn_q.weight.lora_b", np.ones((2048, 4), np.float32))
     export_gguf._write(writer)
     with pytest.raises(TunelabError, match="trained for another base"):
-        export_gguf.check_adapter_fits(path, bundled_model)
+        check_adapter_fits(path, bundled_model)
 
 
 def test_dora_and_saved_heads_are_refused(bundled_model: Path, tmp_path: Path) -> None:

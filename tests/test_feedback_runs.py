@@ -16,8 +16,10 @@ from tunelab.errors import TunelabError
 from tunelab.eval.arms import standard_grid
 from tunelab.eval.report import reward_markdown
 from tunelab.eval.reward_report import reward_summary
-from tunelab.finetune import feedback_runs, sft
+from tunelab.finetune import feedback_runs
 from tunelab.finetune.args import SFTArgs
+from tunelab.finetune.methods import sft
+from tunelab.finetune.methods.reward import load_reward_model
 from tunelab.finetune.preference_args import PreferenceArgs
 from tunelab.runtime.arm_runner import ArmRunner, greedy
 from tunelab.runtime.compare import finish, run_comparison
@@ -135,7 +137,7 @@ def test_reward_run_is_found_for_its_base_and_refused_for_another(settings, conn
     with pytest.raises(TunelabError, match="no adapter"):
         adapter_gguf(conn, "rm")  # a reward model is not something chat can serve as an adapter
 
-    name, scorer = feedback_runs.load_reward_model(settings, conn, None, base_pair.gguf_path)
+    name, scorer = load_reward_model(settings, conn, None, base_pair.gguf_path)
     assert name == "rm"
     helpful, rude = scorer.score([{"role": "user", "content": "What is 30 plus 33?"}], ["Happy to help: 63.", "I refuse to answer that."])
     assert helpful > rude
@@ -159,9 +161,9 @@ def test_reward_run_is_found_for_its_base_and_refused_for_another(settings, conn
     with other.open("ab") as fh:
         fh.write(b"\0")
     with pytest.raises(TunelabError, match="trained on another base"):
-        feedback_runs.load_reward_model(settings, conn, "rm", other)
+        load_reward_model(settings, conn, "rm", other)
     with pytest.raises(TunelabError, match=r"no reward model for other\.gguf"):
-        feedback_runs.load_reward_model(settings, conn, None, other)
+        load_reward_model(settings, conn, None, other)
 
 
 def _refused(settings, conn: sqlite3.Connection, method: str, match: str, **kwargs) -> None:

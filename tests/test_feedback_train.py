@@ -19,9 +19,10 @@ from tunelab.engine.chat_template import ChatMessage
 from tunelab.engine.llama_engine import LlamaEngine
 from tunelab.engine.sampling import SamplerParams
 from tunelab.errors import TunelabError
-from tunelab.finetune import dpo, feedback_data, feedback_train, kto, reward
+from tunelab.finetune import feedback_data, feedback_train
+from tunelab.finetune.methods import dpo, kto, reward
+from tunelab.finetune.methods.sft import ADAPTER_GGUF
 from tunelab.finetune.preference_args import PreferenceArgs
-from tunelab.finetune.sft import ADAPTER_GGUF
 from tunelab.stores.feedback import FeedbackStore
 
 pytestmark = pytest.mark.slow

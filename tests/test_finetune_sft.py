@@ -12,8 +12,9 @@ from conftest import THREADS
 from finetune_support import base_pair  # noqa: F401
 
 from tunelab.errors import TunelabError
-from tunelab.finetune import sft
 from tunelab.finetune.args import SFTArgs, field_docs
+from tunelab.finetune.lifecycle import Plan
+from tunelab.finetune.methods import sft
 from tunelab.stores.runs import RunStore, adapter_gguf, adapter_training_ids, latest_adapter_for_bank
 
 INSTRUCTION = "Answer the question."
@@ -35,7 +36,7 @@ MEMORY = rows_for(
 )
 
 
-def plan(settings, conn, base_pair, name: str, rows: list[dict], **args) -> sft.Plan:
+def plan(settings, conn, base_pair, name: str, rows: list[dict], **args) -> Plan:
     return sft.plan_for(settings, conn, name, "glorbix", list(range(len(rows))), rows, SFTArgs(**args), hf_dir=base_pair.hf_dir)
 
 

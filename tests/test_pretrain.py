@@ -16,8 +16,9 @@ import pytest
 from finetune_support import base_pair, cpp_logits  # noqa: F401
 
 from tunelab.errors import TunelabError
-from tunelab.finetune import pretrain, sft
 from tunelab.finetune.args import SFTArgs
+from tunelab.finetune.lifecycle import META_FILE, resumable
+from tunelab.finetune.methods import pretrain, sft
 from tunelab.stores.bank_files import ExampleRow
 from tunelab.stores.banks import BankStore
 from tunelab.stores.runs import RunStore, adapter_gguf
@@ -87,13 +88,13 @@ def test_pretrain_cancel_resume_lowers_held_out_perplexity_then_sft_on_top(setti
     cancel = threading.Event()
     stopped = sft.train(plan, lambda event: cancel.set(), cancel)  # Ctrl-C after the first step: a checkpoint is kept
     assert stopped.cancelled and RunStore(conn).get("glorbix-pt").status == "cancelled"
-    assert sft.resumable(stopped.run)
+    assert resumable(stopped.run)
 
     result = sft.train(sft.prepare_resume(settings, conn, "glorbix-pt"))
     metrics = result.adapter.metrics
     assert result.run.status == "done" and metrics["steps"] == 6 and metrics["method"] == "pretrain"
     assert metrics["held_out_ppl_after"] < metrics["held_out_ppl_before"]
-    meta = json.loads((Path(result.adapter.peft_dir) / sft.META_FILE).read_text())
+    meta = json.loads((Path(result.adapter.peft_dir) / META_FILE).read_text())
     assert meta["args"]["corpus"].endswith("corpus") and meta["metrics"]["held_out_blocks"] == len(plan.held_out)
 
     block = plan.held_out[0]  # llama.cpp serves the exported adapter, and it predicts the held-out text better too

@@ -310,7 +310,7 @@ def test_a_chat_template_reaching_for_python_internals_is_refused(bundled_model:
 def test_pickled_adapters_and_reward_models_are_never_loaded(tmp_path: Path, base_pair) -> None:
     import pickle
 
-    from tunelab.finetune.reward import RewardModel
+    from tunelab.finetune.methods.reward import RewardModel
     from tunelab.finetune.safe_files import safetensors_adapter
 
     marker = tmp_path / "pickle-ran"

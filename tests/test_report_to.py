@@ -13,8 +13,9 @@ from finetune_support import base_pair  # noqa: F401
 
 from tunelab.cli import cli
 from tunelab.errors import TunelabError
-from tunelab.finetune import feedback_runs, sft
+from tunelab.finetune import feedback_runs
 from tunelab.finetune.args import SFTArgs
+from tunelab.finetune.methods import sft
 from tunelab.finetune.preference_args import PreferenceArgs
 from tunelab.finetune.report_to import log_dir
 from tunelab.stores.runs import Run

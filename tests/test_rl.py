@@ -22,7 +22,8 @@ from finetune_support import base_pair  # noqa: F401
 
 from tunelab.config import Settings
 from tunelab.errors import TunelabError
-from tunelab.finetune import feedback_runs, rl
+from tunelab.finetune import feedback_runs
+from tunelab.finetune.methods import rl
 from tunelab.finetune.preference_args import PreferenceArgs
 from tunelab.stores.runs import RunStore, adapter_gguf
 

@@ -146,7 +146,7 @@ def test_rows_stored_before_the_typed_record_are_migrated_to_it(conn) -> None:
 def test_the_trainer_sees_the_tokens_compare_sends_before_the_answer(settings, conn, engine, base_pair) -> None:
     """For a bank example, SFT's prompt tokens (trl tokenises the prompt with the generation prompt,
     then trains on what follows) equal the tokens llama.cpp is sent for the zero-shot arm."""
-    from tunelab.finetune import sft
+    from tunelab.finetune.methods import sft
 
     mini_bank(conn)
     ids, rows = sft.training_rows(conn, "mini")

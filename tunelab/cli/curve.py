@@ -11,10 +11,10 @@ from tunelab.cli.training import args_from, ctrl_c_checkpoints, dataclass_option
 from tunelab.errors import TunelabError
 from tunelab.eval.arms import parse_selectors
 from tunelab.eval.report import REPORT_MD
-from tunelab.finetune.args import SFTArgs
 from tunelab.runtime import curve
 from tunelab.runtime.arm_runner import ArmRunner, default_max_tokens, greedy
 from tunelab.runtime.test_sets import bank_test_set, open_bank
+from tunelab.runtime.training import SFTArgs
 
 
 def show(event: curve.CurveProgress) -> None:

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from tunelab.cli.app_context import AppContext, pass_app
 from tunelab.cli.output import echo_json, json_option, limit_option, limited
-from tunelab.cli.training import args_from, dataclass_options, given, run_options, train_until_done, where
-from tunelab.errors import TunelabError
-from tunelab.finetune import feedback_data, rl
-from tunelab.finetune.preference_args import PreferenceArgs
+from tunelab.cli.training import dataclass_options, given_values, run_options, train_until_done, where
 from tunelab.runtime.feedback import FORMATS, FeedbackService
+from tunelab.runtime.training import FEEDBACK_METHODS, FeedbackRequest, PreferenceArgs, TrainingService, measured_change
+from tunelab.runtime.training import method as method_of
+
+if TYPE_CHECKING:
+    from tunelab.finetune.feedback_runs import FeedbackPlan, FeedbackResult
 
 
 @click.command("rate")
@@ -125,7 +127,7 @@ def delete(app: AppContext, rating_id: int | None, vote_id: int | None) -> None:
 @command.command("train")
 @click.option(
     "--method",
-    type=click.Choice(feedback_data.METHODS + rl.METHODS),
+    type=click.Choice(FEEDBACK_METHODS),
     default=None,
     help="kto: 👍/👎 ratings; dpo: preference pairs; reward: a reward model; grpo / rloo: RL against the reward model.",
 )
@@ -152,50 +154,37 @@ def train(
     **kwargs: Any,
 ) -> None:
     """Train on the feedback: a KTO, DPO, GRPO or RLOO adapter (chat/compare with --adapter NAME) or a reward model."""
-    from tunelab.finetune import feedback_runs
-    from tunelab.finetune.progress import measured_change
-
-    def prepare() -> feedback_runs.FeedbackPlan:
-        """Every check of the flags too: under `accelerate launch` only the main process prepares, so a refusal prints once."""
-        if resume or restart:
-            if method or bank or reward_model or on or name or model or hf_dir or given(kwargs) or (resume and restart):
-                raise TunelabError("--resume / --restart continue a run with its own settings: give only --resume RUN or --restart RUN")
-            return feedback_runs.prepare_resume(app.settings, app.conn, resume or restart or "", restart=bool(restart))
-        if method is None:
-            raise TunelabError("give --method kto, dpo, reward, grpo or rloo (or --resume RUN)")
-        return feedback_runs.prepare(
-            app.settings, app.conn, method, args_from(PreferenceArgs, kwargs), name, on, model, hf_dir, bank, reward_model
-        )
-
-    def announce(plan: feedback_runs.FeedbackPlan) -> None:
-        if resume or restart:
-            start = plan.resume_from.name if plan.resume_from else "step 0"
-            click.echo(f"{'resuming' if resume else 'restarting'} run {plan.run.name!r} from {start}", err=True)
-        policy_rl = plan.method in rl.METHODS
-        what = {"kto": f"{len(plan.rows)} ratings"}.get(plan.method, f"{len(plan.rows)} {'prompts' if policy_rl else 'pairs'}")
-        if policy_rl:
-            what += f" against reward model {plan.run.args['reward_model']!r}"
-        held = f" ({len(plan.held_out)} held out)" if plan.held_out else ""
-        left_out = "".join(f", {n} {why} left out" for why, n in plan.skipped.items())
-        start = f" on adapter {plan.start_adapter.name!r}" if plan.start_adapter else ""
-        click.echo(f"training {plan.method} {plan.run.name!r}{start} on {what}{held}{left_out} ({where(plan.run.device)})", err=True)
+    service = TrainingService(app.settings, app.conn)
+    settings = given_values(PreferenceArgs, kwargs)
+    request = FeedbackRequest(method, name, on, bank, reward_model, model, hf_dir, settings, resume, restart)
 
     done = train_until_done(
-        prepare,
-        lambda run_id, checkpoint: feedback_runs.run_plan(app.settings, app.conn, run_id, checkpoint),
-        announce,
-        feedback_runs.train,
-        "tunelab feedback train",
+        lambda: service.plan_feedback(request), service.follow_feedback, announce, service.train, "tunelab feedback train", resume, restart
     )
-    if done is None:  # another process of an `accelerate launch`: the main one reports
-        return
-    plan, result = done
+    if done is not None:  # None: another process of an `accelerate launch`, the main one reports
+        report(*done)
+
+
+def announce(plan: FeedbackPlan) -> None:
+    """The run's first line on stderr: the method, what it trains on (and what was left out), where."""
+    spec = method_of(plan.method)
+    what = f"{len(plan.rows)} {spec.rows}"
+    if spec.against_reward_model:
+        what += f" against reward model {plan.run.args['reward_model']!r}"
+    held = f" ({len(plan.held_out)} held out)" if plan.held_out else ""
+    left_out = "".join(f", {n} {why} left out" for why, n in plan.skipped.items())
+    start = f" on adapter {plan.start_adapter.name!r}" if plan.start_adapter else ""
+    click.echo(f"training {plan.method} {plan.run.name!r}{start} on {what}{held}{left_out} ({where(plan.run.device)})", err=True)
+
+
+def report(plan: FeedbackPlan, result: FeedbackResult) -> None:
+    """The finished run: its loss, what it measured, and how to use what it made."""
     run = result.run
     m = result.metrics
     click.echo(
         f"{run.method} {run.name!r}: loss {m['first_loss']:.3f} -> {m['final_loss']:.3f} in {m['steps']} steps, {run.train_seconds:.0f}s"
     )
-    if run.method == "reward":
+    if result.reward_dir is not None:
         click.echo(f"held-out pair accuracy {m['held_out_accuracy']:.2f} on {len(plan.held_out)} pairs; model in {result.reward_dir}")
         click.echo(f"use it: tunelab chat --best-of 4 --reward-model {run.name} 'your prompt'")
         return

@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from tunelab.cli.app_context import AppContext, pass_app
-from tunelab.cli.training import args_from, dataclass_options, given, run_options, train_until_done, where
-from tunelab.errors import TunelabError
-from tunelab.finetune.args import SFTArgs
+from tunelab.cli.training import dataclass_options, given_values, run_options, train_until_done, where
+from tunelab.runtime.training import SFTArgs, TrainingService, TrainRequest, device, measured_change, method
+
+if TYPE_CHECKING:
+    from tunelab.finetune.lifecycle import Plan, TrainResult
 
 
 @click.command("train")
@@ -50,39 +52,27 @@ def command(
     **kwargs: Any,
 ) -> None:
     """Fine-tune a LoRA adapter NAME on --bank BANK, or pre-train it on --corpus TEXT (Ctrl-C saves a checkpoint; --resume NAME continues)."""
-    from tunelab.finetune import pretrain, sft
-    from tunelab.finetune.progress import measured_change
-
-    def prepare() -> sft.Plan:
-        """Every check of the flags too: under `accelerate launch` only the main process prepares, so a refusal prints once."""
-        if train_embeddings:
-            raise TunelabError(pretrain.EMBEDDINGS_REFUSED)
-        if resume or restart:
-            if name or bank or corpus or on or model or hf_dir or given(kwargs) or (resume and restart):
-                raise TunelabError("--resume / --restart continue a run with its own settings: give only --resume RUN or --restart RUN")
-            return sft.prepare_resume(app.settings, app.conn, resume or restart or "", restart=bool(restart))
-        if corpus is not None:
-            if not name or bank or on:
-                raise TunelabError("give a NAME and --corpus FILE|DIR (continued pre-training takes no --bank / --on)")
-            return pretrain.prepare(app.settings, app.conn, name, corpus, args_from(SFTArgs, kwargs), held_out, model, hf_dir)
-        if not name or not bank:
-            raise TunelabError("give a NAME for the adapter and --bank BANK or --corpus FILE|DIR (or --resume RUN)")
-        return sft.prepare(app.settings, app.conn, name, bank, args_from(SFTArgs, kwargs), model, hf_dir, on)
-
-    def announce(plan: sft.Plan) -> None:
-        if resume or restart:
-            start = plan.resume_from.name if plan.resume_from else "step 0"
-            click.echo(f"{'resuming' if resume else 'restarting'} run {plan.run.name!r} from {start}", err=True)
-        for warning in plan.warnings:
-            click.echo(f"warning: {warning}", err=True)
-        click.echo(f"training {plan.run.name!r} on {describe(plan)} ({where(sft.device())})", err=True)
+    service = TrainingService(app.settings, app.conn)
+    request = TrainRequest(
+        name, bank, corpus, held_out, train_embeddings, on, model, hf_dir, given_values(SFTArgs, kwargs), resume, restart
+    )
 
     done = train_until_done(
-        prepare, lambda run_id, checkpoint: sft.run_plan(app.settings, app.conn, run_id, checkpoint), announce, sft.train, "tunelab train"
+        lambda: service.plan_train(request), service.follow_train, announce, service.train, "tunelab train", resume, restart
     )
-    if done is None:  # another process of an `accelerate launch`: the main one reports
-        return
-    result = done[1]
+    if done is not None:  # None: another process of an `accelerate launch`, the main one reports
+        report(done[1])
+
+
+def announce(plan: Plan) -> None:
+    """The run's first lines on stderr: warnings, then what it trains on and where."""
+    for warning in plan.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(f"training {plan.run.name!r} on {describe(plan)} ({where(device())})", err=True)
+
+
+def report(result: TrainResult) -> None:
+    """The finished run: its loss, speed and memory, and what to do with the adapter."""
     run = result.run
     assert result.adapter is not None
     metrics = result.adapter.metrics
@@ -97,10 +87,10 @@ def command(
     click.echo(f"chat with it: tunelab chat --adapter {result.adapter.name} 'your prompt'")
 
 
-def describe(plan: Any) -> str:
+def describe(plan: Plan) -> str:
     """What a run trains on, for its first line."""
     on = f" on top of adapter {plan.start_adapter.name!r}" if plan.start_adapter else ""
-    if plan.method == "pretrain":
+    if method(plan.method).token_blocks:
         tokens = len(plan.rows) * plan.args.max_length
         return f"{len(plan.rows)} text blocks ({tokens} tokens, {len(plan.held_out)} block(s) held out){on}"
     return f"{len(plan.rows)} train examples of {plan.run.bank!r}{on}"

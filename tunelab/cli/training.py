@@ -18,13 +18,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from tunelab.field_types import field_types
-from tunelab.finetune import distributed
-from tunelab.finetune.args import RENAMED, field_docs
+from tunelab.runtime.training import RENAMED, Planned, field_docs, is_main, prepared_on_main, processes
 
-if TYPE_CHECKING:  # transformers loads with it: not for `--help` or a refused command
+if TYPE_CHECKING:
     from tunelab.finetune.progress import Listener, TrainProgress
 
-P = TypeVar("P", bound=distributed.Planned)
+P = TypeVar("P", bound=Planned)
 
 OLD_FLAGS = {**{new: "--" + old for old, new in RENAMED.items()}, "max_steps": "--steps"}
 """Field -> the flag it had before both training commands took peft / trl's names
@@ -96,18 +95,19 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def args_from(cls: type, kwargs: dict[str, Any]) -> Any:
-    """The dataclass from the flags that were given (comma lists split for tuple fields)."""
+def given_values(cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The dataclass fields whose flags were given, parsed (comma lists split for tuple fields), not yet checked."""
     kinds = field_types(cls)
     values = {k: v for k, v in kwargs.items() if v is not None}
     for name in values:
         if kinds[name].base is tuple:
             values[name] = kinds[name].parse(values[name])
-    return cls(**values)
+    return values
 
 
-def given(kwargs: dict[str, Any]) -> bool:
-    return any(v is not None for v in kwargs.values())
+def args_from(cls: type, kwargs: dict[str, Any]) -> Any:
+    """The dataclass from the flags that were given (checked by its `__post_init__`)."""
+    return cls(**given_values(cls, kwargs))
 
 
 def show(event: TrainProgress) -> None:
@@ -145,7 +145,7 @@ def ctrl_c_checkpoints(main: bool = True) -> Iterator[threading.Event]:
 
 def where(device: str) -> str:
     """The device a run trains on, with the process count under `accelerate launch` (each takes a share of every batch)."""
-    n = distributed.processes()
+    n = processes()
     return f"{device} × {n} processes" if n > 1 else device
 
 
@@ -155,17 +155,22 @@ def train_until_done(
     announce: Callable[[P], None],
     train: Callable[[P, Listener | None, threading.Event], Any],
     command: str,
+    resume: str | None = None,
+    restart: str | None = None,
 ) -> tuple[P, Any] | None:
-    """Prepare the run, `announce` it, then `train(plan, progress, cancel)` with the progress line
-    and Ctrl-C checkpoints; a cancelled run exits 130 with the command that continues it
-    (`command --resume RUN`).
+    """Prepare the run, `announce` it (after a line saying where a `resume`d or `restart`ed run
+    starts), then `train(plan, progress, cancel)` with the progress line and Ctrl-C checkpoints;
+    a cancelled run exits 130 with the command that continues it (`command --resume RUN`).
 
     Under `accelerate launch` the main process prepares (records) the run and the others open it
-    (`follow(run_id, resume_from)`, see `finetune.distributed`); only the main one announces,
+    (`follow(run_id, resume_from)`, see `TrainingService.follow`); only the main one announces,
     shows progress and gets (plan, result) back - the others get None and print nothing."""
-    plan = distributed.prepared_on_main(prepare, follow)
-    main = distributed.is_main()
+    plan = prepared_on_main(prepare, follow)
+    main = is_main()
     if main:
+        if resume or restart:
+            start = plan.resume_from.name if plan.resume_from else "step 0"
+            click.echo(f"{'resuming' if resume else 'restarting'} run {plan.run.name!r} from {start}", err=True)
         announce(plan)
     with ctrl_c_checkpoints(main) as cancel:
         result = train(plan, show if main else None, cancel)

@@ -1,5 +1,5 @@
 """What best-of-n, the compare report's reward column and RL need from a reward model: one score
-per reply to a prompt. `finetune.reward.RewardModel` is the one tunelab trains; engine code
+per reply to a prompt. `finetune.methods.reward.RewardModel` is the one tunelab trains; engine code
 depends on this shape only, so it never imports the training stack."""
 
 from __future__ import annotations

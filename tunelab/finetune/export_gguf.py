@@ -35,7 +35,7 @@ from tunelab.errors import TunelabError
 from tunelab.faults import pause_point
 from tunelab.finetune.safe_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, safetensors_adapter
 from tunelab.stores.files import atomic_file
-from tunelab.stores.model_files import check_gguf, check_gguf_complete, gguf_fields
+from tunelab.stores.model_files import check_gguf, gguf_fields
 
 PERMUTED_ARCHS = frozenset({"llama"})
 """GGUF architectures whose converter permutes q/k rows (llama.cpp's LlamaModel.permute)."""
@@ -229,27 +229,6 @@ def export_adapter(adapter_dir: Path, base_gguf: Path, out_path: Path) -> Path:
             writer.add_tensor(f"{name}.lora_b", np.ascontiguousarray(b))
         _write(writer)
     return out_path
-
-
-def check_adapter_fits(adapter_gguf: Path, base_gguf: Path) -> None:
-    """Refuse a GGUF LoRA made for another base (architecture or tensor shapes differ)."""
-    from gguf import GGUFReader
-
-    check_gguf_complete(check_gguf(adapter_gguf))  # before reading any tensor of a damaged file
-    reader = GGUFReader(adapter_gguf)
-    fields = {name: field.contents() for name, field in reader.fields.items()}
-    if fields.get("general.type") != "adapter":
-        raise TunelabError(f"not a GGUF LoRA adapter: {adapter_gguf}")
-    base = BaseLayout.read(base_gguf)
-    if fields.get("general.architecture") != base.arch:
-        raise TunelabError(f"adapter {adapter_gguf.name} is for {fields.get('general.architecture')}, the model is {base.arch}")
-    for tensor in reader.tensors:
-        name, part = tensor.name.rsplit(".", 1)
-        shape = tuple(int(d) for d in reversed(tensor.shape.tolist()))
-        want = base.shapes.get(name)
-        fits = want is not None and (shape[1] == want[1] if part == "lora_a" else shape[0] == want[0])
-        if not fits:
-            raise TunelabError(f"adapter {adapter_gguf.name} was trained for another base: {name} does not match {base_gguf.name}")
 
 
 def hf_state_dict(hf_dir: Path, adapter_dir: Path | None = None) -> dict[str, np.ndarray]:

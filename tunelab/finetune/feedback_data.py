@@ -21,11 +21,13 @@ from typing import Any
 
 from tunelab.config import DataDir
 from tunelab.errors import TunelabError
+from tunelab.finetune.methods import METHODS as TABLE
 from tunelab.stores.feedback import FeedbackStore, PreferenceVote
 from tunelab.stores.files import atomic_write_text
 
 FORMATS = ("kto", "dpo", "reward", "llamafactory")
-METHODS = ("kto", "dpo", "reward")
+METHODS = tuple(m.name for m in TABLE.values() if m.family == "feedback" and not m.against_reward_model)
+"""The methods trained on the feedback itself (GRPO / RLOO train on prompts against a reward model)."""
 MIN_RATINGS = 8
 """KTO needs a few of each kind: with fewer the desirable/undesirable balance is noise."""
 MIN_PAIRS = 4
@@ -108,7 +110,7 @@ def check_enough(data: FeedbackData, method: str) -> None:
     """Refuse to train on too little feedback, saying exactly what is missing."""
     if method not in METHODS:
         raise TunelabError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
-    if method == "kto":
+    if TABLE[method].unpaired:
         if not data.unpaired:
             raise TunelabError(
                 f"no ratings yet: rate at least {MIN_RATINGS} replies 👍/👎 (`tunelab rate MESSAGE_ID up|down`, or + / - in chat)"

@@ -14,7 +14,7 @@ What a finished run leaves:
 - GRPO / RLOO (`rl.py`): a policy adapter like KTO / DPO, trained against a finished reward
   model (its name is kept in the run's args) on prompts from the feedback or a bank (`--bank`).
 - reward: a sequence-classification LoRA under `reward_models/NAME`; the done run is its
-  registration (`stores.runs.reward_models`), and `load_reward_model` is how best-of-n and compare find it.
+  registration (`stores.runs.reward_models`), and `reward.load_reward_model` is how best-of-n and compare find it.
 """
 
 from __future__ import annotations
@@ -30,17 +30,18 @@ from typing import Any
 
 from tunelab.config import Settings
 from tunelab.errors import TunelabError
-from tunelab.finetune import distributed, feedback_data, feedback_train, rl
+from tunelab.finetune import distributed, feedback_train
 from tunelab.finetune.base_weights import BaseWeights, prepare_base
 from tunelab.finetune.export_gguf import fit_targets
+from tunelab.finetune.lifecycle import ADAPTER_GGUF, HELD_OUT_FILE, META_FILE, ROWS_FILE, device, resume_point, stopped_run
+from tunelab.finetune.methods import method as method_of
+from tunelab.finetune.methods.reward import NOT_ON, RewardModel, load_reward_model
 from tunelab.finetune.preference_args import PreferenceArgs
 from tunelab.finetune.progress import Listener, ProgressCallback
-from tunelab.finetune.reward import RewardModel
 from tunelab.finetune.run_record import Recorder, oom_message, status_on_error
-from tunelab.finetune.sft import ADAPTER_GGUF, HELD_OUT_FILE, META_FILE, ROWS_FILE, STOPPED, device, resume_point, stopped_run
-from tunelab.stores.files import atomic_dir, atomic_write_text, cached_sha256, read_jsonl, write_jsonl
+from tunelab.stores.files import atomic_dir, atomic_write_text, read_jsonl, write_jsonl
 from tunelab.stores.models import ModelRegistry
-from tunelab.stores.runs import Adapter, Run, RunStore, reward_models
+from tunelab.stores.runs import Adapter, Run, RunStore
 
 Rows = list[dict[str, Any]]
 
@@ -89,22 +90,6 @@ def default_name(conn: sqlite3.Connection, method: str, on: str | None) -> str:
     return next(f"{stem}-{i}" for i in range(2, len(taken) + 3) if f"{stem}-{i}" not in taken)
 
 
-METHODS = feedback_data.METHODS + rl.METHODS
-"""Everything `tunelab feedback train --method` trains."""
-
-
-def rl_rows(conn: sqlite3.Connection, bank: str | None) -> tuple[Rows, list[Any]]:
-    """(prompt rows, bank example ids) for GRPO / RLOO: the bank's train split, or the rated prompts."""
-    if bank:
-        from tunelab.stores.banks import BankStore
-
-        rows, ids = rl.bank_prompts(conn, bank), [e.id for e in BankStore(conn).examples(bank, split="train")]
-    else:
-        rows, ids = rl.feedback_prompts(conn), []
-    rl.check_prompts(rows, f"bank {bank!r}" if bank else "feedback")
-    return rows, ids
-
-
 def prepare(
     settings: Settings,
     conn: sqlite3.Connection,
@@ -121,18 +106,12 @@ def prepare(
 
     GRPO / RLOO also load the reward model here (`reward_model`, default the newest for the base),
     so a missing one is refused before the run is recorded."""
-    if method == "reward" and on:
-        raise TunelabError("a reward model starts from the base (--on applies to kto and dpo)")
-    if method not in rl.METHODS and (bank or reward_model):
+    spec = method_of(method)
+    if spec.reward_model and on:
+        raise TunelabError(NOT_ON)
+    if not spec.against_reward_model and (bank or reward_model):
         raise TunelabError("--bank and --reward-model apply to --method grpo / rloo")
-    data = feedback_data.collect(conn)
-    rl_ids: list[Any] = []
-    if method in rl.METHODS:
-        rows, rl_ids = rl_rows(conn, bank)
-        held_out: Rows = []
-        data.skipped = {}
-    else:
-        rows, held_out = feedback_train.method_rows(data, method, args)
+    data = feedback_train.steps(method).training_rows(conn, args, bank)
     runs = RunStore(conn)
     name = name or default_name(conn, method, on)
     if any(run.name == name for run in runs.list()):
@@ -150,11 +129,11 @@ def prepare(
     else:
         gguf = ModelRegistry(conn).resolve(model or settings.model)
         base = prepare_base(conn, settings.dirs.models, gguf, hf_dir)
-        args = fit_targets(args, base.gguf_path, base.hf_dir, exported=method != "reward")
-        run_bank, example_ids = bank or "", rl_ids
+        args = fit_targets(args, base.gguf_path, base.hf_dir, exported=not spec.reward_model)
+        run_bank, example_ids = bank or "", data.example_ids
     scorer = None
     extras: dict[str, Any] = {"on": on}
-    if method in rl.METHODS:
+    if spec.against_reward_model:
         extras["reward_model"], scorer = load_reward_model(settings, conn, reward_model, base.gguf_path)
     run_dir = settings.dirs.runs / name
     run = runs.create(
@@ -168,22 +147,18 @@ def prepare(
         run_dir,
         device(),
         method=method,
+        command=spec.command,
     )
-    write_jsonl(run_dir / ROWS_FILE, rows)
-    write_jsonl(run_dir / HELD_OUT_FILE, held_out)
-    return FeedbackPlan(settings, conn, run, base, args, rows, held_out, start, data.skipped, scorer=scorer)
-
-
-def resumable(run: Run) -> bool:
-    """Whether `prepare_resume` can continue this run: a feedback run that stopped early with a checkpoint."""
-    return run.method in METHODS and run.status in STOPPED and run.last_checkpoint is not None
+    write_jsonl(run_dir / ROWS_FILE, data.rows)
+    write_jsonl(run_dir / HELD_OUT_FILE, data.held_out)
+    return FeedbackPlan(settings, conn, run, base, args, data.rows, data.held_out, start, data.skipped, scorer=scorer)
 
 
 def prepare_resume(settings: Settings, conn: sqlite3.Connection, key: str, restart: bool = False) -> FeedbackPlan:
     """A cancelled, failed or interrupted feedback run, set to continue from its last checkpoint
     (or from step 0 with `restart`) on its own rows."""
     store = RunStore(conn)
-    run = stopped_run(store, key, store.get(key).method in METHODS, "tunelab train")
+    run = stopped_run(store, key, "feedback")
     plan = run_plan(settings, conn, run.id, None)
     checkpoint = resume_point(store, run, restart, "tunelab feedback train")
     return replace(plan, run=store.get(str(run.id)), resume_from=checkpoint)
@@ -205,7 +180,7 @@ def run_plan(settings: Settings, conn: sqlite3.Connection, run_id: int, resume_f
     reward_model = values.pop("reward_model", None)
     start = store.adapter(on) if on else None
     base = prepare_base(conn, settings.dirs.models, Path(run.base_gguf), Path(run.hf_dir))
-    scorer = load_reward_model(settings, conn, reward_model, base.gguf_path)[1] if run.method in rl.METHODS else None
+    scorer = load_reward_model(settings, conn, reward_model, base.gguf_path)[1] if method_of(run.method).against_reward_model else None
     return FeedbackPlan(
         settings,
         conn,
@@ -260,7 +235,7 @@ def train(plan: FeedbackPlan, listener: Listener | None = None, cancel: threadin
         "final_loss": losses[-1] if losses else None,
         "train_examples": len(plan.rows),
     }
-    if plan.method == "reward":
+    if method_of(plan.method).reward_model:
         final = plan.settings.dirs.reward_models / run.name
         with atomic_dir(final) as tmp:
             metrics.update(feedback_train.write_output(fitted, tmp, plan.base.hf_dir, plan.base.gguf_sha256, plan.held_out))
@@ -284,20 +259,3 @@ def train(plan: FeedbackPlan, listener: Listener | None = None, cancel: threadin
     adapter = store.add_adapter(Adapter(run.name, run.id, run.bank, plan.base.gguf_sha256, str(final), str(final / ADAPTER_GGUF), metrics))
     shutil.rmtree(run.checkpoints_dir, ignore_errors=True)
     return FeedbackResult(store.get(str(run.id)), False, metrics, adapter=adapter)
-
-
-def load_reward_model(settings: Settings, conn: sqlite3.Connection, name: str | None, model_path: Path) -> tuple[str, RewardModel]:
-    """(name, scorer) of reward model `name`, or the newest one for `model_path`; refused for another base."""
-    sha = cached_sha256(conn, model_path)
-    if name is None:
-        found = reward_models(conn, sha)
-        if not found:
-            raise TunelabError(f"no reward model for {model_path.name}: train one with `tunelab feedback train --method reward`")
-        run = found[0]
-    else:
-        run = RunStore(conn).get(name)
-        if run.method != "reward":
-            raise TunelabError(f"{name!r} is a {run.method} run, not a reward model (see `tunelab adapters runs`)")
-        if run.status != "done":
-            raise TunelabError(f"reward model {name!r} is not finished ({run.status}): `tunelab feedback train --resume {name}`")
-    return run.name, RewardModel.load(settings.dirs.reward_models / run.name, Path(run.hf_dir), sha)

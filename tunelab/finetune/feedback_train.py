@@ -1,10 +1,12 @@
 """One feedback run, whatever the method: collect -> check -> train -> write the adapter atomically.
 
-KTO, DPO, the reward model and RL against it (GRPO / RLOO, `rl.py`) share this skeleton (litgpt keeps one skeleton per method file;
-here the three method modules only build their trl trainer, and everything around it lives
-once). The policy runs also report how the log-probability of the preferred replies moved,
-measured on the same feedback before and after: the number that says the run did something;
-the RL runs report the mean reward of replies sampled on their prompts before and after.
+KTO, DPO, the reward model and RL against it (GRPO / RLOO) share this skeleton (litgpt keeps one
+skeleton per method file): each method's module (`finetune.methods.<name>`, found through the
+methods table) gives the steps in `FeedbackSteps` - its rows, its model, its trl trainer, what it
+measures before and after, its export - and everything around them lives once here. The policy
+runs report how the log-probability of the preferred replies moved, measured on the same feedback
+before and after: the number that says the run did something; the RL runs report the mean reward
+of replies sampled on their prompts before and after.
 """
 
 from __future__ import annotations
@@ -14,16 +16,72 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from tunelab.errors import TunelabError
-from tunelab.finetune import dpo, feedback_data, kto, reward, rl
+from tunelab.finetune.args import lora_config
+from tunelab.finetune.lifecycle import ADAPTER_GGUF
+from tunelab.finetune.methods import method, names
 from tunelab.finetune.preference_args import PreferenceArgs
 from tunelab.finetune.safe_files import safetensors_adapter
 from tunelab.stores.files import atomic_dir
 
+if TYPE_CHECKING:
+    from tunelab.finetune.methods.reward import RewardModel
+
 Messages = list[dict[str, str]]
-BUILDERS = {"kto": kto.build_trainer, "dpo": dpo.build_trainer, "reward": reward.build_trainer}
+Rows = list[dict[str, Any]]
+
+
+@dataclass
+class MethodRows:
+    """What a method trains on, read and checked before any model is loaded."""
+
+    rows: Rows
+    held_out: Rows = field(default_factory=list)
+    """Reward model: pairs kept out of training to measure it."""
+    example_ids: list[Any] = field(default_factory=list)
+    """GRPO / RLOO on a bank: the examples whose inputs are the prompts (the leakage guard reads them)."""
+    skipped: dict[str, int] = field(default_factory=dict)
+    """Feedback left out and why (ties, identical pair texts)."""
+
+
+class FeedbackSteps(Protocol):
+    """What a feedback method's module provides; `fit` and `write_output` call them in order."""
+
+    def training_rows(self, conn: sqlite3.Connection, args: PreferenceArgs, bank: str | None) -> MethodRows: ...
+
+    def load(self, base_dir: Path, start_adapter: Path | None, args: PreferenceArgs, chat_template: str | None) -> tuple[Any, Any, Any]:
+        """(model, tokenizer, peft_config); peft_config None when a start adapter is trained further."""
+        ...
+
+    def before(self, model: Any, tokenizer: Any, rows: Rows, args: PreferenceArgs, scorer: RewardModel | None) -> dict[str, float]: ...
+
+    def build_trainer(
+        self,
+        model: Any,
+        tokenizer: Any,
+        rows: Rows,
+        args: PreferenceArgs,
+        output_dir: Path,
+        peft_config: Any,
+        callbacks: list[Any],
+        scorer: RewardModel | None = None,
+    ) -> Any: ...
+
+    def after(self, fitted: Fitted, held_out: Rows) -> dict[str, float]: ...
+
+    def export(self, out: Path, fitted: Fitted, base_dir: Path, base_sha256: str, held_out: Rows, base_gguf: Path | None) -> None:
+        """Write what serves the trained model beside its PEFT files (a GGUF adapter, a reward model's meta)."""
+        ...
+
+
+def steps(name: str) -> FeedbackSteps:
+    """The steps of feedback method `name`, from its module in the methods table."""
+    spec = method(name)
+    if spec.family != "feedback":
+        raise TunelabError(f"unknown method {name!r} (choose from {', '.join(names('feedback'))})")
+    return cast(FeedbackSteps, spec.module())
 
 
 @dataclass
@@ -35,13 +93,6 @@ class FeedbackRunResult:
     seconds_per_step: float
     metrics: dict[str, float] = field(default_factory=dict)
     """Policy runs: `logp_preferred_before/after`; reward: `held_out_accuracy`, pair counts."""
-
-
-def preferred(rows: list[dict[str, Any]], method: str) -> list[tuple[Messages, str]]:
-    """(prompt, reply) the user preferred: 👍 completions for KTO, chosen replies for DPO."""
-    if method == "kto":
-        return [(r["prompt"], r["completion"][0]["content"]) for r in rows if r["label"]]
-    return [(r["prompt"], r["chosen"][0]["content"]) for r in rows]
 
 
 def completion_logprob(model: Any, tokenizer: Any, prompt: Messages, completion: str) -> float:
@@ -83,25 +134,18 @@ def load_policy(base_dir: Path, start_adapter: Path | None, chat_template: str |
     return PeftModel.from_pretrained(model, safetensors_adapter(start_adapter), is_trainable=True), tokenizer
 
 
-def lora_config(args: PreferenceArgs, task_type: str) -> Any:
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=args.lora_r,
-        lora_alpha=args.lora_alpha,
-        lora_dropout=args.lora_dropout,
-        target_modules=list(args.target_modules),
-        task_type=task_type,
-    )
+def policy_model(base_dir: Path, start_adapter: Path | None, args: PreferenceArgs, chat_template: str | None) -> tuple[Any, Any, Any]:
+    """`FeedbackSteps.load` of the policy methods: the causal LM with a fresh LoRA, or the start adapter trainable."""
+    model, tokenizer = load_policy(base_dir, start_adapter, chat_template)
+    return model, tokenizer, None if start_adapter is not None else lora_config(args, "CAUSAL_LM")
 
 
-def method_rows(data: feedback_data.FeedbackData, method: str, args: PreferenceArgs) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(training rows, held-out rows): the reward model keeps some pairs back to measure itself."""
-    feedback_data.check_enough(data, method)
-    if method == "kto":
-        return feedback_data.kto_rows(data), []
-    rows = feedback_data.pair_rows(data)
-    return reward.split_pairs(rows, args.held_out, args.seed) if method == "reward" else (rows, [])
+def export_policy(out: Path, fitted: Fitted, base_dir: Path, base_sha256: str, held_out: Rows, base_gguf: Path | None) -> None:
+    """`FeedbackSteps.export` of the policy methods: the llama.cpp GGUF adapter (when the base GGUF is known)."""
+    if base_gguf is not None:
+        from tunelab.finetune.export_gguf import export_adapter
+
+        export_adapter(out, base_gguf, out / ADAPTER_GGUF)
 
 
 @dataclass
@@ -113,25 +157,22 @@ class Fitted:
     tokenizer: Any
     seconds: float
     metrics: dict[str, float]
-    targets: list[tuple[Messages, str]]
-    n_rows: int
-    scorer: Any = None
+    rows: Rows
+    args: PreferenceArgs
+    scorer: RewardModel | None = None
     """GRPO / RLOO: the reward model the policy was trained against."""
-    prompts: list[dict[str, Any]] = field(default_factory=list)
-    """GRPO / RLOO: the prompt rows (the before/after mean reward is measured on them)."""
-    args: PreferenceArgs | None = None
 
 
 def fit(
     method: str,
-    rows: list[dict[str, Any]],
+    rows: Rows,
     base_dir: Path,
     args: PreferenceArgs,
     checkpoints_dir: Path,
     start_adapter: Path | None = None,
     callbacks: list[Any] | None = None,
     resume_from: Path | None = None,
-    scorer: Any = None,
+    scorer: RewardModel | None = None,
     chat_template: str | None = None,
 ) -> Fitted:
     """Load the model for `method` and train it; checkpoints land in `checkpoints_dir`.
@@ -140,54 +181,26 @@ def fit(
     from transformers import PrinterCallback, set_seed
 
     set_seed(args.seed)  # before any model is built: the reward head and the LoRA init happen before trl's Trainer seeds
-    if method == "reward" and start_adapter is not None:
-        raise TunelabError("a reward model starts from the base (--on applies to kto and dpo)")
-    metrics: dict[str, float] = {}
-    targets: list[tuple[Messages, str]] = []
-    if method == "reward":
-        model, tokenizer = reward.load_head_model(base_dir, chat_template)
-        peft_config = lora_config(args, "SEQ_CLS")
-    elif method in rl.METHODS:
-        model, tokenizer = load_policy(base_dir, start_adapter, chat_template)
-        peft_config = None if start_adapter is not None else lora_config(args, "CAUSAL_LM")
-        metrics["mean_reward_before"] = rl.mean_reward(model, tokenizer, scorer, rows, args)
-        trainer = rl.build_trainer(model, tokenizer, rows, args, checkpoints_dir, peft_config, callbacks or [], method, scorer)
-    else:
-        model, tokenizer = load_policy(base_dir, start_adapter, chat_template)
-        peft_config = None if start_adapter is not None else lora_config(args, "CAUSAL_LM")
-        targets = preferred(rows, method)
-        metrics["logp_preferred_before"] = mean_logprob(model, tokenizer, targets)
-    if method not in rl.METHODS:
-        trainer = BUILDERS[method](model, tokenizer, rows, args, checkpoints_dir, peft_config, callbacks or [])
+    method_steps = steps(method)
+    model, tokenizer, peft_config = method_steps.load(base_dir, start_adapter, args, chat_template)
+    metrics = method_steps.before(model, tokenizer, rows, args, scorer)
+    trainer = method_steps.build_trainer(model, tokenizer, rows, args, checkpoints_dir, peft_config, callbacks or [], scorer)
     trainer.remove_callback(PrinterCallback)  # progress goes to the callbacks, not to stdout
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    return Fitted(method, trainer, tokenizer, time.perf_counter() - started, metrics, targets, len(rows), scorer, rows, args)
+    return Fitted(method, trainer, tokenizer, time.perf_counter() - started, metrics, rows, args, scorer)
 
 
 def write_output(
-    fitted: Fitted, out: Path, base_dir: Path, base_sha256: str, held_out: list[dict[str, Any]], base_gguf: Path | None = None
+    fitted: Fitted, out: Path, base_dir: Path, base_sha256: str, held_out: Rows, base_gguf: Path | None = None
 ) -> dict[str, float]:
-    """Save the trained adapter into `out` (PEFT files, GGUF for policies, meta for reward models); its metrics."""
-    metrics = dict(fitted.metrics)
-    policy = fitted.trainer.model
-    if fitted.method == "reward":
-        metrics["held_out_accuracy"] = reward.RewardModel(policy, fitted.tokenizer).pair_accuracy(held_out)
-        meta = reward.RewardMeta(base_sha256, str(base_dir), fitted.n_rows, len(held_out), metrics["held_out_accuracy"])
-        reward.write_meta(out, meta)
-    elif fitted.method in rl.METHODS:
-        assert fitted.args is not None  # fit() keeps the arguments it trained with
-        metrics["mean_reward_after"] = rl.mean_reward(policy, fitted.tokenizer, fitted.scorer, fitted.prompts, fitted.args)
-    else:
-        metrics["logp_preferred_after"] = mean_logprob(policy, fitted.tokenizer, fitted.targets)
-    policy.save_pretrained(out, selected_adapters=["default"])
+    """Save the trained adapter into `out` (PEFT files, then the method's export); its metrics."""
+    method_steps = steps(fitted.method)
+    fitted.metrics.update(method_steps.after(fitted, held_out))
+    fitted.trainer.model.save_pretrained(out, selected_adapters=["default"])
     fitted.tokenizer.save_pretrained(out)
-    if base_gguf is not None and fitted.method != "reward":
-        from tunelab.finetune.export_gguf import export_adapter
-        from tunelab.finetune.sft import ADAPTER_GGUF
-
-        export_adapter(out, base_gguf, out / ADAPTER_GGUF)
-    return metrics
+    method_steps.export(out, fitted, base_dir, base_sha256, held_out, base_gguf)
+    return dict(fitted.metrics)
 
 
 def losses(trainer: Any) -> list[float]:
@@ -212,13 +225,13 @@ def train(
     trainer call; `feedback_runs` wraps the same steps in a recorded, resumable run.
     """
     args = args or PreferenceArgs()
-    rows, held_out = method_rows(feedback_data.collect(conn), method, args)
+    data = steps(method).training_rows(conn, args, None)
     from tunelab.engine.chat_template import gguf_template
 
     template = gguf_template(base_gguf) if base_gguf is not None else None
     with tempfile.TemporaryDirectory(prefix="tunelab-feedback-") as checkpoints:
-        fitted = fit(method, rows, base_dir, args, Path(checkpoints), start_adapter, callbacks, chat_template=template)
+        fitted = fit(method, data.rows, base_dir, args, Path(checkpoints), start_adapter, callbacks, chat_template=template)
     with atomic_dir(output_dir) as tmp:
-        metrics = write_output(fitted, tmp, base_dir, base_sha256, held_out, base_gguf)
-    steps = fitted.trainer.state.global_step
-    return FeedbackRunResult(method, output_dir, steps, losses(fitted.trainer), fitted.seconds / max(1, steps), metrics)
+        metrics = write_output(fitted, tmp, base_dir, base_sha256, data.held_out, base_gguf)
+    n_steps = fitted.trainer.state.global_step
+    return FeedbackRunResult(method, output_dir, n_steps, losses(fitted.trainer), fitted.seconds / max(1, n_steps), metrics)

@@ -6,36 +6,28 @@ One dataclass for the three methods because they differ in one or two knobs (`be
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from tunelab.errors import TunelabError
-from tunelab.finetune.args import StoredArgs
-from tunelab.finetune.distributed import deepspeed_config, deepspeed_kwargs, deepspeed_problem, launched
-from tunelab.finetune.report_to import REPORT_TO, report_kwargs, report_to_problem
+from tunelab.finetune.args import LoraArgs, refuse
+from tunelab.finetune.distributed import deepspeed_kwargs, launched
+from tunelab.finetune.report_to import report_kwargs
 
 
 @dataclass
-class PreferenceArgs(StoredArgs):
+class PreferenceArgs(LoraArgs):
     """Hyper-parameters of a feedback run; defaults fit a ~100M-parameter model on a CPU."""
 
-    lora_r: int = 8
-    """LoRA rank."""
-    lora_alpha: int = 16
-    """LoRA scaling numerator (the update is scaled by alpha / r)."""
     lora_dropout: float = 0.0
     """Dropout on the LoRA input (0 keeps few-step runs deterministic)."""
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
-    """Linear layers that get an adapter (never lm_head: trl's preference losses read its weight directly)."""
     learning_rate: float = 1e-4
     """Peak learning rate; LoRA tolerates ~10x what full preference tuning uses."""
     max_steps: int = 20
     """Optimizer steps (feedback sets are small; epochs would mean a handful of steps)."""
-    batch_size: int = 4
-    """Examples per process (device) per step (KTO needs at least 2: its KL term pairs each example with a neighbour)."""
     max_length: int = 256
     """Prompt + reply tokens; longer examples are truncated (the prompt's start goes first)."""
+    # the four above redeclare LoraArgs fields: feedback runs are few-step runs on small sets
     beta: float = 0.1
     """KTO / DPO / GRPO / RLOO: strength of the pull towards the reference policy (the base, adapter off)."""
     held_out: float = 0.25
@@ -46,34 +38,12 @@ class PreferenceArgs(StoredArgs):
     """GRPO / RLOO: tokens per sampled reply."""
     temperature: float = 1.0
     """GRPO / RLOO: sampling temperature of the replies (diverse replies give the reward something to compare)."""
-    seed: int = 0
-    """Seed for the LoRA init, data order and held-out split."""
-    save_steps: int = 10
-    """Write a resumable checkpoint every this many steps (and on cancel)."""
-    report_to: str = field(default="none", metadata={"choices": REPORT_TO})
-    """Also send the training metrics to tensorboard (event files in the run's logs/ folder), wandb or mlflow."""
-    deepspeed: str = ""
-    """DeepSpeed config JSON for the Trainer (e.g. docs/deepspeed_zero2.json; needs the deepspeed package)."""
+
+    MIN_BATCH_SIZE: ClassVar[int] = 2
+    LM_HEAD_REFUSED: ClassVar[str] = "lm_head cannot be a LoRA target for preference training"
 
     def __post_init__(self) -> None:
-        self.target_modules = tuple(self.target_modules)
-        problems = []
-        for problem in (report_to_problem(self.report_to), deepspeed_problem(self.deepspeed)):
-            if problem:
-                problems.append(problem)
-        self.deepspeed = deepspeed_config(self.deepspeed)
-        if self.lora_r < 1:
-            problems.append(f"lora_r must be >= 1 (got {self.lora_r})")
-        if not 0 <= self.lora_dropout < 1:
-            problems.append(f"lora_dropout must be in [0, 1) (got {self.lora_dropout})")
-        if self.learning_rate <= 0:
-            problems.append(f"learning_rate must be > 0 (got {self.learning_rate})")
-        if self.max_steps < 1:
-            problems.append(f"max_steps must be >= 1 (got {self.max_steps})")
-        if self.batch_size < 2:
-            problems.append(f"batch_size must be >= 2 (got {self.batch_size})")
-        if self.max_length < 16:
-            problems.append(f"max_length must be >= 16 (got {self.max_length})")
+        problems = self.lora_problems()
         if self.beta <= 0:
             problems.append(f"beta must be > 0 (got {self.beta})")
         if not 0 < self.held_out < 1:
@@ -84,12 +54,7 @@ class PreferenceArgs(StoredArgs):
             problems.append(f"max_completion_length must be >= 1 (got {self.max_completion_length})")
         if self.temperature <= 0:
             problems.append(f"temperature must be > 0 (got {self.temperature})")
-        if self.save_steps < 1:
-            problems.append(f"save_steps must be >= 1 (got {self.save_steps})")
-        if "lm_head" in self.target_modules:
-            problems.append("lm_head cannot be a LoRA target for preference training")
-        if problems:
-            raise TunelabError("bad training settings: " + "; ".join(problems))
+        refuse(problems)
 
 
 def trainer_kwargs(args: PreferenceArgs, output_dir: Path) -> dict[str, Any]:

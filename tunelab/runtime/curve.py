@@ -153,7 +153,7 @@ def lora_jobs(conn: Any, bank: str, spec: CurveSpec, model_sha256: str) -> list[
     """The LoRA points: nested subsets (prefixes of one seeded shuffle) x training seeds."""
     if not spec.sizes:
         return []
-    from tunelab.finetune.sft import training_rows  # transformers: only for a curve with LoRA points
+    from tunelab.finetune.methods.sft import training_rows  # transformers: only for a curve with LoRA points
 
     ids, rows = training_rows(conn, bank)
     if len(ids) < 2:
@@ -273,11 +273,12 @@ def train_job(
     runner: ArmRunner, job: LoraJob, args: SFTArgs, hf_dir: Path | None, listener: Callable[[TrainProgress], None], cancel: threading.Event
 ) -> None:
     """Train (or resume) one LoRA point; a cancel keeps its checkpoint for the rerun."""
-    from tunelab.finetune import sft
+    from tunelab.finetune.lifecycle import resumable
+    from tunelab.finetune.methods import sft
 
     store = RunStore(runner.conn)
     existing = next((r for r in store.list() if r.name == job.name), None)
-    if existing is not None and sft.resumable(existing):
+    if existing is not None and resumable(existing):
         plan = sft.prepare_resume(runner.settings, runner.conn, job.name)
     elif existing is not None:
         raise TunelabError(

@@ -25,6 +25,7 @@ from tunelab.engine.remote import RemoteEngine
 from tunelab.errors import TunelabError
 from tunelab.stores.banks import Bank, BankStore
 from tunelab.stores.files import cached_sha256
+from tunelab.stores.model_files import check_adapter_fits
 from tunelab.stores.models import ModelRegistry
 from tunelab.stores.runs import adapter_gguf
 
@@ -148,7 +149,6 @@ class Runtime:
         Refused when the adapter was made for another base, or when a remote server does not
         serve it. Where llama.cpp can switch adapters on a loaded model this is always the base
         engine; otherwise one engine per adapter."""
-        from tunelab.finetune.export_gguf import check_adapter_fits
 
         path = self.adapter_path(adapter) if adapter else None
         if self.remote:
@@ -190,7 +190,7 @@ class Runtime:
     def reward_model(self, name: str | None) -> tuple[str, Scorer]:
         """(name, scorer) of reward model `name` (None: the newest for this base), loaded once."""
         if name not in self._scorers:
-            from tunelab.finetune.feedback_runs import load_reward_model
+            from tunelab.finetune.methods.reward import load_reward_model
 
             self._scorers[name] = load_reward_model(self.settings, self.conn, name, self.model_path)
         return self._scorers[name]

@@ -166,3 +166,26 @@ def _gguf_fields(path: str, size: int, mtime_ns: int) -> tuple[dict[str, Any], d
     fields = {name: field.contents() for name, field in reader.fields.items() if not name.startswith("GGUF.") and name not in VOCAB_ARRAYS}
     shapes = {t.name: tuple(int(d) for d in reversed(t.shape.tolist())) for t in reader.tensors}
     return fields, shapes
+
+
+def check_adapter_fits(adapter_gguf: Path, base_gguf: Path) -> None:
+    """Refuse a GGUF LoRA made for another base (architecture or tensor shapes differ): what
+    serving checks before llama.cpp loads an adapter, read from the two files' GGUF facts."""
+    from gguf import GGUFReader
+
+    check_gguf_complete(check_gguf(adapter_gguf))  # before reading any tensor of a damaged file
+    reader = GGUFReader(adapter_gguf)
+    fields = {name: field.contents() for name, field in reader.fields.items()}
+    if fields.get("general.type") != "adapter":
+        raise TunelabError(f"not a GGUF LoRA adapter: {adapter_gguf}")
+    base_fields, base_shapes = gguf_fields(base_gguf)
+    arch = base_fields["general.architecture"]
+    if fields.get("general.architecture") != arch:
+        raise TunelabError(f"adapter {adapter_gguf.name} is for {fields.get('general.architecture')}, the model is {arch}")
+    for tensor in reader.tensors:
+        name, part = tensor.name.rsplit(".", 1)
+        shape = tuple(int(d) for d in reversed(tensor.shape.tolist()))
+        want = base_shapes.get(name)
+        fits = want is not None and (shape[1] == want[1] if part == "lora_a" else shape[0] == want[0])
+        if not fits:
+            raise TunelabError(f"adapter {adapter_gguf.name} was trained for another base: {name} does not match {base_gguf.name}")

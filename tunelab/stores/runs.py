@@ -131,9 +131,10 @@ class RunStore:
         run_dir: Path,
         device: str,
         method: str = "sft",
+        command: str = "tunelab train",
     ) -> Run:
+        """Record a new run (status running); `command` is the one that resumes it, named when the name is taken."""
         if self.conn.execute("SELECT 1 FROM runs WHERE name = ?", (name,)).fetchone():
-            command = "tunelab train" if method in ("sft", "pretrain") else "tunelab feedback train"
             raise TunelabError(
                 f"a run named {name!r} exists: pick another name, continue it with `{command} --resume {name}`, "
                 f"start it over with `{command} --restart {name}`, or delete it (`tunelab adapters delete {name}`)"
@@ -301,5 +302,9 @@ def latest_adapter_for_bank(conn: sqlite3.Connection, bank: str) -> str | None:
 
 
 def reward_models(conn: sqlite3.Connection, base_sha256: str | None = None) -> list[Run]:
-    """Finished reward models, newest first (only those trained on `base_sha256` when given)."""
-    return [r for r in RunStore(conn).list() if r.method == "reward" and r.status == "done" and base_sha256 in (None, r.base_sha256)]
+    """Finished reward models, newest first (only those trained on `base_sha256` when given).
+
+    The runs whose method column is `reward` (`finetune.methods`' one reward-model method: a store
+    reads no layer above it, so it names the column value, not the table)."""
+    rows = conn.execute("SELECT * FROM runs WHERE method = 'reward' AND status = 'done' ORDER BY id DESC")
+    return [run for run in map(_run, rows) if base_sha256 in (None, run.base_sha256)]

@@ -30,13 +30,20 @@ from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Pro
 from tunelab.config import Settings
 from tunelab.errors import TunelabError
 from tunelab.field_types import field_types
-from tunelab.finetune.args import SFTArgs
-from tunelab.finetune.preference_args import PreferenceArgs
-from tunelab.finetune.progress import TrainProgress, measured_change
-from tunelab.finetune.report_to import REPORT_TO
 from tunelab.runtime.distill import DistillPlan, DistillProgress, DistillResult, run_distillation
 from tunelab.runtime.runtime import Runtime
-from tunelab.runtime.training import KINDS, NOT_FOR_GRPO, TrainingService, form_args
+from tunelab.runtime.training import (
+    KINDS,
+    NOT_FOR_GRPO,
+    REPORT_TO,
+    PreferenceArgs,
+    SFTArgs,
+    TrainingService,
+    TrainProgress,
+    form_args,
+    measured_change,
+    method,
+)
 from tunelab.tui.widgets.train.loss_plot import LossPlot
 from tunelab.tui.widgets.train.run_table import RunTable
 
@@ -324,7 +331,7 @@ class TrainScreen(Screen[None]):
     def started(self, plan: Any) -> None:
         for warning in getattr(plan, "warnings", []):
             self.notify(warning, severity="warning")
-        what = {"pretrain": "text blocks", "grpo": "prompts"}.get(plan.method, "train examples")
+        what = method(plan.method).rows
         source = f" of {plan.run.bank!r}" if plan.run.bank else ""
         self.set_status(f"training {plan.run.name!r} ({plan.method}) on {len(plan.rows)} {what}{source} ({plan.run.device})…")
         self.show_runs()

@@ -6,7 +6,7 @@ every block is full and no compute goes to padding. A share of the blocks is hel
 held-out perplexity is computed by one function before and after training: the number that
 says the adapter learned the domain rather than memorised its training blocks.
 
-The run is an SFT run in everything else (`sft.Plan` with method `pretrain`): the same trl
+The run is an SFT run in everything else (a `lifecycle.Plan` with method `pretrain`): the same trl
 trainer (with `completion_only_loss` off), progress, Ctrl-C checkpoint, resume, GGUF export
 and adapter registry. `tunelab train NAME --bank B --on CPT_ADAPTER` then fine-tunes on top.
 """
@@ -21,7 +21,13 @@ from typing import Any
 from tunelab.config import Settings
 from tunelab.errors import TunelabError
 from tunelab.finetune.args import SFTArgs
+from tunelab.finetune.base_weights import prepare_base
+from tunelab.finetune.export_gguf import fit_targets
+from tunelab.finetune.lifecycle import HELD_OUT_FILE, ROWS_FILE, Plan, device
+from tunelab.finetune.methods.reward import split_pairs
 from tunelab.stores.files import write_jsonl
+from tunelab.stores.models import ModelRegistry
+from tunelab.stores.runs import RunStore
 
 CORPUS_SUFFIXES = (".txt", ".md")
 METHOD = "pretrain"
@@ -113,13 +119,6 @@ def prepare(
 ) -> Any:
     """Read and chunk the corpus, check it makes enough blocks, record the run; nothing is trained yet."""
 
-    from tunelab.finetune import sft
-    from tunelab.finetune.base_weights import prepare_base
-    from tunelab.finetune.export_gguf import fit_targets
-    from tunelab.finetune.reward import split_pairs
-    from tunelab.stores.models import ModelRegistry
-    from tunelab.stores.runs import RunStore
-
     docs = read_documents(corpus)
     if not 0 < held_out < 1:
         raise TunelabError(f"--held-out must be in (0, 1) (got {held_out})")
@@ -137,12 +136,12 @@ def prepare(
     train_blocks, eval_blocks = split_pairs(all_blocks, held_out, args.seed)  # the reward model's seeded split
     run_dir = settings.dirs.runs / name
     run_args = {**args.to_dict(), "corpus": str(corpus.resolve()), "held_out": held_out}
-    run = RunStore(conn).create(name, base.gguf_path, base.gguf_sha256, base.hf_dir, "", [], run_args, run_dir, sft.device(), method=METHOD)
-    write_jsonl(run_dir / sft.ROWS_FILE, train_blocks)
-    write_jsonl(run_dir / sft.HELD_OUT_FILE, eval_blocks)
+    run = RunStore(conn).create(name, base.gguf_path, base.gguf_sha256, base.hf_dir, "", [], run_args, run_dir, device(), method=METHOD)
+    write_jsonl(run_dir / ROWS_FILE, train_blocks)
+    write_jsonl(run_dir / HELD_OUT_FILE, eval_blocks)
     warnings = (
         [f"the corpus makes only {len(train_blocks)} training block(s) of {args.max_length} tokens: expect little beyond memorising them"]
         if len(train_blocks) < 4
         else []
     )
-    return sft.Plan(settings, conn, run, base, args, [{"input_ids": b} for b in train_blocks], warnings, held_out=eval_blocks)
+    return Plan(settings, conn, run, base, args, [{"input_ids": b} for b in train_blocks], warnings, held_out=eval_blocks)

@@ -10,20 +10,27 @@ from __future__ import annotations
 
 import json
 import random
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tunelab.config import Settings
 from tunelab.errors import TunelabError
+from tunelab.finetune import feedback_data
+from tunelab.finetune.feedback_train import Fitted, MethodRows, Rows, lora_config
+from tunelab.finetune.methods import method
 from tunelab.finetune.preference_args import PreferenceArgs, make_trainer, trainer_kwargs
 from tunelab.finetune.safe_files import safetensors_adapter
-from tunelab.stores.files import atomic_write_text
+from tunelab.stores.files import atomic_write_text, cached_sha256
+from tunelab.stores.runs import RunStore, reward_models
 
 Row = TypeVar("Row")
 
 META_FILE = "tunelab.json"
+NOT_ON = "a reward model starts from the base (--on applies to kto and dpo)"
 Messages = list[dict[str, str]]
 
 
@@ -46,8 +53,45 @@ def split_pairs(rows: list[Row], held_out: float, seed: int) -> tuple[list[Row],
     return [rows[i] for i in order[n_eval:]], [rows[i] for i in order[:n_eval]]
 
 
+def training_rows(conn: sqlite3.Connection, args: PreferenceArgs, bank: str | None) -> MethodRows:
+    """The preference pairs, `held_out` of them kept back to measure the model on."""
+    data = feedback_data.collect(conn)
+    feedback_data.check_enough(data, "reward")
+    rows, held_out = split_pairs(feedback_data.pair_rows(data), args.held_out, args.seed)
+    return MethodRows(rows, held_out, skipped=data.skipped)
+
+
+def load(base_dir: Path, start_adapter: Path | None, args: PreferenceArgs, chat_template: str | None) -> tuple[Any, Any, Any]:
+    """The base with a fresh one-output head and a LoRA; never an adapter trained further."""
+    if start_adapter is not None:
+        raise TunelabError(NOT_ON)
+    model, tokenizer = load_head_model(base_dir, chat_template)
+    return model, tokenizer, lora_config(args, "SEQ_CLS")
+
+
+def before(model: Any, tokenizer: Any, rows: Rows, args: PreferenceArgs, scorer: RewardModel | None) -> dict[str, float]:
+    return {}  # an untrained head ranks pairs at random: the held-out accuracy after training is the figure
+
+
+def after(fitted: Fitted, held_out: Rows) -> dict[str, float]:
+    return {"held_out_accuracy": RewardModel(fitted.trainer.model, fitted.tokenizer).pair_accuracy(held_out)}
+
+
+def export(out: Path, fitted: Fitted, base_dir: Path, base_sha256: str, held_out: Rows, base_gguf: Path | None) -> None:
+    """The meta that names the base (a reward model is served by transformers, not as a GGUF)."""
+    meta = RewardMeta(base_sha256, str(base_dir), len(fitted.rows), len(held_out), fitted.metrics["held_out_accuracy"])
+    write_meta(out, meta)
+
+
 def build_trainer(
-    model: Any, tokenizer: Any, rows: list[dict[str, Any]], args: PreferenceArgs, output_dir: Path, peft_config: Any, callbacks: list[Any]
+    model: Any,
+    tokenizer: Any,
+    rows: Rows,
+    args: PreferenceArgs,
+    output_dir: Path,
+    peft_config: Any,
+    callbacks: list[Any],
+    scorer: RewardModel | None = None,
 ) -> Any:
     from trl import RewardConfig, RewardTrainer
 
@@ -139,3 +183,22 @@ class RewardModel:
 
 def write_meta(path: Path, meta: RewardMeta) -> None:
     atomic_write_text(path / META_FILE, json.dumps(asdict(meta), indent=2) + "\n")
+
+
+def load_reward_model(settings: Settings, conn: sqlite3.Connection, name: str | None, model_path: Path) -> tuple[str, RewardModel]:
+    """(name, scorer) of reward model `name`, or the newest one for `model_path`; refused for another base.
+
+    The one loader: GRPO / RLOO train against it, and `Runtime.reward_model` serves it to best-of-n and compare."""
+    sha = cached_sha256(conn, model_path)
+    if name is None:
+        found = reward_models(conn, sha)
+        if not found:
+            raise TunelabError(f"no reward model for {model_path.name}: train one with `tunelab feedback train --method reward`")
+        run = found[0]
+    else:
+        run = RunStore(conn).get(name)
+        if not method(run.method).reward_model:
+            raise TunelabError(f"{name!r} is a {run.method} run, not a reward model (see `tunelab adapters runs`)")
+        if run.status != "done":
+            raise TunelabError(f"reward model {name!r} is not finished ({run.status}): `tunelab feedback train --resume {name}`")
+    return run.name, RewardModel.load(settings.dirs.reward_models / run.name, Path(run.hf_dir), sha)

@@ -1,4 +1,4 @@
-"""RL against the reward model: trl's GRPO or RLOO trainer, sampling from the policy and scoring each
+"""What GRPO and RLOO share (`grpo.py`, `rloo.py`): RL against the reward model with trl's GRPO or RLOO trainer, sampling from the policy and scoring each
 reply with the reward model tunelab trained on the 👍/👎 feedback (`reward.RewardModel`, the scorer
 best-of-n uses, so training and serving read the same preference).
 
@@ -20,10 +20,14 @@ from typing import Any
 
 from tunelab.errors import TunelabError
 from tunelab.finetune import feedback_data
+from tunelab.finetune.feedback_train import Fitted, MethodRows, Rows, policy_model
+from tunelab.finetune.feedback_train import export_policy as export
+from tunelab.finetune.methods.reward import RewardModel
 from tunelab.finetune.preference_args import PreferenceArgs, make_trainer, trainer_kwargs
-from tunelab.finetune.reward import RewardModel
 
-METHODS = ("grpo", "rloo")
+__all__ = ["after", "before", "export", "load", "training_rows"]
+"""The steps GRPO and RLOO share (`feedback_train.FeedbackSteps`); each builds its own trainer."""
+load = policy_model
 MIN_PROMPTS = 2
 EVAL_PROMPTS = 8
 """Prompts the before/after mean reward is measured on (the first of the run's prompts)."""
@@ -41,7 +45,7 @@ def feedback_prompts(conn: sqlite3.Connection) -> list[dict[str, Any]]:
 
 def bank_prompts(conn: sqlite3.Connection, bank: str) -> list[dict[str, Any]]:
     """A bank's train-split inputs, prompted as chat sends them (the test split never reaches training)."""
-    from tunelab.finetune.sft import training_rows
+    from tunelab.finetune.methods.sft import training_rows
 
     _, rows = training_rows(conn, bank)
     return unique_rows([row["prompt"] for row in rows])
@@ -62,6 +66,28 @@ def check_prompts(rows: list[dict[str, Any]], source: str) -> None:
     if len(rows) < MIN_PROMPTS:
         hint = "rate some replies or vote A/B first" if source == "feedback" else "add examples to the bank"
         raise TunelabError(f"only {len(rows)} prompt(s) from {source}: RL needs at least {MIN_PROMPTS} ({hint}, or use --bank BANK)")
+
+
+def training_rows(conn: sqlite3.Connection, args: PreferenceArgs, bank: str | None) -> MethodRows:
+    """The prompts to sample replies to: a bank's train split (with its example ids), or the rated prompts."""
+    if bank:
+        from tunelab.stores.banks import BankStore
+
+        rows, ids = bank_prompts(conn, bank), [e.id for e in BankStore(conn).examples(bank, split="train")]
+    else:
+        rows, ids = feedback_prompts(conn), []
+    check_prompts(rows, f"bank {bank!r}" if bank else "feedback")
+    return MethodRows(rows, example_ids=ids)
+
+
+def before(model: Any, tokenizer: Any, rows: Rows, args: PreferenceArgs, scorer: RewardModel | None) -> dict[str, float]:
+    assert scorer is not None  # feedback_runs loads the reward model before the run is recorded
+    return {"mean_reward_before": mean_reward(model, tokenizer, scorer, rows, args)}
+
+
+def after(fitted: Fitted, held_out: Rows) -> dict[str, float]:
+    assert fitted.scorer is not None  # fit() keeps the reward model it trained against
+    return {"mean_reward_after": mean_reward(fitted.trainer.model, fitted.tokenizer, fitted.scorer, fitted.rows, fitted.args)}
 
 
 class RewardFunction:
@@ -116,25 +142,25 @@ def mean_reward(model: Any, tokenizer: Any, scorer: RewardModel, rows: list[dict
 
 
 def build_trainer(
+    config_class: Any,
+    trainer_class: Any,
     model: Any,
     tokenizer: Any,
-    rows: list[dict[str, Any]],
+    rows: Rows,
     args: PreferenceArgs,
     output_dir: Path,
     peft_config: Any,
     callbacks: list[Any],
-    method: str,
-    scorer: RewardModel,
+    scorer: RewardModel | None,
+    beta: float,
 ) -> Any:
-    """trl's GRPO or RLOO trainer with the reward model as its one reward function."""
-    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
-
+    """trl's GRPO or RLOO trainer (`config_class`, `trainer_class`) with the reward model as its one reward function."""
+    assert scorer is not None  # feedback_runs loads the reward model before the run is recorded
     if args.batch_size % args.num_generations:
         raise TunelabError(
             f"--batch-size ({args.batch_size}) must be a multiple of --num-generations ({args.num_generations}): "
             "each step trains on whole groups of replies to one prompt"
         )
-    config_class, trainer_class = (GRPOConfig, GRPOTrainer) if method == "grpo" else (RLOOConfig, RLOOTrainer)
     settings = {k: v for k, v in trainer_kwargs(args, output_dir).items() if k != "max_length"}  # prompts are not cut
     config = config_class(
         **settings,
@@ -142,9 +168,8 @@ def build_trainer(
         max_completion_length=args.max_completion_length,
         temperature=args.temperature,
         top_k=0,
-        beta=args.beta if method == "rloo" else 0.0,
+        beta=beta,
     )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    trainer = make_trainer(trainer_class, config, model, tokenizer, rows, peft_config, callbacks, reward_funcs=RewardFunction(scorer))
-    return trainer
+    return make_trainer(trainer_class, config, model, tokenizer, rows, peft_config, callbacks, reward_funcs=RewardFunction(scorer))

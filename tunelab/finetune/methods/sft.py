@@ -21,37 +21,41 @@ import sqlite3
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tunelab.config import Settings
 from tunelab.errors import TunelabError
 from tunelab.finetune import distributed
-from tunelab.finetune.args import SFTArgs
+from tunelab.finetune.args import SFTArgs, lora_config
 from tunelab.finetune.base_weights import BaseWeights, prepare_base
 from tunelab.finetune.export_gguf import export_adapter, fit_targets
-from tunelab.finetune.pretrain import perplexity
+from tunelab.finetune.lifecycle import (
+    ADAPTER_GGUF,
+    HELD_OUT_FILE,
+    META_FILE,
+    ROWS_FILE,
+    Plan,
+    TrainResult,
+    device,
+    resume_point,
+    stopped_run,
+)
+from tunelab.finetune.methods import method
+from tunelab.finetune.methods.pretrain import perplexity
 from tunelab.finetune.progress import Listener, ProgressCallback
 from tunelab.finetune.report_to import report_kwargs
 from tunelab.finetune.run_record import Recorder, oom_message, status_on_error
 from tunelab.icl.prompt import task_messages
 from tunelab.stores.files import atomic_dir, read_jsonl, write_jsonl
 from tunelab.stores.models import ModelRegistry
-from tunelab.stores.runs import Adapter, Run, RunStore, Timings
+from tunelab.stores.runs import Adapter, RunStore, Timings
 
 if TYPE_CHECKING:
     from peft import PeftModel
     from transformers import PreTrainedModel
 
-ADAPTER_GGUF = "adapter.gguf"
-META_FILE = "tunelab.json"
-ROWS_FILE = "train.jsonl"
-"""The exact training rows, kept in the run dir: a resumed run trains on what it started with."""
-HELD_OUT_FILE = "held_out.jsonl"
-"""Rows kept out of training to measure the run on (pre-training blocks, reward-model pairs)."""
-METHODS = ("sft", "pretrain")
-"""The run methods this module trains (the feedback methods live in feedback_runs)."""
 RUN_EXTRAS = ("on", "corpus", "held_out")
 """Run settings stored beside the SFTArgs in the run row: the adapter continued, the pre-training corpus."""
 Messages = list[dict[str, str]]
@@ -60,42 +64,6 @@ Messages = list[dict[str, str]]
 def prompt_messages(instruction: str, text: str) -> Messages:
     """The zero-shot prompt for one input: the one formatter's, as compare's zero-shot arm sends it."""
     return [m.as_dict() for m in task_messages(instruction, text)]
-
-
-@dataclass
-class Plan:
-    """A checked run, ready to train: rows in trl's conversational prompt/completion format."""
-
-    settings: Settings
-    conn: sqlite3.Connection
-    run: Run
-    base: BaseWeights
-    args: SFTArgs
-    rows: list[dict[str, Any]]
-    warnings: list[str] = field(default_factory=list)
-    resume_from: Path | None = None
-    held_out: list[list[int]] = field(default_factory=list)
-    """Pre-training: token blocks the held-out perplexity is measured on, before and after."""
-    start_adapter: Adapter | None = None
-    """`--on`: the adapter trained further (its LoRA shape wins over lora_r / lora_alpha / targets); None = a fresh LoRA."""
-
-    @property
-    def method(self) -> str:
-        return self.run.method
-
-
-@dataclass
-class TrainResult:
-    run: Run
-    adapter: Adapter | None
-    """None when the run was cancelled (its checkpoint is in the run dir)."""
-    cancelled: bool
-
-
-def device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def training_rows(conn: sqlite3.Connection, bank: str) -> tuple[list[Any], list[dict[str, Any]]]:
@@ -152,7 +120,7 @@ def start_base(
     store = RunStore(conn)
     start = store.adapter(on)
     parent = store.get(str(start.run_id))
-    if parent.method not in METHODS:
+    if method(parent.method).family != "bank":
         raise TunelabError(f"--on takes an SFT or pre-training adapter; {on!r} is a {parent.method} adapter")
     return prepare_base(conn, settings.dirs.models, Path(parent.base_gguf), Path(parent.hf_dir)), start
 
@@ -187,45 +155,10 @@ def plan_for(
     return Plan(settings, conn, run, base, args, rows, warnings, start_adapter=start)
 
 
-STOPPED = ("cancelled", "failed", "interrupted")
-"""Statuses a run can be resumed or restarted from (`interrupted`: its process was killed)."""
-
-
-def resumable(run: Run) -> bool:
-    """Whether `prepare_resume` can continue this run: an SFT run that stopped early with a checkpoint."""
-    return run.method in METHODS and run.status in STOPPED and run.last_checkpoint is not None
-
-
-def stopped_run(store: RunStore, key: str, method_ok: bool, other_command: str) -> Run:
-    """The run `key`, checked to be stopped (not done, not still training) and of this command's kind."""
-    run = store.get(key)
-    if not method_ok:
-        raise TunelabError(f"run {run.name!r} is a {run.method} run: continue it with `{other_command} --resume {run.name}`")
-    if run.status == "done":
-        raise TunelabError(f"run {run.name!r} is already done (delete it with `tunelab adapters delete {run.name}` to train it again)")
-    store.check_stopped(run, "resume")
-    return run
-
-
-def resume_point(store: RunStore, run: Run, restart: bool, command: str) -> Path | None:
-    """The checkpoint to continue from, or None after resetting the run to step 0 (`restart`)."""
-    if restart:
-        store.restart(run.id)
-        return None
-    checkpoint = run.last_checkpoint
-    if checkpoint is None:
-        raise TunelabError(
-            f"run {run.name!r} stopped at step {run.step} before its first checkpoint: start it again with "
-            f"`{command} --restart {run.name}` (or delete it: `tunelab adapters delete {run.name}`)"
-        )
-    store.set_status(run.id, "running")
-    return checkpoint
-
-
 def prepare_resume(settings: Settings, conn: sqlite3.Connection, key: str, restart: bool = False) -> Plan:
     """A cancelled, failed or interrupted run, set to continue from its last checkpoint (or from step 0)."""
     store = RunStore(conn)
-    run = stopped_run(store, key, store.get(key).method in METHODS, "tunelab train")
+    run = stopped_run(store, key, "bank")
     plan = run_plan(settings, conn, run.id, None)
     checkpoint = resume_point(store, run, restart, "tunelab train")
     return replace(plan, run=store.get(str(run.id)), resume_from=checkpoint)
@@ -241,12 +174,13 @@ def run_plan(settings: Settings, conn: sqlite3.Connection, run_id: int, resume_f
     rows_file = Path(run.run_dir) / ROWS_FILE
     rows = read_jsonl(rows_file)
     held_out = read_jsonl(Path(run.run_dir) / HELD_OUT_FILE)
-    if not rows or (run.method == "pretrain" and not held_out):
+    blocks = method(run.method).token_blocks
+    if not rows or (blocks and not held_out):
         raise TunelabError(
             f"run {run.name!r} lost its training data ({rows_file.parent}): delete it "
             f"(`tunelab adapters delete {run.name}`) and train again"
         )
-    if run.method == "pretrain":
+    if blocks:
         rows = [{"input_ids": block} for block in rows]
     values = {k: v for k, v in run.args.items() if k not in RUN_EXTRAS}
     on = run.args.get("on")
@@ -264,7 +198,7 @@ def run_plan(settings: Settings, conn: sqlite3.Connection, run_id: int, resume_f
     )
 
 
-def sft_config(args: SFTArgs, output_dir: Path, method: str = "sft") -> Any:
+def sft_config(args: SFTArgs, output_dir: Path, completion_only: bool = True) -> Any:
     """trl settings: CUDA (bf16 where supported) whenever present, fp32 on CPU (bf16 emulation is slow).
 
     Pre-training blocks are full already (no packing) and every token is a target (no completion mask)."""
@@ -280,9 +214,9 @@ def sft_config(args: SFTArgs, output_dir: Path, method: str = "sft") -> Any:
         gradient_accumulation_steps=args.grad_accum,
         learning_rate=args.learning_rate,
         max_length=args.max_length,
-        packing=args.packing and method == "sft",
+        packing=args.packing and completion_only,
         packing_strategy="bfd",
-        completion_only_loss=method == "sft",
+        completion_only_loss=completion_only,
         gradient_checkpointing=args.gradient_checkpointing,
         bf16=cuda and torch.cuda.is_bf16_supported(),
         fp16=False,
@@ -300,18 +234,6 @@ def sft_config(args: SFTArgs, output_dir: Path, method: str = "sft") -> Any:
     )
 
 
-def lora_config(args: SFTArgs) -> Any:
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=args.lora_r,
-        lora_alpha=args.lora_alpha,  # type: ignore[arg-type]  # peft annotates int; its scaling alpha / r takes a float
-        lora_dropout=args.lora_dropout,
-        target_modules=list(args.target_modules),
-        task_type="CAUSAL_LM",
-    )
-
-
 def build_trainer(plan: Plan, callbacks: list[Any]) -> Any:
     import torch
     from datasets import Dataset
@@ -319,7 +241,7 @@ def build_trainer(plan: Plan, callbacks: list[Any]) -> Any:
     from trl import SFTTrainer
 
     set_seed(plan.args.seed)  # the LoRA init happens inside SFTTrainer, before Trainer seeds
-    config = sft_config(plan.args, plan.run.checkpoints_dir, plan.method)
+    config = sft_config(plan.args, plan.run.checkpoints_dir, method(plan.method).completion_only)
     dtype = torch.bfloat16 if config.bf16 else torch.float32
     model: PreTrainedModel | PeftModel = AutoModelForCausalLM.from_pretrained(plan.base.hf_dir, dtype=dtype, use_safetensors=True)
     tokenizer = plan.base.tokenizer()
