@@ -30,7 +30,7 @@ from tunelab.finetune.distributed import Planned, is_main, prepared_on_main, pro
 from tunelab.finetune.feedback_runs import FeedbackPlan, FeedbackResult
 from tunelab.finetune.form_args import args_from_text
 from tunelab.finetune.lifecycle import Plan, TrainResult, device, resumable
-from tunelab.finetune.methods import METHODS, Method, method, names, pretrain, sft
+from tunelab.finetune.methods import METHODS, method, names, pretrain, sft
 from tunelab.finetune.preference_args import PreferenceArgs
 from tunelab.finetune.progress import Listener, TrainProgress, measured_change
 from tunelab.finetune.report_to import REPORT_TO
@@ -46,7 +46,6 @@ __all__ = [
     "RENAMED",
     "REPORT_TO",
     "FeedbackRequest",
-    "Method",
     "Planned",
     "PreferenceArgs",
     "SFTArgs",
