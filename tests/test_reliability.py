@@ -187,7 +187,8 @@ async def test_the_tui_streams_a_reply_while_the_cli_rates_another(settings, con
 
     first = json.loads(ok("chat", "--json", "--max-tokens", "3", "--temperature", "0", "Say hi").stdout)
     store = ConversationStore(conn)
-    store.update(first["conversation_id"], params={"max_tokens": 400, "temperature": 0})  # the screen opens the newest
+    # the screen opens the newest; 2000 tokens outlast the CLI's rating even on a loaded machine
+    store.update(first["conversation_id"], params={"max_tokens": 2000, "temperature": 0})
     app = make_app(settings, conn)
     async with app.run_test(size=SIZE) as pilot:
         await send(pilot, "Write a very long story about a lighthouse keeper.")

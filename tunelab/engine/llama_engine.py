@@ -205,18 +205,10 @@ class LlamaEngine:
                     if first is None:
                         first = last
                         stats.ttft_ms = (first - start) * 1000
-                    if reply_text.is_end(token):
-                        stats.finish_reason = "stop"
-                        break
-                    stats.completion_tokens += 1
-                    text = reply_text.feed(token)
+                    text, done = reply_text.take(token, stats, room)
                     if text:
                         yield text
-                    if reply_text.hit:
-                        stats.finish_reason = "stop"
-                        break
-                    if stats.completion_tokens >= room:
-                        stats.finish_reason = "length"
+                    if done:
                         break
                 tail = reply_text.tail()
                 if tail:

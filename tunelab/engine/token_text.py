@@ -7,7 +7,7 @@ import codecs
 import llama_cpp
 from llama_cpp import Llama
 
-from tunelab.engine.reply import StopStrings
+from tunelab.engine.reply import ReplyStats, StopStrings
 
 
 class TokenText:
@@ -29,6 +29,22 @@ class TokenText:
         """The text safe to show after `token`; `hit` turns true when a stop string appeared."""
         text, self.hit = self.stops.feed(self.decoder.decode(self.llama.detokenize([token])))
         return text
+
+    def take(self, token: int, stats: ReplyStats, room: int) -> tuple[str, bool]:
+        """Take one sampled token into the reply: the text to show and whether the reply is now
+        complete (end of turn, a stop string, or `room` tokens), counted and reasoned in `stats`."""
+        if self.is_end(token):
+            stats.finish_reason = "stop"
+            return "", True
+        stats.completion_tokens += 1
+        text = self.feed(token)
+        if self.hit:
+            stats.finish_reason = "stop"
+            return text, True
+        if stats.completion_tokens >= room:
+            stats.finish_reason = "length"
+            return text, True
+        return text, False
 
     def tail(self) -> str:
         """What was held back, at the end of a reply that no stop string ended.
