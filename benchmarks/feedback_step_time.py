@@ -39,7 +39,8 @@ from tunelab.finetune import feedback_train
 from tunelab.finetune.args import SFTArgs
 from tunelab.finetune.methods import sft
 from tunelab.finetune.preference_args import PreferenceArgs
-from tunelab.finetune.progress import ProgressCallback, TrainProgress
+from tunelab.finetune.progress import TrainProgress
+from tunelab.finetune.progress_callback import ProgressCallback
 from tunelab.stores import demo_banks
 
 TARGETS = {"kto": 1.6, "dpo": 2.5}

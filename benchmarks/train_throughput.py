@@ -41,7 +41,8 @@ from tunelab.engine.llama_engine import LlamaEngine
 from tunelab.finetune.args import SFTArgs
 from tunelab.finetune.base_weights import prepare_base
 from tunelab.finetune.methods import sft
-from tunelab.finetune.progress import ProgressCallback, TrainProgress
+from tunelab.finetune.progress import TrainProgress
+from tunelab.finetune.progress_callback import ProgressCallback
 from tunelab.runtime.arm_runner import greedy
 from tunelab.stores import demo_banks
 from tunelab.stores.db import connect

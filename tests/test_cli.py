@@ -159,3 +159,11 @@ def test_ctrl_c_saves_partial_reply(home: Path):
 def test_help_lists_commands(args: list[str]):
     result = invoke(*args)
     assert result.returncode == 0 and "Usage" in result.stdout
+
+
+def test_cli_and_tui_start_without_the_training_libraries():
+    """torch, transformers, peft and trl take seconds to import; a command that does not train must not pay that."""
+    heavy = ("torch", "transformers", "peft", "trl", "sentence_transformers", "chromadb")
+    code = f"import sys, tunelab.cli, tunelab.tui; print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == ""

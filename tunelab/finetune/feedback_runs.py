@@ -37,7 +37,7 @@ from tunelab.finetune.lifecycle import ADAPTER_GGUF, HELD_OUT_FILE, META_FILE, R
 from tunelab.finetune.methods import method as method_of
 from tunelab.finetune.methods.reward import NOT_ON, RewardModel, load_reward_model
 from tunelab.finetune.preference_args import PreferenceArgs
-from tunelab.finetune.progress import Listener, ProgressCallback
+from tunelab.finetune.progress import Listener
 from tunelab.finetune.run_record import Recorder, oom_message, status_on_error
 from tunelab.stores.files import atomic_dir, atomic_write_text, read_jsonl, write_jsonl
 from tunelab.stores.models import ModelRegistry
@@ -204,6 +204,8 @@ def train(plan: FeedbackPlan, listener: Listener | None = None, cancel: threadin
     run = plan.run
     main = distributed.is_main()
     recorder = Recorder(store, run, plan.resume_from is not None, listener) if main else None
+    from tunelab.finetune.progress_callback import ProgressCallback  # transformers: only when training
+
     progress = ProgressCallback(recorder, cancel)
     start_dir = Path(plan.start_adapter.peft_dir) if plan.start_adapter else None
     with status_on_error(store, run.id, oom_message(plan.args)) if main else nullcontext():

@@ -44,7 +44,7 @@ from tunelab.finetune.lifecycle import (
 )
 from tunelab.finetune.methods import method
 from tunelab.finetune.methods.pretrain import perplexity
-from tunelab.finetune.progress import Listener, ProgressCallback
+from tunelab.finetune.progress import Listener
 from tunelab.finetune.report_to import report_kwargs
 from tunelab.finetune.run_record import Recorder, oom_message, status_on_error
 from tunelab.icl.prompt import task_messages
@@ -277,6 +277,8 @@ def train(plan: Plan, listener: Listener | None = None, cancel: threading.Event 
     run = plan.run
     main = distributed.is_main()
     recorder = Recorder(store, run, plan.resume_from is not None, listener) if main else None
+    from tunelab.finetune.progress_callback import ProgressCallback  # transformers: only when training
+
     progress = ProgressCallback(recorder, cancel)
     started = time.perf_counter()
     if torch.cuda.is_available():
