@@ -18,6 +18,7 @@ from tunelab.errors import TunelabError
 from tunelab.eval.arms import DEFAULT_K, SELECTOR_KINDS, Arm, parse_selectors, standard_grid
 from tunelab.eval.report import load_report, report_dir
 from tunelab.eval.scorer import Scorer
+from tunelab.eval.statistics import WinRate
 from tunelab.runtime import arena
 from tunelab.runtime.arm_runner import ArmRunner
 from tunelab.runtime.compare import ProgressCallback, finish, run_comparison
@@ -28,6 +29,7 @@ from tunelab.stores.runs import latest_adapter_for_bank
 
 if TYPE_CHECKING:
     from tunelab.stores.banks import Bank
+    from tunelab.stores.feedback import PreferenceVote, Rating
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,26 @@ class ComparisonService:
         """The report folder of the newest finished comparison, if any."""
         comparison = self.store.latest_done()
         return comparison.report_dir if comparison is not None and comparison.report_dir else None
+
+    def arm_runner(self, bank: str) -> ArmRunner:
+        """A runner for one bank's arms on the app's engine (the side-by-side screen keeps one per bank)."""
+        return ArmRunner(self.runtime, open_bank(self.runtime.conn, bank))
+
+    def test_set(self, bank: str, limit: int | None = None) -> TestSet:
+        """The bank's held-out items (a learning curve scores on them)."""
+        return bank_test_set(self.runtime.conn, open_bank(self.runtime.conn, bank), limit)
+
+    def record_vote(self, round_: arena.ArenaRound, choice: str) -> PreferenceVote:
+        """A blind vote between the round's two arms ("left", "right", "tie", "both_bad")."""
+        return arena.record_vote(self.runtime.conn, round_, choice)
+
+    def rate_column(self, round_: arena.ArenaRound, column: int, rating: str | None) -> Rating | None:
+        """👍 / 👎 (None removes it) on one column's reply, stored with the reply's provenance."""
+        return arena.rate_column(self.runtime.conn, round_, column, rating)
+
+    def win_rates(self) -> list[WinRate]:
+        """Every pair of arms voted on, with its win rate and interval."""
+        return arena.win_rates(self.runtime.conn)
 
     def prepare(self, spec: CompareSpec, warn: Callable[[str], None] | None = None) -> PreparedComparison:
         """The bank, its test set (`warn` hears its warnings at once), the arms and the reward model."""

@@ -26,7 +26,6 @@ from tunelab.runtime.arm_runner import ArmRunner, default_max_tokens, greedy
 from tunelab.runtime.comparisons import ComparisonService
 from tunelab.runtime.curve import CurveProgress, CurveSpec, run_curve, spec_from_text
 from tunelab.runtime.runtime import Runtime
-from tunelab.runtime.test_sets import bank_test_set, open_bank
 from tunelab.tui.widgets.compare.arm_column import ArmColumn
 from tunelab.tui.widgets.compare.vote_bar import VoteBar
 from tunelab.tui.worker_errors import report_failed_worker
@@ -56,7 +55,6 @@ class CompareScreen(Screen[None]):
         super().__init__()
         self.runtime = runtime
         self.settings = runtime.settings
-        self.conn = runtime.conn
         self.comparisons = ComparisonService(runtime)
         self.rng = random.Random(seed)
         self.hf_dir = hf_dir
@@ -117,7 +115,7 @@ class CompareScreen(Screen[None]):
 
     def runner(self, bank: str) -> ArmRunner:
         if bank not in self._runners:
-            self._runners[bank] = ArmRunner(self.runtime, open_bank(self.conn, bank))
+            self._runners[bank] = self.comparisons.arm_runner(bank)
         return self._runners[bank]
 
     def action_toggle_blind(self) -> None:
@@ -176,13 +174,12 @@ class CompareScreen(Screen[None]):
         """The whole grid off the UI thread through the CLI's `run_curve`; progress comes back per event."""
         app = self.app
         try:
-            found = open_bank(self.conn, bank)
-            runner = ArmRunner(self.runtime, found)
+            runner = self.comparisons.arm_runner(bank)
             result = run_curve(
                 runner,
-                bank_test_set(self.conn, found, limit),
+                self.comparisons.test_set(bank, limit),
                 spec,
-                greedy(default_max_tokens(found.labels)),
+                greedy(default_max_tokens(runner.bank.labels)),
                 self.hf_dir,
                 lambda event: app.call_from_thread(self.curve_progressed, event),
                 cancel,
@@ -269,7 +266,7 @@ class CompareScreen(Screen[None]):
             self.notify("nothing to vote on yet: run a prompt with two arms", severity="warning")
             return
         try:
-            arena.record_vote(self.conn, round_, choice)
+            self.comparisons.record_vote(round_, choice)
         except TunelabError as exc:
             self.notify(str(exc), severity="error")
             return
@@ -286,14 +283,14 @@ class CompareScreen(Screen[None]):
             self.notify("focus a column's reply first (Tab), then + / -", severity="warning")
             return
         try:
-            arena.rate_column(self.conn, self.round, int(column.id.removeprefix("arm-")), rating)
+            self.comparisons.rate_column(self.round, int(column.id.removeprefix("arm-")), rating)
         except TunelabError as exc:
             self.notify(str(exc), severity="error")
             return
         column.show_rating(rating)
 
     def show_win_rates(self) -> None:
-        rates = arena.win_rates(self.conn)
+        rates = self.comparisons.win_rates()
         lines = [
             f"{r.a} vs {r.b}: {r.a} wins {r.rate.value:.0%} [{r.rate.low:.0%}, {r.rate.high:.0%}] "
             f"(n={r.n}: {r.wins}W {r.losses}L {r.ties}T {r.both_bad} both bad)"
