@@ -53,7 +53,8 @@ def test_chat_icl_and_compare_through_a_server_answer_as_llama_cpp_here(
     ]
     local = Runtime(settings, conn, engine=engine)
     with llama_cpp_server(models, tmp_path) as (url, _):
-        remote = Runtime(replace(settings, engine_url=url), conn)
+        # the grid sends two requests at a time (the server answers them as it answers one)
+        remote = Runtime(replace(settings, engine_url=url, parallel=2), conn)
 
         # chat: the same greedy reply, token counts from the server's usage, the server in the provenance
         question = "What is the capital of France?"

@@ -104,6 +104,10 @@ class Settings:
     llama-cpp-python's server), e.g. http://gpu-box:8080; its API key comes from TUNELAB_ENGINE_API_KEY."""
     engine_model: str = ""
     """The server's model id for the base model; empty = the first model it lists."""
+    parallel: int = 0
+    """Replies a grid (compare, curve, distillation, best-of) decodes together: 0 = as many as a
+    quarter of the free memory holds (at most 8) in-process, one at a time on a remote engine;
+    1 = one at a time. The replies are the same either way; only the wall time differs."""
     engine_prompt_cache: bool = False
     """llama-server with LoRAs: reuse each slot's cached prompt between requests of one adapter
     setting. Only with a server started with `--cache-ram 0`: its RAM prompt cache can hand a
@@ -124,6 +128,8 @@ class Settings:
             problems.append(f"n_ctx must be at least 256 (got {self.n_ctx})")
         if self.n_threads < 0:
             problems.append(f"n_threads must be >= 0 (got {self.n_threads})")
+        if self.parallel < 0:
+            problems.append(f"parallel must be >= 0 (got {self.parallel})")
         if problems:
             raise TunelabError("bad settings: " + "; ".join(problems))
 

@@ -46,7 +46,13 @@ Command = TypeVar("Command", bound=Callable[..., Any])
 
 
 def engine_options(func: Command) -> Command:
-    """--model, --n-ctx, --n-gpu-layers, --threads, --engine-url, --engine-model: overrides of the matching settings."""
+    """--model, --n-ctx, --n-gpu-layers, --threads, --engine-url, --engine-model, --parallel: overrides of the matching settings."""
+    func = click.option(
+        "--parallel",
+        type=int,
+        default=None,
+        help="Replies decoded together by compare, curve, distill and best-of (0: as many as memory allows; 1: one at a time).",
+    )(func)
     func = click.option(
         "--engine-model", default=None, help="With --engine-url: the server's model id for the base (default: the first it lists)."
     )(func)
@@ -65,6 +71,6 @@ def engine_options(func: Command) -> Command:
 
 
 def apply_engine_options(app: AppContext, kwargs: dict[str, Any]) -> None:
-    overrides = {k: kwargs.pop(k) for k in ("model", "n_ctx", "n_gpu_layers", "n_threads", "engine_url", "engine_model")}
+    overrides = {k: kwargs.pop(k) for k in ("model", "n_ctx", "n_gpu_layers", "n_threads", "engine_url", "engine_model", "parallel")}
     overrides["engine_url"] = overrides["engine_url"] or app.engine_url
     app.settings = Settings.load(home=app.home, **overrides)

@@ -11,7 +11,7 @@ import ctypes
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import cast
 
@@ -138,10 +138,10 @@ class LlamaEngine:
         return Reply(self._stream(tokens, params, stats), stats, fitted)
 
     def answer_together(
-        self, conversations: Sequence[list[ChatMessage]], params: Sequence[SamplerParams], parallel: int | None = None
-    ) -> Iterator[tuple[int, Reply]]:
+        self, conversations: Sequence[list[ChatMessage]], params: Sequence[SamplerParams], parallel: int = 0
+    ) -> Generator[tuple[int, Reply], None, None]:
         """(index, finished reply) for each conversation as its reply ends, `parallel` decoded
-        together (default: as many as the memory allows). Each reply is what `chat` would have
+        together (0: as many as the memory allows). Each reply is what `chat` would have
         streamed, token for token; only the timings differ (a reply waits for the others' steps).
         Closing the iterator stops the rest."""
         if len(conversations) != len(params):

@@ -4,6 +4,7 @@ Chat, ICL, best-of and compare are written against this, so they run unchanged o
 
 from __future__ import annotations
 
+from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -25,5 +26,9 @@ class ChatEngine(Protocol):
     def fit(self, messages: list[ChatMessage], max_tokens: int) -> tuple[list[ChatMessage], int]: ...
 
     def chat(self, messages: list[ChatMessage], params: SamplerParams | None = None) -> Reply: ...
+
+    def answer_together(
+        self, conversations: Sequence[list[ChatMessage]], params: Sequence[SamplerParams], parallel: int = 0
+    ) -> Generator[tuple[int, Reply], None, None]: ...
 
     def close(self) -> None: ...

@@ -39,7 +39,8 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -232,6 +233,28 @@ class RemoteEngine:
         start = time.perf_counter()
         body = self._request_body(fitted, params)
         return Reply(self._stream(self._open_stream(body), body, stats, start), stats, fitted)
+
+    def answer_together(
+        self, conversations: Sequence[list[ChatMessage]], params: Sequence[SamplerParams], parallel: int = 0
+    ) -> Generator[tuple[int, Reply], None, None]:
+        """(index, finished reply) as each ends, with `parallel` requests in flight (0: one at a
+        time, since the server's slots are its own setting; llama-server `--parallel N` and vLLM
+        decode concurrent requests together). Closing the iterator sends no further requests and
+        waits for those in flight."""
+        if len(conversations) != len(params):
+            raise ValueError("one SamplerParams per conversation")
+
+        def finished(index: int) -> tuple[int, Reply]:
+            reply = self.chat(conversations[index], params[index])
+            reply.whole_text()
+            return index, reply
+
+        pool = ThreadPoolExecutor(max(1, parallel), thread_name_prefix="tunelab-remote")
+        try:
+            for future in as_completed([pool.submit(finished, i) for i in range(len(conversations))]):
+                yield future.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _request_body(self, messages: list[ChatMessage], params: SamplerParams) -> dict[str, Any]:
         with self._lock:

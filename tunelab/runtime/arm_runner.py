@@ -10,11 +10,14 @@ on its own engine, loaded once per comparison.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
+from contextlib import closing
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from tunelab.config import Settings
+from tunelab.engine.chat_template import ChatMessage
+from tunelab.engine.protocol import ChatEngine
 from tunelab.engine.reply import Reply
 from tunelab.engine.sampling import SamplerParams
 from tunelab.eval.arms import Arm
@@ -42,6 +45,32 @@ def greedy(max_tokens: int, seed: int = 0) -> SamplerParams:
 def default_max_tokens(labels: Sequence[str]) -> int:
     """A label needs a few tokens (the rest would be wasted CPU); free text needs room."""
     return 16 if labels else 256
+
+
+PROMPTS_AHEAD = 32
+"""Prompts a batched arm builds before answering them (examples chosen, tokens counted)."""
+
+
+@dataclass(frozen=True)
+class Query:
+    """One input an arm answers; `exclude`: a train example (the query's own) never shown as an example."""
+
+    text: str
+    exclude: int | None = None
+
+
+@dataclass(frozen=True)
+class ArmPrompt:
+    """An arm's prompt for one query, ready to send: the engine that serves the arm, the
+    messages, and the provenance its reply will carry."""
+
+    arm: Arm
+    engine: ChatEngine
+    messages: list[ChatMessage]
+    provenance: Provenance
+
+    def reply_with(self, reply: Reply) -> ArmReply:
+        return ArmReply(self.arm, reply, self.provenance)
 
 
 @dataclass
@@ -118,20 +147,53 @@ class ArmRunner:
 
         A decomposition arm first makes its intermediate calls (blocking; `on_step` hears each),
         then starts the final reply: examples are chosen for the query, the user turn carries the work."""
+        params = params.seeded()  # the seed is drawn once, so the provenance names the one used
+        prompt = self.prompt(arm, Query(query, exclude), params, on_step)
+        return prompt.reply_with(prompt.engine.chat(prompt.messages, params))
+
+    def prompt(self, arm: Arm, query: Query, params: SamplerParams, on_step: StepListener | None = None) -> ArmPrompt:
+        """What `arm` sends for `query`: the engine, the messages and how they were made (a
+        decomposition arm makes its intermediate calls here)."""
         runtime = self.runtime_for(arm)
         engine = runtime.engine_for(arm.adapter)
-        worked = decompose(engine, arm.steps, self.bank.instruction, query, params, on_step) if arm.steps else Worked(query)
+        worked = decompose(engine, arm.steps, self.bank.instruction, query.text, params, on_step) if arm.steps else Worked(query.text)
         if arm.selector:
             selector: Selector = self.runtime.selector(self.bank, arm.selector, seed=self.seed)
-            if exclude is not None:
-                selector = WithoutExample(selector, exclude, query, self.bank.n_train)
-            prepared = prepare_icl(engine, self.bank, selector, arm.selector, arm.k, query, params.max_tokens, shown=worked.query)
+            if query.exclude is not None:
+                selector = WithoutExample(selector, query.exclude, query.text, self.bank.n_train)
+            prepared = prepare_icl(engine, self.bank, selector, arm.selector, arm.k, query.text, params.max_tokens, shown=worked.query)
         else:
             prepared = PreparedPrompt(task_messages(self.bank.instruction, worked.query))
-        reply = engine.chat(prepared.messages, params)
         sent = [m.as_dict() for m in prepared.messages]
         provenance = provenance_for(runtime, arm.adapter, 1.0, params, prepared.icl, sent, arm=arm.name, steps=worked.steps)
-        return ArmReply(arm, reply, provenance)
+        return ArmPrompt(arm, engine, prepared.messages, provenance)
+
+    def answer_all(
+        self, arm: Arm, queries: Sequence[Query], params: SamplerParams, on_step: StepListener | None = None
+    ) -> Generator[tuple[int, ArmReply], None, None]:
+        """(index, finished reply) for every query, in the order they finish (close it to stop early).
+
+        One-call arms are decoded `settings.parallel` together (llama.cpp sequences in one
+        context, or concurrent requests to a server): the same replies as one at a time, in less
+        wall time. Prompts are built a chunk ahead, so the first answers are stored early and an
+        interrupted run loses at most the replies in flight. A decomposition arm's calls depend
+        on each other, so it answers one query at a time."""
+        params = params.seeded()
+        parallel = self.settings.parallel
+        if arm.steps is not None or parallel == 1 or len(queries) < 2:
+            for index, query in enumerate(queries):
+                arm_reply = self.start(arm, query.text, params, query.exclude, on_step)
+                arm_reply.reply.whole_text()
+                yield index, arm_reply
+            return
+        for at in range(0, len(queries), PROMPTS_AHEAD):
+            prompts = [self.prompt(arm, query, params) for query in queries[at : at + PROMPTS_AHEAD]]
+            replies = prompts[0].engine.answer_together([p.messages for p in prompts], [params] * len(prompts), parallel)
+            try:
+                for index, reply in replies:
+                    yield at + index, prompts[index].reply_with(reply)
+            finally:
+                replies.close()  # a stop mid-chunk frees the engine now
 
 
 def check_served(runner: ArmRunner, arms: Sequence[Arm]) -> None:
@@ -142,14 +204,23 @@ def check_served(runner: ArmRunner, arms: Sequence[Arm]) -> None:
     runner.runtime.engine_for(None)
 
 
-def answer(runner: ArmRunner, arm: Arm, item: ComparisonItem, params: SamplerParams, on_step: StepListener | None = None) -> ItemResult:
-    """The arm's scored reply to the item; the token and time columns are the final call's, a
-    decomposition's earlier calls are in `provenance["steps"]` (the summary adds them up)."""
-    arm_reply = runner.start(arm, item.input, params, on_step=on_step)
+def answers(
+    runner: ArmRunner, arm: Arm, items: Sequence[ComparisonItem], params: SamplerParams, on_step: StepListener | None = None
+) -> Generator[ItemResult, None, None]:
+    """The arm's scored reply to each item, as each finishes (batched where the arm allows, see
+    `ArmRunner.answer_all`); the token and time columns are the final call's, a decomposition's
+    earlier calls are in `provenance["steps"]` (the summary adds them up)."""
+    with closing(runner.answer_all(arm, [Query(item.input) for item in items], params, on_step)) as replies:
+        for index, arm_reply in replies:
+            yield scored(runner, items[index], arm_reply)
+
+
+def scored(runner: ArmRunner, item: ComparisonItem, arm_reply: ArmReply) -> ItemResult:
+    """A finished reply to `item` as a stored result: its text, scores, cost and provenance."""
     output = arm_reply.reply.whole_text()
     stats = arm_reply.reply.stats
     return ItemResult(
-        arm=arm.name,
+        arm=arm_reply.arm.name,
         position=item.position,
         output=output,
         scores=score(output, item.reference, runner.bank.labels),

@@ -66,17 +66,19 @@ class BestOfRequest:
     reward_model: str
 
 
-def sample_best(engine: ChatEngine, messages: list[ChatMessage], params: SamplerParams, n: int, scorer: Scorer) -> BestOfN:
-    """Generate `n` replies to `messages` (seeds seed, seed+1, ...) and score them all at once."""
+def sample_best(
+    engine: ChatEngine, messages: list[ChatMessage], params: SamplerParams, n: int, scorer: Scorer, parallel: int = 0
+) -> BestOfN:
+    """Generate `n` replies to `messages` (seeds seed, seed+1, ...), `parallel` decoded together
+    (0: as many as memory allows), and score them all at once."""
     check(n, params)
     first = params.seeded().seed
     assert first is not None
-    replies = []
-    for i in range(n):
-        seed = (first + i) % SEED_RANGE
-        reply = engine.chat(messages, replace(params, seed=seed))
+    seeds = [(first + i) % SEED_RANGE for i in range(n)]
+    finished = dict(engine.answer_together([messages] * n, [replace(params, seed=seed) for seed in seeds], parallel))
+    replies = [(seed, finished[i]) for i, seed in enumerate(seeds)]
+    for _, reply in replies:
         reply.whole_text()  # a candidate cut off mid-reply is never scored or picked
-        replies.append((seed, reply))
     prompt = [m.as_dict() for m in replies[0][1].messages]
     scores = scorer.score(prompt, [r.so_far for _, r in replies])
     candidates = [Candidate(seed, r.so_far, s, r) for (seed, r), s in zip(replies, scores)]

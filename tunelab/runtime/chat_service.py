@@ -254,7 +254,7 @@ class ChatService(ConversationService):
         if best_of is None:
             reply = self.engine.chat(prepared.messages, params)
         else:
-            result = sample_best(self.engine, prepared.messages, params, best_of.n, best_of.scorer)
+            result = sample_best(self.engine, prepared.messages, params, best_of.n, best_of.scorer, self.settings.parallel)
             reply, params, best = result.chosen.reply, replace(params, seed=result.chosen.seed), result.provenance(best_of.reward_model)
         # an ICL or planned prompt is kept as sent: its examples and work are not in the conversation's history
         sent = [m.as_dict() for m in reply.messages] if prepared.icl or plan else None

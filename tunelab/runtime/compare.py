@@ -12,6 +12,7 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from tunelab.eval.scorer import Scorer
 from tunelab.eval.statistics import WinRate
 from tunelab.eval.summary import summarize
 from tunelab.faults import pause_point
-from tunelab.runtime.arm_runner import PROMPT_FORMAT, ArmRunner, answer, check_served
+from tunelab.runtime.arm_runner import PROMPT_FORMAT, ArmRunner, answers, check_served
 from tunelab.runtime.decompose import DECOMPOSE_FORMAT, StepListener
 from tunelab.runtime.test_sets import TestSet, bank_store, check_leakage
 from tunelab.stores.comparisons import Comparison, ComparisonStore
@@ -88,13 +89,18 @@ def run_comparison(
         arm_key = fingerprint(identity)
         finished = store.finished(comparison.id, arm.name, arm_key)
         for item in test_set.items:
-            reused = item.position in finished
-            if not reused:
-                store.add_result(comparison.id, arm_key, answer(runner, arm, item, params, on_step))
+            if item.position in finished:
+                done += 1
+                if progress is not None:
+                    progress(Progress(arm.name, item.position, done, total, reused=True))
+        pending = [item for item in test_set.items if item.position not in finished]
+        with closing(answers(runner, arm, pending, params, on_step)) as results:
+            for result in results:
+                store.add_result(comparison.id, arm_key, result)
                 pause_point("compare.result_stored")
-            done += 1
-            if progress is not None:
-                progress(Progress(arm.name, item.position, done, total, reused))
+                done += 1
+                if progress is not None:
+                    progress(Progress(arm.name, result.position, done, total, reused=False))
     return comparison
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from tunelab.errors import TunelabError
 from tunelab.eval.arms import Arm
 from tunelab.eval.metrics import match_label
 from tunelab.faults import pause_point
-from tunelab.runtime.arm_runner import PROMPT_FORMAT, ArmRunner, default_max_tokens, greedy
+from tunelab.runtime.arm_runner import PROMPT_FORMAT, ArmRunner, Query, default_max_tokens, greedy
 from tunelab.runtime.compare import fingerprint
 from tunelab.runtime.decompose import DECOMPOSE_FORMAT
 from tunelab.runtime.runtime import Runtime
@@ -208,22 +209,28 @@ def read_answer(reply: str, labels: tuple[str, ...]) -> tuple[str, bool]:
 
 
 def run_distillation(plan: DistillPlan, listener: DistillListener | None = None, cancel: threading.Event | None = None) -> DistillResult:
-    """Answer every input not answered yet, storing each answer before asking for the next.
+    """Answer every input not answered yet, storing each answer as it finishes (several are
+    decoded together, see `ArmRunner.answer_all`).
 
     `cancel` (or an exception from `listener`, e.g. Ctrl-C) stops after the current answer was
-    stored; planning and running the same spec again continues."""
+    stored, dropping the replies in flight; planning and running the same spec again continues."""
     store = DistillationStore(plan.runner.conn)
     answered = store.answered(plan.job.id)
     started, generated, off_label, cancelled = time.monotonic(), 0, 0, False
     total, reused = len(plan.inputs), len(answered)
+    pending = [position for position in range(total) if position not in answered]
+    if pending and cancel is not None and cancel.is_set():
+        pending, cancelled = [], True
+    queries = [Query(plan.inputs[p].input, plan.inputs[p].source_id if plan.exclude_own else None) for p in pending]
     try:
-        for position, item in enumerate(plan.inputs):
-            if position not in answered:
+        if listener is not None and reused:
+            listener(DistillProgress(len(answered), total, generated, time.monotonic() - started))
+        with closing(plan.runner.answer_all(plan.teacher, queries, plan.params)) as replies:
+            for index, arm_reply in replies:
                 if cancel is not None and cancel.is_set():
                     cancelled = True
                     break
-                exclude = item.source_id if plan.exclude_own else None
-                arm_reply = plan.runner.start(plan.teacher, item.input, plan.params, exclude=exclude)
+                position, item = pending[index], plan.inputs[pending[index]]
                 reply = arm_reply.reply.whole_text()
                 output, named = read_answer(reply, plan.labels)
                 off_label += not named
@@ -232,8 +239,8 @@ def run_distillation(plan: DistillPlan, listener: DistillListener | None = None,
                 answered.add(position)
                 generated += 1
                 pause_point("distill.answer_stored")
-            if listener is not None:
-                listener(DistillProgress(len(answered), total, generated, time.monotonic() - started))
+                if listener is not None:
+                    listener(DistillProgress(len(answered), total, generated, time.monotonic() - started))
     finally:
         plan.runner.close()  # another model's engine: free its memory now
     job = store.finish(plan.job.id) if len(answered) == total else store.get(plan.job.id)
