@@ -80,14 +80,15 @@ def wait_until_up(process: subprocess.Popen[bytes], url: str, timeout_s: float =
 
 @contextmanager
 def llama_cpp_server(
-    models: list[dict[str, object]], config_dir: Path, n_threads: int = 1
+    models: list[dict[str, object]], config_dir: Path, n_threads: int = 1, interrupt_requests: bool = True
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`python -m llama_cpp.server` (llama-cpp-python's [server] extra) on 127.0.0.1 with one
-    entry per model (`model`, `model_alias`, optional `lora_path`); yields (URL, process)."""
+    entry per model (`model`, `model_alias`, optional `lora_path`); yields (URL, process).
+    `interrupt_requests` (its default): a new request cuts off the reply being streamed."""
     port = free_port()
     entries = [{"n_ctx": 2048, "n_threads": n_threads, "n_threads_batch": n_threads, "verbose": False, **m} for m in models]
     config = config_dir / f"llama-server-{port}.json"
-    config.write_text(json.dumps({"host": "127.0.0.1", "port": port, "models": entries}))
+    config.write_text(json.dumps({"host": "127.0.0.1", "port": port, "interrupt_requests": interrupt_requests, "models": entries}))
     process = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--config_file", str(config)],
         stdout=subprocess.PIPE,

@@ -129,6 +129,10 @@ def test_bad_sampler_value(home: Path):
     assert_clean_error(invoke("chat", "--temperature", "-1", "hi"), "temperature must be >= 0")
 
 
+def test_bad_parallel_value(home: Path):
+    assert_clean_error(invoke("compare", "--bank", "any", "--parallel", "-1"), "parallel must be >= 0 (got -1)")
+
+
 def test_ctrl_c_saves_partial_reply(home: Path):
     # A shell running the suite in the background (`ci &`) starts it with SIGINT ignored, which the
     # child would inherit: Python then installs no KeyboardInterrupt handler. Restore the default,
