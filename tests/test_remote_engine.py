@@ -52,8 +52,8 @@ def test_chat_icl_and_compare_through_a_server_answer_as_llama_cpp_here(
         {"model": str(bundled_model), "model_alias": few_step_adapter, "lora_path": str(adapter_file)},
     ]
     local = Runtime(settings, conn, engine=engine)
-    with llama_cpp_server(models, tmp_path) as (url, _):
-        # the grid sends two requests at a time (the server answers them as it answers one)
+    # the grid sends two requests at a time: the server must not cut a streamed reply off for the next
+    with llama_cpp_server(models, tmp_path, interrupt_requests=False) as (url, _):
         remote = Runtime(replace(settings, engine_url=url, parallel=2), conn)
 
         # chat: the same greedy reply, token counts from the server's usage, the server in the provenance
