@@ -15,8 +15,11 @@ from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from tunelab.config import Settings
+from tunelab.engine.llama_engine import LlamaEngine
+from tunelab.engine.protocol import ChatEngine
 from tunelab.engine.reply import Reply
 from tunelab.engine.sampling import SamplerParams
+from tunelab.errors import TunelabError
 from tunelab.eval.arms import Arm
 from tunelab.eval.metrics import score
 from tunelab.icl.prompt import PreparedPrompt, prepare_icl, task_messages
@@ -128,15 +131,34 @@ class ArmRunner:
             prepared = prepare_icl(engine, self.bank, selector, arm.selector, arm.k, query, params.max_tokens, shown=worked.query)
         else:
             prepared = PreparedPrompt(task_messages(self.bank.instruction, worked.query))
-        reply = engine.chat(prepared.messages, params)
+        icl = prepared.icl
+        if arm.cached and icl is not None:
+            reply, use = cache_engine(engine, arm).chat_cached(
+                prepared.messages, len(icl.examples), self.settings.icl_cache_recompute, params
+            )
+            icl = replace(icl, cached=use.cached, cached_tokens=use.cached_tokens, recomputed_tokens=use.recomputed_tokens)
+        else:
+            reply = engine.chat(prepared.messages, params)
         sent = [m.as_dict() for m in prepared.messages]
-        provenance = provenance_for(runtime, arm.adapter, 1.0, params, prepared.icl, sent, arm=arm.name, steps=worked.steps)
+        provenance = provenance_for(runtime, arm.adapter, 1.0, params, icl, sent, arm=arm.name, steps=worked.steps)
         return ArmReply(arm, reply, provenance)
 
 
+def cache_engine(engine: ChatEngine, arm: Arm) -> LlamaEngine:
+    """The engine of a `~cached` arm: the example cache keeps llama.cpp KV, so only llama.cpp in
+    this process has one."""
+    if not isinstance(engine, LlamaEngine):
+        raise TunelabError(f"arm {arm.name}: the example cache needs llama.cpp in this process, not a remote engine (drop ~cached)")
+    return engine
+
+
 def check_served(runner: ArmRunner, arms: Sequence[Arm]) -> None:
-    """Refuse, before anything runs, an arm whose adapter the engine can't serve: made for another
-    base, or missing on a remote server."""
+    """Refuse, before anything runs, an arm the engine can't serve: an adapter made for another
+    base or missing on a remote server, a `~cached` arm on a remote server."""
+    if runner.runtime.remote and (cached := next((a for a in arms if a.cached), None)):
+        raise TunelabError(
+            f"arm {cached.name}: the example cache needs llama.cpp in this process, not {runner.settings.engine_url} (drop ~cached)"
+        )
     for adapter in sorted({a.adapter for a in arms if a.adapter}):
         runner.runtime.engine_for(adapter)
     runner.runtime.engine_for(None)
