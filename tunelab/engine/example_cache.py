@@ -28,7 +28,7 @@ from __future__ import annotations
 import ctypes
 import time
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,8 +83,9 @@ class ExampleCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def keys(self) -> list[Hashable]:
-        return list(self._entries)
+    def __iter__(self) -> Iterator[Hashable]:
+        """The keys, least recently used first."""
+        return iter(list(self._entries))
 
     def get(self, key: Hashable) -> bytes | None:
         data = self._entries.get(key)
