@@ -127,3 +127,16 @@ def test_a_remote_engine_refuses_a_cached_arm_in_one_line(settings, conn, sentim
     message = str(refused.value)
     assert "example cache needs llama.cpp in this process" in message and "\n" not in message
     assert ComparisonStore(conn).list() == []
+
+
+def test_chat_with_icl_cache_from_the_cli_says_what_the_cache_served(settings, sentiment_bank) -> None:
+    from click.testing import CliRunner
+
+    from tunelab.cli import cli
+
+    args = ["chat", "--bank", sentiment_bank.name, "--selector", "jaccard", "--k", "2", "--temperature", "0", "--max-tokens", "4"]
+    result = CliRunner().invoke(cli, [*args, "--icl-cache", "A dull, endless film."], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "from the example cache" in result.stderr and f"{2 * settings.icl_cache_recompute} recomputed" in result.stderr
+    refused = CliRunner().invoke(cli, ["chat", "--icl-cache", "Hi"])
+    assert refused.exit_code == 1 and "--icl-cache need --bank" in refused.output

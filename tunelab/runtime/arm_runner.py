@@ -15,8 +15,6 @@ from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from tunelab.config import Settings
-from tunelab.engine.llama_engine import LlamaEngine
-from tunelab.engine.protocol import ChatEngine
 from tunelab.engine.reply import Reply
 from tunelab.engine.sampling import SamplerParams
 from tunelab.errors import TunelabError
@@ -24,6 +22,7 @@ from tunelab.eval.arms import Arm
 from tunelab.eval.metrics import score
 from tunelab.icl.prompt import PreparedPrompt, prepare_icl, task_messages
 from tunelab.icl.selectors import Selector, WithoutExample
+from tunelab.runtime.cached_icl import REFUSED, answer_cached
 from tunelab.runtime.decompose import StepListener, Worked, decompose
 from tunelab.runtime.provenance import provenance_for
 from tunelab.runtime.runtime import Runtime
@@ -132,11 +131,8 @@ class ArmRunner:
         else:
             prepared = PreparedPrompt(task_messages(self.bank.instruction, worked.query))
         icl = prepared.icl
-        if arm.cached and icl is not None:
-            reply, use = cache_engine(engine, arm).chat_cached(
-                prepared.messages, len(icl.examples), self.settings.icl_cache_recompute, params
-            )
-            icl = replace(icl, cached=use.cached, cached_tokens=use.cached_tokens, recomputed_tokens=use.recomputed_tokens)
+        if arm.cached:
+            reply, icl = answer_cached(engine, prepared, self.settings.icl_cache_recompute, params, f"arm {arm.name}")
         else:
             reply = engine.chat(prepared.messages, params)
         sent = [m.as_dict() for m in prepared.messages]
@@ -144,21 +140,11 @@ class ArmRunner:
         return ArmReply(arm, reply, provenance)
 
 
-def cache_engine(engine: ChatEngine, arm: Arm) -> LlamaEngine:
-    """The engine of a `~cached` arm: the example cache keeps llama.cpp KV, so only llama.cpp in
-    this process has one."""
-    if not isinstance(engine, LlamaEngine):
-        raise TunelabError(f"arm {arm.name}: the example cache needs llama.cpp in this process, not a remote engine (drop ~cached)")
-    return engine
-
-
 def check_served(runner: ArmRunner, arms: Sequence[Arm]) -> None:
     """Refuse, before anything runs, an arm the engine can't serve: an adapter made for another
     base or missing on a remote server, a `~cached` arm on a remote server."""
     if runner.runtime.remote and (cached := next((a for a in arms if a.cached), None)):
-        raise TunelabError(
-            f"arm {cached.name}: the example cache needs llama.cpp in this process, not {runner.settings.engine_url} (drop ~cached)"
-        )
+        raise TunelabError(f"arm {cached.name}: {REFUSED} ({runner.settings.engine_url}); drop ~cached")
     for adapter in sorted({a.adapter for a in arms if a.adapter}):
         runner.runtime.engine_for(adapter)
     runner.runtime.engine_for(None)
