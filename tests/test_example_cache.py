@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 from compare_support import sentiment_bank  # noqa: F401
 
-from tunelab.engine.example_cache import ExampleCache
+from tunelab.engine.example_cache import ExampleCache, Weights
 from tunelab.engine.prompt_segments import segment
 from tunelab.engine.sampling import SamplerParams
 from tunelab.errors import TunelabError
@@ -69,7 +69,7 @@ def test_set_adapter_drops_the_cache_and_keys_carry_the_weights(engine) -> None:
     (messages,) = prompts(1, picks=(11, 13))
     _, use = engine.chat_cached(messages, 2, 2, GREEDY)
     assert use.computed_examples == 2 and len(engine.example_cache) >= 2
-    assert {(k.model, k.adapter, k.scale) for k in engine.example_cache} == {(engine.model_path, None, engine.lora_scale)}
+    assert {k.weights for k in engine.example_cache} == {Weights(engine.model_path, None, engine.lora_scale)}
     engine.set_adapter(None)  # any adapter change: the KV was computed with the previous weights
     assert len(engine.example_cache) == 0 and engine._examples is None
     reply, use = engine.chat_cached(messages, 2, ALL, GREEDY)

@@ -48,12 +48,19 @@ PREFIX, WORK, SCRATCH = 0, 1, 2
 
 
 @dataclass(frozen=True)
-class CacheKey:
-    """What an example's KV depends on: the weights, the text before it and its own tokens."""
+class Weights:
+    """The weights a context computes KV with: the model file, the adapter and its scale."""
 
     model: Path
     adapter: Path | None
     scale: float
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """What an example's KV depends on: the weights, the text before it and its own tokens."""
+
+    weights: Weights
     prefix: tuple[int, ...]
     example: tuple[int, ...]
 
@@ -109,9 +116,10 @@ class ExampleCache:
 class ExampleContext(SequenceContext):
     """The three-sequence context that assembles prompts from cached examples (see the module doc)."""
 
-    def __init__(self, llama: Llama, adapter: ctypes._Pointer[ctypes.c_void_p] | None, scale: float) -> None:
+    def __init__(self, llama: Llama, adapter: ctypes._Pointer[ctypes.c_void_p] | None, weights: Weights) -> None:
         # WORK holds a whole prompt and its reply; SCRATCH one example besides it
-        super().__init__(llama, 3, 2 * llama.n_ctx(), True, adapter, scale)
+        super().__init__(llama, 3, 2 * llama.n_ctx(), True, adapter, weights.scale)
+        self.weights = weights
         self.n_ctx_seq = llama.n_ctx()
         self.prefix: tuple[int, ...] | None = None
 
@@ -166,11 +174,8 @@ class ExampleContext(SequenceContext):
         llama_cpp.llama_memory_seq_rm(self.memory, SCRATCH, -1, -1)
         use.cached_tokens += len(tokens) - redo
 
-    def answer(
-        self, segments: PromptSegments, params: SamplerParams, recompute: int, cache: ExampleCache, key: CacheKey
-    ) -> tuple[BatchedReply, CacheUse]:
-        """The reply to the prompt `segments` with examples from `cache` (`key` with the example
-        left empty: the weights this context serves), and how the cache served it."""
+    def answer(self, segments: PromptSegments, params: SamplerParams, recompute: int, cache: ExampleCache) -> tuple[BatchedReply, CacheUse]:
+        """The reply to the prompt `segments` with examples from `cache`, and how the cache served it."""
         start = time.perf_counter()
         use = CacheUse(cached=True)
         self._use_prefix(segments.prefix)
@@ -180,7 +185,7 @@ class ExampleContext(SequenceContext):
         self.prefill(WORK, segments.head, at)
         at += len(segments.head)
         for example in segments.examples:
-            self._place(example, at, CacheKey(key.model, key.adapter, key.scale, segments.prefix, example), cache, recompute, use)
+            self._place(example, at, CacheKey(self.weights, segments.prefix, example), cache, recompute, use)
             at += len(example)
         row = self.prefill(WORK, segments.tail, at)
         n_prompt = at + len(segments.tail)

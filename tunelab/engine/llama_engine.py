@@ -21,7 +21,7 @@ from llama_cpp import Llama
 from tunelab.engine.batch import SequenceBatch, parallel_for, sequence_context
 from tunelab.engine.chat_template import ChatMessage, ChatTemplate
 from tunelab.engine.context import fit_history, prompt_budget
-from tunelab.engine.example_cache import CacheKey, CacheUse, ExampleCache, ExampleContext
+from tunelab.engine.example_cache import CacheUse, ExampleCache, ExampleContext, Weights
 from tunelab.engine.health import ensure_engine_runs
 from tunelab.engine.prompt_segments import segment
 from tunelab.engine.reply import Reply, ReplyStats
@@ -205,13 +205,10 @@ class LlamaEngine:
             raise TunelabError("empty prompt: type something to send")
         fitted, dropped = self.fit(messages, params.max_tokens)
         segments = segment(self.template, fitted, n_examples) if not dropped else None
+        answered = None
         with self._lock:
-            context = self._example_context() if segments is not None else None
-            if segments is None or context is None or not context.can_shift:
-                answered = None
-            else:
-                key = CacheKey(self.model_path, self.lora_path, self.lora_scale, (), ())
-                answered = context.answer(segments, params, recompute, self.example_cache, key)
+            if segments is not None and (context := self._example_context()).can_shift:
+                answered = context.answer(segments, params, recompute, self.example_cache)
         if answered is None:
             return self.chat(messages, params), CacheUse()
         done, use = answered
@@ -220,7 +217,7 @@ class LlamaEngine:
     def _example_context(self) -> ExampleContext:
         if self._examples is None:
             adapter = self._adapters.get(self.lora_path) if self.lora_path else None
-            self._examples = ExampleContext(self.llama, adapter, self.lora_scale)
+            self._examples = ExampleContext(self.llama, adapter, Weights(self.model_path, self.lora_path, self.lora_scale))
         return self._examples
 
     def _stream(self, tokens: list[int], params: SamplerParams, stats: ReplyStats) -> Iterator[str]:
