@@ -10,7 +10,8 @@ assembled in a context of three sequences sharing one KV stream (`kv_unified`):
 - `PREFIX` holds the system turn, computed when it changes;
 - `WORK` gets a copy of it, the turns before the examples, then each example in prompt order:
   its first `recompute` tokens decoded again at their real positions (attending to everything
-  before them, which is what repairs the seam between two cached pieces), and the rest restored
+  before them, which is what repairs the seam between two cached pieces; the first example, when
+  it directly follows the system turn, is exact as cached and needs none), and the rest restored
   from the cache into `SCRATCH`, shifted to the real positions (RoPE is re-applied by llama.cpp)
   and copied in; then the query turn is decoded and the reply drawn in `WORK`.
 
@@ -157,8 +158,10 @@ class ExampleContext(SequenceContext):
 
     def _place(self, tokens: tuple[int, ...], at: int, key: CacheKey, cache: ExampleCache, recompute: int, use: CacheUse) -> None:
         """Put the example in WORK at position `at`: its first `recompute` tokens decoded there, the
-        rest restored from the cache, shifted from the canonical position."""
-        redo = min(recompute, len(tokens))
+        rest restored from the cache, shifted from the canonical position. An example at the
+        canonical position itself (the first, with no turns before it) has the exact prompt's KV
+        already: nothing of it is recomputed."""
+        redo = 0 if at == len(key.prefix) else min(recompute, len(tokens))
         data = self._example_kv(tokens, key, cache, use) if redo < len(tokens) else b""
         self.prefill(WORK, tokens[:redo], at)  # WORK must grow by consecutive positions: the decoded part first
         use.recomputed_tokens += redo
