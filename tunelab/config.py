@@ -118,6 +118,9 @@ class Settings:
     """Chroma server URL (e.g. http://127.0.0.1:8000); empty = an embedded store under the data dir."""
     chroma_token: str = ""
     """Token for a Chroma server started with token auth (sent as `Authorization: Bearer`); empty = none."""
+    icl_cache_recompute: int = 8
+    """Example cache (`~cached` arms): tokens at the start of each placed example decoded again,
+    attending to the examples before it; more is closer to the exact prompt and slower."""
     keymap: dict[str, str] = field(default_factory=dict)
     """TUI key remapping, binding id -> keys, e.g. {"chat.regenerate" = "ctrl+r"} (config.toml only)."""
 
@@ -126,6 +129,8 @@ class Settings:
         problems = []
         if self.n_ctx < 256:
             problems.append(f"n_ctx must be at least 256 (got {self.n_ctx})")
+        if self.icl_cache_recompute < 0:
+            problems.append(f"icl_cache_recompute must be >= 0 (got {self.icl_cache_recompute})")
         if self.n_threads < 0:
             problems.append(f"n_threads must be >= 0 (got {self.n_threads})")
         if self.parallel < 0:

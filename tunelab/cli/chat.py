@@ -35,6 +35,11 @@ if TYPE_CHECKING:
 @click.option("--k", type=int, default=None, help="Number of examples (default 4).")
 @click.option("--show-examples", is_flag=True, help="Print the chosen examples with their scores (stderr).")
 @click.option(
+    "--icl-cache",
+    is_flag=True,
+    help="Take the examples' KV from the example cache (faster, approximate; icl_cache_recompute tokens each recomputed).",
+)
+@click.option(
     "--best-of",
     type=int,
     default=None,
@@ -60,6 +65,7 @@ def command(
     selector: str | None,
     k: int | None,
     show_examples: bool,
+    icl_cache: bool,
     best_of: int | None,
     reward_model: str | None,
     plan: bool,
@@ -67,7 +73,7 @@ def command(
 ) -> None:
     """Send PROMPT ('-' reads stdin) and stream the reply."""
     apply_engine_options(app, kwargs)
-    icl = icl_request(bank, selector, k, show_examples)
+    icl = icl_request(bank, selector, k, show_examples, icl_cache)
     if prompt == "-":
         prompt = sys.stdin.read()
     if not prompt.strip():
@@ -167,21 +173,23 @@ def report_candidates(best_of: dict[str, Any]) -> None:
         click.echo(f" {mark} seed {candidate['seed']:<6} score {candidate['score']:+.3f}  {one_line(candidate['text'], 60)}", err=True)
 
 
-def icl_request(bank: str | None, selector: str | None, k: int | None, show_examples: bool) -> IclRequest | None:
+def icl_request(bank: str | None, selector: str | None, k: int | None, show_examples: bool, cached: bool = False) -> IclRequest | None:
     if bank is None:
-        if selector or k is not None or show_examples:
-            raise TunelabError("--selector, --k and --show-examples need --bank BANK (the examples to choose from)")
+        if selector or k is not None or show_examples or cached:
+            raise TunelabError("--selector, --k, --show-examples and --icl-cache need --bank BANK (the examples to choose from)")
         return None
     defaults = IclRequest(bank)
-    return IclRequest(bank, selector or defaults.selector, defaults.k if k is None else k)
+    return IclRequest(bank, selector or defaults.selector, defaults.k if k is None else k, cached)
 
 
 def report_examples(icl: dict[str, object], show: bool) -> None:
     """The examples' cost and, with --show-examples, the examples themselves (stderr: stdout is the reply)."""
     examples: list[dict[str, object]] = icl["examples"]  # type: ignore[assignment]  # the provenance's icl record holds a list
     dropped = f", {icl['dropped']} dropped to fit the context" if icl["dropped"] else ""
+    cached = f", {icl['cached_tokens']} from the example cache, {icl['recomputed_tokens']} recomputed" if icl.get("cached") else ""
     click.echo(
-        f"[{len(examples)} example(s) from {icl['bank']} by {icl['selector']}: +{icl['example_tokens']} prompt tokens{dropped}]", err=True
+        f"[{len(examples)} example(s) from {icl['bank']} by {icl['selector']}: +{icl['example_tokens']} prompt tokens{dropped}{cached}]",
+        err=True,
     )
     if show:
         for rank, example in enumerate(examples, start=1):

@@ -33,7 +33,7 @@ from tunelab.runtime.comparisons import CompareSpec, ComparisonService
     "explicit_arms",
     multiple=True,
     metavar="ARM",
-    help="Compare exactly these arms instead of the grid (repeatable): base, base+embedding@8, lora:NAME, model:TEACHER; add +plan or +extract to work through intermediate steps.",
+    help="Compare exactly these arms instead of the grid (repeatable): base, base+embedding@8, lora:NAME, model:TEACHER; add +plan or +extract to work through intermediate steps, or ~cached after k (base+embedding@4~cached) for examples from the example cache.",
 )
 @click.option("--limit", type=int, default=None, help="Use only the first N test items.")
 @click.option(

@@ -18,15 +18,12 @@ import ctypes
 import time
 from collections import deque
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass, field
 
 import llama_cpp
 from llama_cpp import Llama
-from llama_cpp import _internals as internals
 
-from tunelab.engine.reply import ReplyStats
 from tunelab.engine.sampling import SamplerParams
-from tunelab.engine.token_text import TokenText
+from tunelab.engine.sequences import BatchedReply, RunningReply, SequenceContext
 from tunelab.errors import TunelabError
 
 CTX_ROUNDING = 256
@@ -38,46 +35,6 @@ KV_MEMORY_SHARE = 0.25
 MAX_PARALLEL = 8
 """The default ceiling on sequences per batch, each slot holding a context of KV (measured on a
 2-core CPU, bundled model: decode throughput 1.65x at 8 sequences, 1.96x at 16)."""
-
-
-@dataclass
-class BatchedReply:
-    """One prompt's finished reply: its text and the same stats a streamed reply carries."""
-
-    text: str
-    stats: ReplyStats = field(default_factory=ReplyStats)
-
-
-@dataclass
-class _Running:
-    """A prompt being answered in one of the batch's slots."""
-
-    index: int
-    slot: int
-    sampler: internals.LlamaSampler
-    text: TokenText
-    room: int
-    position: int
-    stats: ReplyStats
-    start: float
-    parts: list[str] = field(default_factory=list)
-    first: float | None = None
-    last: float | None = None
-
-    def take(self, token: int) -> bool:
-        """Take one sampled token into the reply (by the streamed reply's rules); whether it is complete."""
-        self.last = time.perf_counter()
-        if self.first is None:
-            self.first = self.last
-            self.stats.ttft_ms = (self.first - self.start) * 1000
-        text, done = self.text.take(token, self.stats, self.room)
-        self.parts.append(text)
-        return done
-
-    def finish(self) -> BatchedReply:
-        self.sampler.close()
-        self.stats.set_timings(self.start, self.first, self.last, time.perf_counter())
-        return BatchedReply("".join(self.parts) + self.text.tail(), self.stats)
 
 
 def kv_bytes_per_token(llama: Llama) -> int:
@@ -128,87 +85,26 @@ def common_prefix(prompts: Sequence[Sequence[int]]) -> int:
     return n
 
 
-class SequenceBatch:
+class SequenceBatch(SequenceContext):
     """A llama.cpp context with `n_slots` sequences on `llama`'s model (with the engine's current
     adapter), answering a queue of prompts: when a reply ends, the next prompt takes its slot
     (continuous batching), so one long reply does not hold the others back."""
 
     def __init__(self, llama: Llama, n_slots: int, n_ctx_seq: int, adapter: ctypes._Pointer[ctypes.c_void_p] | None, scale: float) -> None:
-        params = type(llama.context_params).from_buffer_copy(llama.context_params)
-        params.n_seq_max = n_slots + 1  # the last sequence holds the prompts' common prefix
-        params.n_ctx = (n_slots + 1) * n_ctx_seq
-        params.kv_unified = False  # one stream per sequence: each attends to its own tokens only
-        self.llama = llama
+        # the last sequence holds the prompts' common prefix; one stream per sequence: each attends to its own tokens only
+        super().__init__(llama, n_slots + 1, (n_slots + 1) * n_ctx_seq, False, adapter, scale)
         self.n_slots = n_slots
         self.n_ctx_seq = n_ctx_seq
         self.prefix_seq = n_slots
-        self.n_batch = int(params.n_batch)
-        try:
-            self.ctx = internals.LlamaContext(model=llama._model, params=params, verbose=False)
-        except ValueError as exc:
-            raise TunelabError(f"llama.cpp could not make a context for {n_slots} sequences of {n_ctx_seq} tokens: {exc}") from None
-        n = 1 if adapter else 0
-        adapters = (llama_cpp.llama_adapter_lora_p_ctypes * n)(*([adapter] if adapter else []))
-        scales = (ctypes.c_float * n)(*([scale] if adapter else []))
-        self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
-        self.memory = llama_cpp.llama_get_memory(self.ctx.ctx)
-        if llama_cpp.llama_set_adapters_lora(self.ctx.ctx, adapters, n, scales):
-            self.close()
-            raise TunelabError("llama.cpp could not apply the adapter to the batch context")
 
-    def close(self) -> None:
-        if self.batch is not None:
-            llama_cpp.llama_batch_free(self.batch)
-            self.batch = None
-        self.ctx.close()
-
-    def _decode(self, entries: Sequence[tuple[int, int, int, bool]]) -> None:
-        """Decode (token, position, sequence, wants logits) entries: at most n_batch."""
-        batch = self.batch
-        for i, (token, pos, seq, logits) in enumerate(entries):
-            batch.token[i] = token
-            batch.pos[i] = pos
-            batch.n_seq_id[i] = 1
-            batch.seq_id[i][0] = seq
-            batch.logits[i] = logits
-        batch.n_tokens = len(entries)
-        status = llama_cpp.llama_decode(self.ctx.ctx, batch)
-        if status != 0:
-            raise TunelabError(f"llama.cpp could not decode the batch (status {status})")
-
-    def _prefill(self, seq: int, tokens: Sequence[int], start: int) -> int:
-        """Decode `tokens` at positions from `start` in sequence `seq` alone; the row of the last
-        one's logits. A ubatch mixing sequences groups the attention's rows differently, and
-        measured, that changed greedy replies: each prompt is computed as it would be alone."""
-        row = 0
-        for at in range(0, len(tokens), self.n_batch):
-            chunk = tokens[at : at + self.n_batch]
-            self._decode([(t, start + at + i, seq, at + i == len(tokens) - 1) for i, t in enumerate(chunk)])
-            row = len(chunk) - 1
-        return row
-
-    def _start(self, index: int, slot: int, prompt: Sequence[int], params: SamplerParams, shared: int) -> tuple[_Running, int]:
+    def _start(self, index: int, slot: int, prompt: Sequence[int], params: SamplerParams, shared: int) -> tuple[RunningReply, int]:
         """Put prompt `index` in `slot` (the common prefix copied in, the rest computed); the
         running reply and the row its first token is drawn from."""
         llama_cpp.llama_memory_seq_rm(self.memory, slot, -1, -1)
         if shared:
             llama_cpp.llama_memory_seq_cp(self.memory, self.prefix_seq, slot, -1, -1)
-        assert params.seed is not None
-        self.llama.set_seed(params.seed)  # _init_sampler seeds its dist sampler from the Llama
-        sampler = self.llama._init_sampler(
-            top_k=params.top_k, top_p=params.top_p, temp=params.temperature, repeat_penalty=params.repeat_penalty
-        )
-        running = _Running(
-            index=index,
-            slot=slot,
-            sampler=sampler,
-            text=TokenText(self.llama, params.stop),
-            room=min(params.max_tokens, self.n_ctx_seq - len(prompt)),
-            position=len(prompt),
-            stats=ReplyStats(prompt_tokens=len(prompt)),
-            start=time.perf_counter(),
-        )
-        return running, self._prefill(slot, prompt[shared:], shared)
+        running = self.start_reply(index, slot, len(prompt), params, self.n_ctx_seq - len(prompt), time.perf_counter())
+        return running, self.prefill(slot, prompt[shared:], shared)
 
     def answer(self, prompts: Sequence[Sequence[int]], params: Sequence[SamplerParams]) -> Generator[tuple[int, BatchedReply], None, None]:
         """(index, reply) for every prompt, as each reply ends; closing the iterator stops the rest."""
@@ -219,12 +115,12 @@ class SequenceBatch:
         greedy = all(p.temperature == 0 for p in params)
         shared = common_prefix(prompts) if len(prompts) > 1 and greedy else 0
         if shared:
-            self._prefill(self.prefix_seq, prompts[0][:shared], 0)
+            self.prefill(self.prefix_seq, prompts[0][:shared], 0)
         waiting = deque(range(len(prompts)))
-        running: dict[int, _Running] = {}
+        running: dict[int, RunningReply] = {}
         step: list[tuple[int, int, int, bool]] = []  # the next decode: one token per running slot
 
-        def draw(reply: _Running, row: int) -> BatchedReply | None:
+        def draw(reply: RunningReply, row: int) -> BatchedReply | None:
             """Sample `reply`'s next token; queue it, or free the slot and return the finished reply."""
             token = reply.sampler.sample(self.ctx, row)
             if reply.take(token):
@@ -250,7 +146,7 @@ class SequenceBatch:
                         if (done := draw(reply, row)) is not None:
                             yield index, done
                 if step:
-                    self._decode(step)
+                    self.decode(step)
         finally:
             for reply in running.values():
                 reply.sampler.close()

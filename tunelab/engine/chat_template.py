@@ -87,8 +87,12 @@ class ChatTemplate:
             ) from None
 
     def tokens(self, messages: list[ChatMessage]) -> list[int]:
+        return self.tokenize(self.render(messages))
+
+    def tokenize(self, text: str) -> list[int]:
+        """Tokens of rendered template text (a whole prompt or a piece of one)."""
         # The template writes BOS itself where the model wants it (added_special), so don't add another.
-        return self.llama.tokenize(self.render(messages).encode("utf-8"), add_bos=False, special=True)
+        return self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=True) if text else []
 
 
 def gguf_template(gguf_path: Path) -> str:

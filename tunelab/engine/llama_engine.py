@@ -21,7 +21,9 @@ from llama_cpp import Llama
 from tunelab.engine.batch import SequenceBatch, parallel_for, sequence_context
 from tunelab.engine.chat_template import ChatMessage, ChatTemplate
 from tunelab.engine.context import fit_history, prompt_budget
+from tunelab.engine.example_cache import CacheUse, ExampleCache, ExampleContext, Weights
 from tunelab.engine.health import ensure_engine_runs
+from tunelab.engine.prompt_segments import segment
 from tunelab.engine.reply import Reply, ReplyStats
 from tunelab.engine.sampling import SamplerParams
 from tunelab.engine.token_text import TokenText
@@ -54,6 +56,9 @@ class LlamaEngine:
         self._adapters: dict[Path, ctypes._Pointer[ctypes.c_void_p]] = {}
         self._lock = threading.Lock()
         self._batch: SequenceBatch | None = None
+        self._examples: ExampleContext | None = None
+        self.example_cache = ExampleCache()
+        """ICL examples' KV for `chat_cached`, under the current adapter only."""
         # With the low-level adapter API the base loads once (memory-mapped) and adapters are
         # attached to it; without it, llama-cpp-python can only bake one adapter in at load time.
         baked = lora_path if lora_path and not adapter_switching_supported() else None
@@ -80,7 +85,7 @@ class LlamaEngine:
 
     def close(self) -> None:
         """Free the model and its contexts now (a model switch must not hold two copies)."""
-        self._drop_batch_context()
+        self._drop_side_kv()
         self.llama.close()
 
     def set_adapter(self, path: Path | None, scale: float = 1.0) -> None:
@@ -112,7 +117,7 @@ class LlamaEngine:
             if llama_cpp.llama_set_adapters_lora(self.llama._ctx.ctx, adapters, n, scales):
                 raise TunelabError(f"llama.cpp could not apply adapter {path}")
             self.llama.reset()
-            self._drop_batch_context()  # it serves the previous adapter
+            self._drop_side_kv()  # cached KV never outlives the weights it was computed with
             self.lora_path, self.lora_scale = path, scale
 
     @property
@@ -175,6 +180,45 @@ class LlamaEngine:
         if self._batch is not None:
             self._batch.close()
             self._batch = None
+
+    def _drop_side_kv(self) -> None:
+        """Drop every KV computed apart from the main context: the batch's, the example cache's."""
+        self._drop_batch_context()
+        if self._examples is not None:
+            self._examples.close()
+            self._examples = None
+        self.example_cache.clear()
+
+    def chat_cached(
+        self, messages: list[ChatMessage], n_examples: int, recompute: int, params: SamplerParams | None = None
+    ) -> tuple[Reply, CacheUse]:
+        """Reply to `messages`, whose last `n_examples` user/assistant pairs before the query are ICL
+        examples, with the examples' KV from the example cache (`engine.example_cache`), the first
+        `recompute` tokens of each decoded again in place. An approximation of `chat` (equal to it
+        when `recompute` covers the examples); it falls back to `chat` (`CacheUse.cached` False) when
+        the template does not split at the examples, turns had to be dropped, or the model's KV
+        cannot be shifted. The reply comes whole, not streamed."""
+        params = (params or SamplerParams()).seeded()
+        if recompute < 0:
+            raise TunelabError(f"recompute must be >= 0 (got {recompute})")
+        if not messages or not messages[-1].content.strip():
+            raise TunelabError("empty prompt: type something to send")
+        fitted, dropped = self.fit(messages, params.max_tokens)
+        segments = segment(self.template, fitted, n_examples) if not dropped else None
+        answered = None
+        with self._lock:
+            if segments is not None and (context := self._example_context()).can_shift:
+                answered = context.answer(segments, params, recompute, self.example_cache)
+        if answered is None:
+            return self.chat(messages, params), CacheUse()
+        done, use = answered
+        return Reply(iter([done.text] if done.text else []), done.stats, fitted), use
+
+    def _example_context(self) -> ExampleContext:
+        if self._examples is None:
+            adapter = self._adapters.get(self.lora_path) if self.lora_path else None
+            self._examples = ExampleContext(self.llama, adapter, Weights(self.model_path, self.lora_path, self.lora_scale))
+        return self._examples
 
     def _stream(self, tokens: list[int], params: SamplerParams, stats: ReplyStats) -> Iterator[str]:
         llama = self.llama

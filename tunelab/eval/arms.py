@@ -2,7 +2,7 @@
 and k, or zero-shot) x (answered at once, or through intermediate steps).
 
 Arms have a short, stable name ("base", "base+jaccard@4", "lora:sst+embedding@4",
-"model:gemma3-270m", "base+jaccard@4+plan") that is stored with every result, so a rerun with the same arms finds and
+"model:gemma3-270m", "base+jaccard@4+plan", "base+embedding@4~cached") that is stored with every result, so a rerun with the same arms finds and
 reuses what was already generated. A `model:` arm runs another GGUF (a registered name or a path):
 a teacher beside its students in one grid.
 """
@@ -20,6 +20,8 @@ DEFAULT_K = 4
 BASE = "base"
 ADAPTER_PREFIX = "lora:"
 MODEL_PREFIX = "model:"
+CACHED = "~cached"
+"""After k: the examples' KV comes from the engine's example cache (`engine.example_cache`)."""
 STEPS = ("plan", "extract")
 """Decompositions (`runtime.decompose`): `plan` writes a numbered plan and works through it before
 answering; `extract` reads a long input chunk by chunk into notes and answers from the notes."""
@@ -37,6 +39,9 @@ class Arm:
     """Another model (registered name or GGUF path) instead of the runtime's base; None for the base."""
     steps: str | None = None
     """A decomposition from `STEPS` run before the final answer, or None to answer at once."""
+    cached: bool = False
+    """The examples' KV from the example cache, placed and partly recomputed (an approximation of
+    the exact prompt, with llama.cpp in this process only)."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -56,13 +61,17 @@ class Arm:
             problems.append("an arm runs an adapter on the base or another model, not both")
         if self.steps is not None and self.steps not in STEPS:
             problems.append(f"unknown steps {self.steps!r} (choose from {', '.join(STEPS)})")
+        if self.cached and self.selector is None:
+            problems.append("~cached needs examples (a selector and k)")
+        if self.cached and self.steps is not None:
+            problems.append("~cached answers at once: no +plan or +extract")
         if problems:
             raise TunelabError("bad arm: " + "; ".join(problems))
 
     @property
     def name(self) -> str:
         model = f"{ADAPTER_PREFIX}{self.adapter}" if self.adapter else f"{MODEL_PREFIX}{self.model}" if self.model else BASE
-        icl = f"{model}+{self.selector}@{self.k}" if self.selector else model
+        icl = f"{model}+{self.selector}@{self.k}{CACHED if self.cached else ''}" if self.selector else model
         return f"{icl}+{self.steps}" if self.steps else icl
 
     @property
@@ -75,7 +84,7 @@ class Arm:
     @classmethod
     def parse(cls, name: str) -> Arm:
         """The inverse of `name`: "base", "base+mmr@2", "lora:NAME", "lora:NAME+random@4", "model:NAME+jaccard@8",
-        any of them followed by "+plan" or "+extract"."""
+        any of them followed by "+plan" or "+extract"; "~cached" after an ICL arm's k."""
         head, _, icl = name.strip().partition("+")
         steps = None
         if icl.rpartition("+")[2] in STEPS:
@@ -89,9 +98,10 @@ class Arm:
             raise TunelabError(f"bad arm {name!r}: start with 'base', 'lora:<adapter>' or 'model:<model>'")
         if not icl:
             return cls(adapter, model=model, steps=steps)
-        kind, _, k = icl.partition("@")
+        cached = icl.endswith(CACHED)
+        kind, _, k = icl.removesuffix(CACHED).partition("@")
         try:
-            return cls(adapter, kind, int(k) if k else DEFAULT_K, model, steps)
+            return cls(adapter, kind, int(k) if k else DEFAULT_K, model, steps, cached)
         except ValueError:
             raise TunelabError(f"bad arm {name!r}: k after '@' must be a number") from None
 

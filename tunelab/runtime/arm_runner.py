@@ -20,10 +20,12 @@ from tunelab.engine.chat_template import ChatMessage
 from tunelab.engine.protocol import ChatEngine
 from tunelab.engine.reply import Reply
 from tunelab.engine.sampling import SamplerParams
+from tunelab.errors import TunelabError
 from tunelab.eval.arms import Arm
 from tunelab.eval.metrics import score
 from tunelab.icl.prompt import PreparedPrompt, prepare_icl, task_messages
 from tunelab.icl.selectors import Selector, WithoutExample
+from tunelab.runtime.cached_icl import REFUSED, answer_cached
 from tunelab.runtime.decompose import StepListener, Worked, decompose
 from tunelab.runtime.provenance import provenance_for
 from tunelab.runtime.runtime import Runtime
@@ -66,8 +68,12 @@ class ArmPrompt:
 
     arm: Arm
     engine: ChatEngine
-    messages: list[ChatMessage]
+    prepared: PreparedPrompt
     provenance: Provenance
+
+    @property
+    def messages(self) -> list[ChatMessage]:
+        return self.prepared.messages
 
     def reply_with(self, reply: Reply) -> ArmReply:
         return ArmReply(self.arm, reply, self.provenance)
@@ -149,7 +155,10 @@ class ArmRunner:
         then starts the final reply: examples are chosen for the query, the user turn carries the work."""
         params = params.seeded()  # the seed is drawn once, so the provenance names the one used
         prompt = self.prompt(arm, Query(query, exclude), params, on_step)
-        return prompt.reply_with(prompt.engine.chat(prompt.messages, params))
+        if not arm.cached:
+            return prompt.reply_with(prompt.engine.chat(prompt.messages, params))
+        reply, icl = answer_cached(prompt.engine, prompt.prepared, self.settings.icl_cache_recompute, params, f"arm {arm.name}")
+        return ArmReply(arm, reply, replace(prompt.provenance, icl=icl))
 
     def prompt(self, arm: Arm, query: Query, params: SamplerParams, on_step: StepListener | None = None) -> ArmPrompt:
         """What `arm` sends for `query`: the engine, the messages and how they were made (a
@@ -166,7 +175,7 @@ class ArmRunner:
             prepared = PreparedPrompt(task_messages(self.bank.instruction, worked.query))
         sent = [m.as_dict() for m in prepared.messages]
         provenance = provenance_for(runtime, arm.adapter, 1.0, params, prepared.icl, sent, arm=arm.name, steps=worked.steps)
-        return ArmPrompt(arm, engine, prepared.messages, provenance)
+        return ArmPrompt(arm, engine, prepared, provenance)
 
     def answer_all(
         self, arm: Arm, queries: Sequence[Query], params: SamplerParams, on_step: StepListener | None = None
@@ -177,10 +186,11 @@ class ArmRunner:
         context, or concurrent requests to a server): the same replies as one at a time, in less
         wall time. Prompts are built a chunk ahead, so the first answers are stored early and an
         interrupted run loses at most the replies in flight. A decomposition arm's calls depend
-        on each other, so it answers one query at a time."""
+        on each other, and a `~cached` arm assembles each prompt from the example cache in a
+        context of its own, so they answer one query at a time."""
         params = params.seeded()
         parallel = self.settings.parallel
-        if arm.steps is not None or parallel == 1 or len(queries) < 2:
+        if arm.steps is not None or arm.cached or parallel == 1 or len(queries) < 2:
             for index, query in enumerate(queries):
                 arm_reply = self.start(arm, query.text, params, query.exclude, on_step)
                 arm_reply.reply.whole_text()
@@ -197,8 +207,10 @@ class ArmRunner:
 
 
 def check_served(runner: ArmRunner, arms: Sequence[Arm]) -> None:
-    """Refuse, before anything runs, an arm whose adapter the engine can't serve: made for another
-    base, or missing on a remote server."""
+    """Refuse, before anything runs, an arm the engine can't serve: an adapter made for another
+    base or missing on a remote server, a `~cached` arm on a remote server."""
+    if runner.runtime.remote and (cached := next((a for a in arms if a.cached), None)):
+        raise TunelabError(f"arm {cached.name}: {REFUSED} ({runner.settings.engine_url}); drop ~cached")
     for adapter in sorted({a.adapter for a in arms if a.adapter}):
         runner.runtime.engine_for(adapter)
     runner.runtime.engine_for(None)

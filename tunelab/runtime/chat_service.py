@@ -22,6 +22,7 @@ from tunelab.eval.arms import DEFAULT_K
 from tunelab.icl.prompt import PreparedPrompt, prepare_icl
 from tunelab.icl.selectors import IndexProgress, Selector, check_positive_k
 from tunelab.runtime.best_of_n import BestOfRequest, check, sample_best
+from tunelab.runtime.cached_icl import answer_cached
 from tunelab.runtime.conversations import ConversationService
 from tunelab.runtime.decompose import Worked, decompose
 from tunelab.runtime.provenance import provenance_for
@@ -41,6 +42,8 @@ class IclRequest:
     bank: str
     selector: str = "embedding"
     k: int = DEFAULT_K
+    cached: bool = False
+    """The examples' KV from the engine's example cache (`--icl-cache`): faster, approximate."""
 
     def __post_init__(self) -> None:
         check_positive_k(self.k)  # before any indexing work
@@ -251,7 +254,12 @@ class ChatService(ConversationService):
             worked = decompose(self.engine, "plan", instruction, prompt, params)
         prepared = self._prepare(history, prompt, params, icl, worked.query if plan else None)
         best: dict[str, Any] | None = None
-        if best_of is None:
+        if icl is not None and icl.cached:
+            if best_of is not None:
+                raise TunelabError("--icl-cache answers once: not with --best-of")
+            reply, icl_use = answer_cached(self.engine, prepared, self.runtime.settings.icl_cache_recompute, params, "--icl-cache")
+            prepared = replace(prepared, icl=icl_use)
+        elif best_of is None:
             reply = self.engine.chat(prepared.messages, params)
         else:
             result = sample_best(self.engine, prepared.messages, params, best_of.n, best_of.scorer, self.settings.parallel)

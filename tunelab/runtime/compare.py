@@ -86,6 +86,8 @@ def run_comparison(
             identity["model_sha256"] = runner.model_sha256(arm)
         if arm.steps is not None:  # only then, so the fingerprints of one-call arms stay what they were
             identity["decompose_format"] = DECOMPOSE_FORMAT
+        if arm.cached:  # only then, as above: how many tokens per example are recomputed decides the answers
+            identity["icl_cache_recompute"] = runner.settings.icl_cache_recompute
         arm_key = fingerprint(identity)
         finished = store.finished(comparison.id, arm.name, arm_key)
         for item in test_set.items:

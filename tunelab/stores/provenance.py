@@ -43,6 +43,14 @@ class IclUse:
     example_tokens: int = 0
     """Prompt tokens the examples cost (the prompt with them minus the prompt without)."""
     selection_ms: float = 0.0
+    cached: bool = False
+    """Whether the examples' KV came from the engine's example cache (placed, not computed in this
+    prompt); False for the exact prompt, also when a cached arm fell back to it."""
+    cached_tokens: int = 0
+    """Example tokens whose KV was restored from the cache."""
+    recomputed_tokens: int = 0
+    """Example tokens decoded again in place, this prompt's total over its examples (the first
+    `recompute` tokens of each)."""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> IclUse:
@@ -57,6 +65,9 @@ class IclUse:
             int(data.get("dropped") or 0),
             int(data.get("example_tokens") or 0),
             float(data.get("selection_ms") or 0.0),
+            bool(data.get("cached") or False),
+            int(data.get("cached_tokens") or 0),
+            int(data.get("recomputed_tokens") or 0),
         )
 
 
