@@ -68,7 +68,7 @@ def _fill(conn, accuracies: dict[str, list[int]], fingerprint: str = "fp") -> in
                     {"accuracy": float(hit), "chrf": 0.5 * hit, "rouge_l": 1.0 * hit},
                     prompt_tokens=40 if "@" not in arm else 240,
                     completion_tokens=2,
-                    ttft_ms=20.0,
+                    ttft_ms=5.0 if arm.endswith("~cached") else 20.0,
                     total_ms=50.0,
                     decode_tps=60.0,
                     finish_reason="stop",
@@ -76,6 +76,16 @@ def _fill(conn, accuracies: dict[str, list[int]], fingerprint: str = "fp") -> in
                 ),
             )
     return comparison.id
+
+
+def test_the_verdict_puts_a_cached_arm_beside_its_exact_twin(conn) -> None:
+    accuracies = {"base": [0] * 10 + [1] * 10, "base+jaccard@2": [1] * 20, "base+jaccard@2~cached": [1] * 18 + [0] * 2}
+    comparison_id = _fill(conn, accuracies)
+    store = ComparisonStore(conn)
+    summary = summarize(store.get(comparison_id), store.items(comparison_id), store.results(comparison_id), "accuracy")
+    line = next(v for v in summary.verdict if v.startswith("Example cache"))
+    assert "**base+jaccard@2~cached** vs **base+jaccard@2**: -10.0 points (95% CI" in line
+    assert "TTFT 20 ms exact vs 5 ms cached (4.00x faster)" in line
 
 
 def test_finished_positions_survive_reopen_and_stale_fingerprints_are_dropped(conn) -> None:

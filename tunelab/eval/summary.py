@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from itertools import combinations
 from statistics import fmean
 from typing import TYPE_CHECKING, Any
@@ -256,6 +256,7 @@ def verdict(summary: Summary) -> list[str]:
     tuned = [a for a in ranked if Arm.parse(a.arm).adapter is not None and not Arm.parse(a.arm).is_icl]
     if icl and tuned and {tuned[0].arm, icl[0].arm} != {best.arm, runner_up.arm}:
         lines.append("ICL vs fine-tune (best of each): " + _vs(summary, tuned[0].arm, icl[0].arm))
+    lines += cache_lines(summary)
     if summary.primary_metric == ACCURACY:
         lines.append(
             "Significance of accuracy differences is McNemar's exact test; at small n the bootstrap interval "
@@ -263,6 +264,26 @@ def verdict(summary: Summary) -> list[str]:
         )
     if baselines is not None:
         lines += baseline_lines(summary, ranked, baselines)
+    return lines
+
+
+def cache_lines(summary: Summary) -> list[str]:
+    """For each `~cached` arm run beside its exact twin: what answering from the example cache
+    cost in quality (the paired difference and its interval) and what it saved in TTFT."""
+    names = {a.arm for a in summary.arms}
+    lines = []
+    for arm in summary.arms:
+        parsed = Arm.parse(arm.arm)
+        exact = replace(parsed, cached=False).name
+        if not parsed.cached or exact not in names:
+            continue
+        twin = summary.arm(exact)
+        ttft = (
+            f"TTFT {twin.mean_ttft_ms:.0f} ms exact vs {arm.mean_ttft_ms:.0f} ms cached ({twin.mean_ttft_ms / arm.mean_ttft_ms:.2f}x faster)"
+            if arm.mean_ttft_ms and twin.mean_ttft_ms
+            else "TTFT not measured"
+        )
+        lines.append(f"Example cache: **{arm.arm}** vs **{exact}**: {fmt_difference(summary.pair(arm.arm, exact).test)}; {ttft}.")
     return lines
 
 
