@@ -119,7 +119,7 @@ def main() -> None:
             engine.example_cache.clear()
             if mode == "warm":  # every example computed once before the timed queries
                 for b in built[dynamic]:
-                    engine.chat_cached(b.messages, len(b.used), args.recompute, GREEDY_ONE_TOKEN).text()
+                    engine.chat_cached(b.messages, len(b.used), args.recompute, GREEDY_ONE_TOKEN)[0].text()
             for b in built[dynamic]:
                 results.setdefault((cached, mode), []).append(cached_ttft(engine, b.messages, len(b.used), mode == "cold", args.recompute))
 
