@@ -139,6 +139,10 @@ def test_rows_stored_before_the_typed_record_are_migrated_to_it(conn) -> None:
         "example_tokens": 0,
         "selection_ms": 1.5,
         "examples": [{"id": 3, "score": 0.5, "input": "", "output": ""}],
+        # written before the example cache existed: exact prompts
+        "cached": False,
+        "cached_tokens": 0,
+        "recomputed_tokens": 0,
     }
     assert Provenance.from_dict(compare).example_ids == [3] and compare["arm"] == "base+jaccard@1"
 

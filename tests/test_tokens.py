@@ -113,6 +113,9 @@ async def test_t_on_a_reply_opens_the_token_modal(settings, conn):
         colours = [span.style for span in token_text(first.pieces).spans]
         assert colours == [STYLES[i % 2] for i in range(len(first.pieces))]  # every token boundary is a colour change
         assert len({str(span.style) for span in modal.query(".tokens-part").first().render().spans}) == 2
-        assert "\ufffd" not in "".join(str(s.render()) for s in modal.query(".tokens-part"))
+        # no character split across tokens shows as U+FFFD; the sampled reply itself may hold one,
+        # where the model emitted bytes that are not UTF-8 (seen once in a Japanese reply)
+        rendered = "".join(str(s.render()) for s in modal.query(".tokens-part"))
+        assert rendered.count("\ufffd") == reply.message.content.count("\ufffd")
         await pilot.press("escape")
         assert not isinstance(app.screen, TokensScreen)
