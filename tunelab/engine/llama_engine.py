@@ -162,7 +162,7 @@ class LlamaEngine:
                 for index, done in answers:
                     messages, dropped = fitted[index]
                     done.stats.dropped_turns = dropped
-                    yield index, Reply(iter([done.text] if done.text else []), done.stats, messages)
+                    yield index, done.as_reply(messages)
             finally:
                 answers.close()
 
@@ -172,9 +172,12 @@ class LlamaEngine:
         if current is not None and current.n_slots >= n_slots and current.n_ctx_seq >= n_ctx_seq:
             return current
         self._drop_batch_context()
-        adapter = self._adapters.get(self.lora_path) if self.lora_path else None
-        self._batch = SequenceBatch(self.llama, n_slots, n_ctx_seq, adapter, self.lora_scale)
+        self._batch = SequenceBatch(self.llama, n_slots, n_ctx_seq, self._current_adapter(), self.lora_scale)
         return self._batch
+
+    def _current_adapter(self) -> ctypes._Pointer[ctypes.c_void_p] | None:
+        """The loaded LoRA the engine serves now (None: the plain base), for a side context to apply."""
+        return self._adapters.get(self.lora_path) if self.lora_path else None
 
     def _drop_batch_context(self) -> None:
         if self._batch is not None:
@@ -212,12 +215,11 @@ class LlamaEngine:
         if answered is None:
             return self.chat(messages, params), CacheUse()
         done, use = answered
-        return Reply(iter([done.text] if done.text else []), done.stats, fitted), use
+        return done.as_reply(fitted), use
 
     def _example_context(self) -> ExampleContext:
         if self._examples is None:
-            adapter = self._adapters.get(self.lora_path) if self.lora_path else None
-            self._examples = ExampleContext(self.llama, adapter, Weights(self.model_path, self.lora_path, self.lora_scale))
+            self._examples = ExampleContext(self.llama, self._current_adapter(), Weights(self.model_path, self.lora_path, self.lora_scale))
         return self._examples
 
     def _stream(self, tokens: list[int], params: SamplerParams, stats: ReplyStats) -> Iterator[str]:

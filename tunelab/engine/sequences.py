@@ -17,7 +17,8 @@ import llama_cpp
 from llama_cpp import Llama
 from llama_cpp import _internals as internals
 
-from tunelab.engine.reply import ReplyStats
+from tunelab.engine.chat_template import ChatMessage
+from tunelab.engine.reply import Reply, ReplyStats
 from tunelab.engine.sampling import SamplerParams
 from tunelab.engine.token_text import TokenText
 from tunelab.errors import TunelabError
@@ -29,6 +30,10 @@ class BatchedReply:
 
     text: str
     stats: ReplyStats = field(default_factory=ReplyStats)
+
+    def as_reply(self, messages: list[ChatMessage]) -> Reply:
+        """The finished text as the `Reply` every engine returns (one chunk, nothing left to stream)."""
+        return Reply(iter([self.text] if self.text else []), self.stats, messages)
 
 
 @dataclass
